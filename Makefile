@@ -1,0 +1,36 @@
+# RaaS developer entry points. Every target creates or reuses .venv and installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYPROJECTS := gym_raas/pyproject.toml node_runtime/pyproject.toml requirements-dev.txt
+
+.PHONY: demo test bench lint format clean
+
+$(STAMP): $(PYPROJECTS) scripts/install-system-deps
+	bash scripts/install-system-deps
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e 'gym_raas[plot]' -e node_runtime -r requirements-dev.txt
+	touch $(STAMP)
+
+demo: $(STAMP)  ## Run the example controller and print where the results are.
+	$(BIN)/raas demo
+
+test: $(STAMP)  ## Run the whole test suite.
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)  ## Print the performance figures (ratios against peers measured in the same run).
+	$(BIN)/python -m benchmarks
+
+lint: $(STAMP)  ## ruff and mypy.
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) results test-artifacts .pytest_cache .mypy_cache .ruff_cache

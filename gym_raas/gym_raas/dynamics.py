@@ -1,0 +1,99 @@
+"""Rigid-body and motor dynamics of the pendulum rig, integrated inside one control period.
+
+The integrator is semi-implicit (symplectic) Euler at ``params.substep_s``: it does not create
+energy, and it is deterministic. Coulomb friction is applied as a velocity change that may stop
+the pendulum but never reverse it, which also gives stiction: a pendulum at rest stays at rest
+while gravity and motor torque are below the friction torque.
+
+Functions take an `ArrayOps` namespace so the same code steps one pendulum (floats) or a batch
+(numpy arrays).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from gym_raas.array_ops import ArrayOps
+from gym_raas.params import PendulumParams
+
+
+@dataclass(frozen=True)
+class DynamicsCoefficients:
+    """Per-substep constants derived once from `PendulumParams`."""
+
+    substep_s: float
+    substeps: int
+    latency_substeps: int
+    gravity_rad_per_s2: float
+    linear_damping_per_s: float
+    friction_velocity_step_rad_per_s: float
+    stall_acceleration_rad_per_s2: float
+    duty_steps: float
+    deadband_duty: float
+    max_command: float
+
+    @classmethod
+    def from_params(cls, params: PendulumParams) -> DynamicsCoefficients:
+        return cls(
+            substep_s=params.substep_s,
+            substeps=params.physics_substeps,
+            latency_substeps=min(params.latency_substeps, params.physics_substeps),
+            gravity_rad_per_s2=params.natural_frequency_rad_per_s**2,
+            linear_damping_per_s=params.viscous_damping_per_s + params.motor_back_emf_damping_per_s,
+            friction_velocity_step_rad_per_s=params.coulomb_friction_rad_per_s2 * params.substep_s,
+            stall_acceleration_rad_per_s2=params.motor_stall_acceleration_rad_per_s2,
+            duty_steps=float(params.pwm_duty_steps),
+            deadband_duty=params.motor_deadband_duty,
+            max_command=params.max_command,
+        )
+
+
+def command_to_duty(command: Any, coefficients: DynamicsCoefficients, ops: ArrayOps) -> Any:
+    """PWM duty in [-1, 1] that the driver outputs for a command (saturated and quantised)."""
+    duty = ops.clip(command / coefficients.max_command, -1.0, 1.0)
+    return ops.round(duty * coefficients.duty_steps) / coefficients.duty_steps
+
+
+def effective_duty(duty: Any, coefficients: DynamicsCoefficients, ops: ArrayOps) -> Any:
+    """Duty that turns into torque once the motor's static friction (deadband) is overcome."""
+    deadband = coefficients.deadband_duty
+    excess = ops.maximum(ops.abs(duty) - deadband, 0.0)
+    return ops.sign(duty) * excess / (1.0 - deadband)
+
+
+def integrate_control_period(
+    theta: Any,
+    omega: Any,
+    previous_duty: Any,
+    duty: Any,
+    coefficients: DynamicsCoefficients,
+    ops: ArrayOps,
+) -> tuple[Any, Any]:
+    """Advance angle θ (from upright, rad) and speed θ̇ (rad/s) by one control period.
+
+    `previous_duty` acts for the first ``latency_substeps`` substeps, then `duty` (both are PWM
+    duties as returned by `command_to_duty`). Returns the new (θ, θ̇); θ is not wrapped.
+    """
+    h = coefficients.substep_s
+    gravity = coefficients.gravity_rad_per_s2
+    damping = coefficients.linear_damping_per_s
+    friction_step = coefficients.friction_velocity_step_rad_per_s
+    stall = coefficients.stall_acceleration_rad_per_s2
+    drive_late = stall * effective_duty(duty, coefficients, ops)
+    drive_early = stall * effective_duty(previous_duty, coefficients, ops)
+    sin = ops.sin
+    shrink = ops.shrink
+    for substep in range(coefficients.substeps):
+        drive = drive_early if substep < coefficients.latency_substeps else drive_late
+        acceleration = gravity * sin(theta) - damping * omega + drive
+        omega = shrink(omega + h * acceleration, friction_step)
+        theta = theta + h * omega
+    return theta, omega
+
+
+def mechanical_energy(theta: Any, omega: Any, params: PendulumParams, ops: ArrayOps) -> Any:
+    """Energy per unit inertia (rad²/s²), zero hanging at rest: ½θ̇² + ω₀²(1 + cos θ)."""
+    gravity = params.natural_frequency_rad_per_s**2
+    # cos θ = sin(θ + π/2): keeps ArrayOps minimal.
+    return 0.5 * omega * omega + gravity * (1.0 + ops.sin(theta + 1.5707963267948966))
