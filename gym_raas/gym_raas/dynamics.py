@@ -38,7 +38,7 @@ class DynamicsCoefficients:
         return cls(
             substep_s=params.substep_s,
             substeps=params.physics_substeps,
-            latency_substeps=min(params.latency_substeps, params.physics_substeps),
+            latency_substeps=params.latency_substeps,
             gravity_rad_per_s2=params.natural_frequency_rad_per_s**2,
             linear_damping_per_s=params.viscous_damping_per_s + params.motor_back_emf_damping_per_s,
             friction_velocity_step_rad_per_s=params.coulomb_friction_rad_per_s2 * params.substep_s,
@@ -65,31 +65,42 @@ def effective_duty(duty: Any, coefficients: DynamicsCoefficients, ops: ArrayOps)
 def integrate_control_period(
     theta: Any,
     omega: Any,
-    previous_duty: Any,
-    duty: Any,
+    duty_history: tuple[Any, Any, Any],
     coefficients: DynamicsCoefficients,
     ops: ArrayOps,
 ) -> tuple[Any, Any]:
     """Advance angle θ (from upright, rad) and speed θ̇ (rad/s) by one control period.
 
-    `previous_duty` acts for the first ``latency_substeps`` substeps, then `duty` (both are PWM
-    duties as returned by `command_to_duty`). Returns the new (θ, θ̇); θ is not wrapped.
+    `duty_history` is (duty two steps ago, duty one step ago, duty of this step), as returned
+    by `command_to_duty`. The duty of a step reaches the motor ``latency_substeps`` after the
+    start of that step, so with a latency longer than a period the current step's duty has no
+    effect yet. Returns the new (θ, θ̇); θ is not wrapped.
     """
     h = coefficients.substep_s
     gravity = coefficients.gravity_rad_per_s2
     damping = coefficients.linear_damping_per_s
     friction_step = coefficients.friction_velocity_step_rad_per_s
-    stall = coefficients.stall_acceleration_rad_per_s2
-    drive_late = stall * effective_duty(duty, coefficients, ops)
-    drive_early = stall * effective_duty(previous_duty, coefficients, ops)
     sin = ops.sin
     shrink = ops.shrink
-    for substep in range(coefficients.substeps):
-        drive = drive_early if substep < coefficients.latency_substeps else drive_late
+    for drive in _drive_schedule(duty_history, coefficients, ops):
         acceleration = gravity * sin(theta) - damping * omega + drive
         omega = shrink(omega + h * acceleration, friction_step)
         theta = theta + h * omega
     return theta, omega
+
+
+def _drive_schedule(duty_history: tuple[Any, Any, Any], coefficients: DynamicsCoefficients, ops: ArrayOps) -> list[Any]:
+    """Motor acceleration acting during each substep of the period."""
+    substeps = coefficients.substeps
+    latency = coefficients.latency_substeps
+    stall = coefficients.stall_acceleration_rad_per_s2
+    if latency <= substeps:
+        older, newer, switch = duty_history[1], duty_history[2], latency
+    else:
+        older, newer, switch = duty_history[0], duty_history[1], latency - substeps
+    older_drive = stall * effective_duty(older, coefficients, ops)
+    newer_drive = stall * effective_duty(newer, coefficients, ops)
+    return [older_drive] * switch + [newer_drive] * (substeps - switch)
 
 
 def mechanical_energy(theta: Any, omega: Any, params: PendulumParams, ops: ArrayOps) -> Any:

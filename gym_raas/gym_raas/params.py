@@ -12,7 +12,8 @@ where ω₀ is ``natural_frequency_rad_per_s``, c_visc ``viscous_damping_per_s``
 ``motor_back_emf_damping_per_s``, f_c ``coulomb_friction_rad_per_s2`` and a_stall
 ``motor_stall_acceleration_rad_per_s2``. The command u ∈ [-max_command, max_command] becomes the
 duty u / max_command, quantised to ``pwm_duty_steps`` and passed through the motor's deadband
-(``motor_deadband_duty``) before it reaches the equation, ``actuation_latency_s`` late.
+(``motor_deadband_duty``) before it reaches the equation, ``actuation_latency_s`` after the
+observation it answers (up to two control periods).
 """
 
 from __future__ import annotations
@@ -55,8 +56,10 @@ class PendulumParams:
     """Duty below which the motor's static friction absorbs all torque (fraction of full)."""
     pwm_duty_steps: int = 255
     """Distinct non-zero duty levels of the PWM driver (pigpio's default range is 255)."""
-    actuation_latency_s: float = 0.01
-    """Delay from a command's arrival to the torque change (driver, motor inductance)."""
+    actuation_latency_s: float = 0.052
+    """Delay from the observation a command answers to the torque change. On the robot the
+    agent applies a command at the control-clock boundary after it arrives, one period after
+    the observation, and driver and motor inductance add about 2 ms."""
     encoder_counts_per_rev: int = 480
     """Quadrature counts per revolution of the pendulum shaft (all four edges counted)."""
     encoder_edge_jitter_s: float = 5e-6
@@ -157,8 +160,8 @@ def _physical_problems(params: PendulumParams) -> list[str]:
     problems += [f"{name} must be ≥ 0" for name in non_negative if not getattr(params, name) >= 0]
     if not 0.0 <= params.motor_deadband_duty < 1.0:
         problems.append("motor_deadband_duty must be in [0, 1)")
-    if params.actuation_latency_s >= params.control_period_s:
-        problems.append("actuation_latency_s must be shorter than control_period_s")
+    if params.actuation_latency_s >= 2.0 * params.control_period_s:
+        problems.append("actuation_latency_s must be shorter than two control periods")
     return problems
 
 

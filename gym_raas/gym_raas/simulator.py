@@ -38,7 +38,7 @@ class Measurement:
     """Edge-timing speed estimate, saturated at the velocity limit."""
     encoder_count: int
     duty: float
-    """PWM duty the driver applied during this step."""
+    """PWM duty of the latest command (it reaches the motor ``actuation_latency_s`` later)."""
 
 
 class PendulumSimulator:
@@ -77,6 +77,7 @@ class PendulumSimulator:
             self.theta: Any = float(theta_rad)
             self.theta_dot: Any = float(theta_dot_rad_per_s)
             self.duty: Any = 0.0
+            self._earlier_duty: Any = 0.0
             self._count: Any = float(encoder_count(self.theta - HANGING_RAD, self._resolution, SCALAR_OPS))
             self._edge_time: Any = 0.0
             self._velocity: Any = self.theta_dot
@@ -89,6 +90,7 @@ class PendulumSimulator:
             self.theta = np.full(size, HANGING_RAD)
             self.theta_dot = np.zeros(size)
             self.duty = np.zeros(size)
+            self._earlier_duty = np.zeros(size)
             self._count = np.zeros(size)
             self._edge_time = np.zeros(size)
             self._velocity = np.zeros(size)
@@ -98,6 +100,7 @@ class PendulumSimulator:
         self.theta[selected] = theta[selected]
         self.theta_dot[selected] = theta_dot[selected]
         self.duty[selected] = 0.0
+        self._earlier_duty[selected] = 0.0
         self._count[selected] = np.round((theta[selected] - HANGING_RAD) / self._resolution)
         self._edge_time[selected] = 0.0
         self._velocity[selected] = theta_dot[selected]
@@ -109,9 +112,9 @@ class PendulumSimulator:
         ops = self._ops
         coefficients = self.coefficients
         duty = command_to_duty(command, coefficients, ops)
-        self.theta, self.theta_dot = integrate_control_period(
-            self.theta, self.theta_dot, self.duty, duty, coefficients, ops
-        )
+        history = (self._earlier_duty, self.duty, duty)
+        self.theta, self.theta_dot = integrate_control_period(self.theta, self.theta_dot, history, coefficients, ops)
+        self._earlier_duty = self.duty
         self.duty = duty
         self.time_s = self.time_s + self.params.control_period_s
         shaft = self.theta - HANGING_RAD
