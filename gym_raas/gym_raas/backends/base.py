@@ -15,8 +15,7 @@ the platform does only inside a job on a robot.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import numpy as np
 
@@ -29,15 +28,14 @@ BackendName = Literal["auto", "sim", "robot"]
 BACKEND_NAMES: tuple[str, ...] = ("auto", "sim", "robot")
 
 
-@dataclass(frozen=True)
-class Reading:
-    """Sensor values at the end of a control period."""
+class Reading(NamedTuple):
+    """Sensor values at the end of a control period (a tuple: it is built at every step)."""
 
     theta_rad: float
     """Angle from upright in [-π, π)."""
     theta_dot_rad_per_s: float
     """Angular speed estimated from encoder edge timing."""
-    info: dict[str, Any]
+    info: dict[str, Any] | None
     """Backend-specific extras merged into the env's ``info`` (e.g. timing on a robot)."""
 
 
