@@ -44,9 +44,9 @@ class PendulumParams:
 
     natural_frequency_rad_per_s: float = 5.3
     """ω₀ = sqrt(m·g·l / J): angular frequency of small oscillations about hanging."""
-    viscous_damping_per_s: float = 0.25
+    viscous_damping_per_s: float = 0.2
     """Viscous friction of pivot and gearbox divided by inertia (b / J)."""
-    coulomb_friction_rad_per_s2: float = 0.15
+    coulomb_friction_rad_per_s2: float = 0.08
     """Dry (Coulomb) friction torque of pivot and gearbox divided by inertia."""
     motor_stall_acceleration_rad_per_s2: float = 16.1
     """Angular acceleration the motor gives at full duty and zero speed (k_t·V / (R·J))."""

@@ -119,7 +119,10 @@ class PendulumSimulator:
         self.time_s = self.time_s + self.params.control_period_s
         shaft = self.theta - HANGING_RAD
         count = encoder_count(shaft, self._resolution, ops)
-        since_edge = time_since_last_edge(shaft, self.theta_dot, count, self._resolution, ops)
+        # A changed count means the edge came during this period, however slow the shaft is now
+        # (at a turning point the constant-speed guess would put it far in the past).
+        period = self.params.control_period_s
+        since_edge = ops.minimum(time_since_last_edge(shaft, self.theta_dot, count, self._resolution, ops), period)
         edge_time = self.time_s - since_edge + self.params.encoder_edge_jitter_s * self._jitter()
         self._velocity, self._edge_time = update_velocity(
             self._count, self._edge_time, self._velocity, count, edge_time, self.time_s, self._resolution, ops

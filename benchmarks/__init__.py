@@ -1,0 +1,1 @@
+"""Performance figures of RaaS, each measured against a peer in the same run (`make bench`)."""
