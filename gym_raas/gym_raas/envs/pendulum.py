@@ -105,8 +105,8 @@ class RaasPendulumEnv(gym.Env[Observation, NDArray[np.float32]]):
     >>> import gym_raas
     >>> env = gym.make("RaasPendulum-v0", backend="sim")
     >>> observation, info = env.reset(seed=0)
-    >>> observation.round(2).tolist()
-    [-1.0, 0.01, 0.0]
+    >>> [round(float(value), 2) for value in observation]
+    [-1.0, -0.0, -0.01]
     >>> observation, reward, terminated, truncated, info = env.step(np.array([2.0], dtype=np.float32))
     >>> round(float(reward), 2), terminated, truncated
     (-9.87, False, False)
