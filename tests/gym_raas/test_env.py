@@ -7,11 +7,11 @@ import math
 import gymnasium as gym
 import numpy as np
 import pytest
-from gym_raas.envs.pendulum import RaasPendulumEnv
-from gym_raas.params import PendulumParams, save_calibration
 from gymnasium.utils.env_checker import check_env
 
 import gym_raas
+from gym_raas.envs.pendulum import RaasPendulumEnv
+from gym_raas.params import PendulumParams, save_calibration
 
 
 @pytest.fixture(autouse=True)

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from gym_raas.array_ops import NUMPY_OPS, SCALAR_OPS
 from gym_raas.dynamics import DynamicsCoefficients, command_to_duty, mechanical_energy
 from gym_raas.params import CalibrationError, PendulumParams, load_calibration, save_calibration

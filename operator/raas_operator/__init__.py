@@ -1,0 +1,1 @@
+"""RaaS cluster side: the job model, the scheduler core and the Kubernetes operator."""

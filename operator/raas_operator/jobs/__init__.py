@@ -1,0 +1,1 @@
+"""The RaasJob contract: spec, status, phases and failure classes."""

@@ -1,0 +1,1 @@
+"""The scheduler core: pure functions from queue, robots and usage to assignments."""

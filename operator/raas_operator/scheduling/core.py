@@ -1,0 +1,293 @@
+"""Deciding which queued job runs on which robot: pure functions, no I/O, no clocks.
+
+Rules, in order:
+
+1. A job only goes to a robot that is Ready (healthy, idle, not in maintenance), that matches
+   its request, and that it is not excluded from (the robot where a retried job faulted). A
+   robot gets at most one job per decision, and a busy robot none.
+2. Higher ``priority`` first.
+3. Between owners of equal priority, fair share: the owner with the fewest running jobs goes
+   next (ties: whose waiting job is oldest). One owner's 100 jobs cannot starve another's one.
+4. Within an owner, first come, first served.
+5. Quotas: an owner never has more than ``max_running_per_owner`` jobs running;
+   `admit` refuses a submission beyond ``max_queued_per_owner``.
+6. A job whose request no robot in the fleet could ever satisfy is rejected with a reason.
+
+`schedule` also predicts, for every job left waiting, its position in the queue and its
+estimated start by replaying the same rules over the robots' expected free times.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import defaultdict, deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from raas_operator.jobs.model import RobotRequest
+
+
+@dataclass(frozen=True)
+class WaitingJob:
+    """A queued job as the scheduler sees it."""
+
+    job_id: str
+    owner: str
+    submitted_at_s: float
+    request: RobotRequest = field(default_factory=RobotRequest)
+    priority: int = 0
+    expected_duration_s: float = 120.0
+    excluded_robots: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class RobotView:
+    """A robot as the scheduler sees it."""
+
+    name: str
+    type: str = "pendulum"
+    labels: Mapping[str, str] = field(default_factory=dict)
+    ready: bool = True
+    """Idle, healthy and not in maintenance."""
+    schedulable: bool = True
+    """False for robots that will not take jobs soon (maintenance, offline, unhealthy)."""
+    free_at_s: float = 0.0
+    """When a busy robot is expected to be free (used for start-time estimates)."""
+
+
+@dataclass(frozen=True)
+class Quotas:
+    """Per-owner limits."""
+
+    max_running_per_owner: int = 2
+    max_queued_per_owner: int = 100
+
+
+@dataclass(frozen=True)
+class Assignment:
+    job_id: str
+    robot: str
+
+
+@dataclass(frozen=True)
+class Rejection:
+    job_id: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class QueueEstimate:
+    job_id: str
+    position: int
+    """1 = next to start."""
+    estimated_start_s: float | None
+    """None when no robot that could run it is expected to be free."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do now, and what the queue looks like afterwards."""
+
+    assignments: tuple[Assignment, ...]
+    rejections: tuple[Rejection, ...]
+    queue: tuple[QueueEstimate, ...]
+
+
+@dataclass(frozen=True)
+class Admission:
+    admitted: bool
+    reason: str = ""
+    message: str = ""
+
+
+def admit(owner: str, queued_by_owner: Mapping[str, int], quotas: Quotas) -> Admission:
+    """Whether a new job of `owner` may join the queue under the queued-jobs quota."""
+    queued = queued_by_owner.get(owner, 0)
+    if queued >= quotas.max_queued_per_owner:
+        return Admission(
+            False,
+            "QuotaExceeded",
+            f"{owner} already has {queued} queued jobs (limit {quotas.max_queued_per_owner}); "
+            "wait for some to finish or cancel them",
+        )
+    return Admission(True)
+
+
+def unsatisfiable_reason(job: WaitingJob, fleet: Sequence[RobotView]) -> str | None:
+    """Why no robot of the fleet could ever run `job`, or None if one could."""
+    for robot in fleet:
+        if robot.name not in job.excluded_robots and job.request.matches(robot.name, robot.type, dict(robot.labels)):
+            return None
+    request = job.request
+    if request.name is not None:
+        return f"there is no robot named {request.name!r} of type {request.type!r} matching the request"
+    if request.selector:
+        return f"no {request.type} robot carries the labels {dict(request.selector)}"
+    return f"there is no robot of type {request.type!r}"
+
+
+def schedule(
+    waiting: Sequence[WaitingJob],
+    robots: Sequence[RobotView],
+    running_by_owner: Mapping[str, int],
+    quotas: Quotas,
+    now_s: float,
+) -> Decision:
+    """Assign waiting jobs to Ready robots by the module's rules, and estimate the rest."""
+    rejections: list[Rejection] = []
+    candidates: list[WaitingJob] = []
+    fleet_index = _FleetIndex(robots)
+    for job in sorted(waiting, key=lambda job: (job.submitted_at_s, job.job_id)):
+        reason = fleet_index.unsatisfiable_reason(job)
+        if reason is None:
+            candidates.append(job)
+        else:
+            rejections.append(Rejection(job.job_id, "NoMatchingRobot", reason))
+
+    running = defaultdict(int, running_by_owner)
+    free_now = {robot.name: robot for robot in robots if robot.ready and robot.schedulable}
+    assignments = _assign(candidates, free_now, running, quotas)
+    assigned = {assignment.job_id for assignment in assignments}
+    left = [job for job in candidates if job.job_id not in assigned]
+    queue = _estimate_queue(left, robots, assignments, candidates, running, now_s)
+    return Decision(tuple(assignments), tuple(rejections), queue)
+
+
+def _assign(
+    jobs: Sequence[WaitingJob], free_now: dict[str, RobotView], running: dict[str, int], quotas: Quotas
+) -> list[Assignment]:
+    """Greedy fair-share assignment: the owner first in line places its first placeable job."""
+    by_owner = _queues_by_owner(jobs)
+    heap = [_owner_key(owner, queue, running) for owner, queue in by_owner.items()]
+    heapq.heapify(heap)
+    assignments: list[Assignment] = []
+    while heap and free_now:
+        *_, owner = heapq.heappop(heap)
+        if running[owner] >= quotas.max_running_per_owner:
+            continue
+        queue = by_owner[owner]
+        for index, job in enumerate(queue):
+            robot = _first_match(job, free_now.values())
+            if robot is not None:
+                del queue[index]
+                del free_now[robot.name]
+                running[owner] += 1
+                assignments.append(Assignment(job.job_id, robot.name))
+                if queue:
+                    heapq.heappush(heap, _owner_key(owner, queue, running))
+                break
+    return assignments
+
+
+def _queues_by_owner(jobs: Iterable[WaitingJob]) -> dict[str, deque[WaitingJob]]:
+    by_owner: dict[str, deque[WaitingJob]] = defaultdict(deque)
+    for job in sorted(jobs, key=lambda job: (-job.priority, job.submitted_at_s, job.job_id)):
+        by_owner[job.owner].append(job)
+    return by_owner
+
+
+def _fair_share_order(jobs: Iterable[WaitingJob], running: Mapping[str, int]) -> list[WaitingJob]:
+    """Jobs in the order the rules would start them, one robot at a time (quotas ignored)."""
+    by_owner = _queues_by_owner(jobs)
+    started = defaultdict(int, running)
+    heap = [_owner_key(owner, queue, started) for owner, queue in by_owner.items()]
+    heapq.heapify(heap)
+    order: list[WaitingJob] = []
+    while heap:
+        *_, owner = heapq.heappop(heap)
+        queue = by_owner[owner]
+        order.append(queue.popleft())
+        started[owner] += 1
+        if queue:
+            heapq.heappush(heap, _owner_key(owner, queue, started))
+    return order
+
+
+def _owner_key(owner: str, queue: deque[WaitingJob], started: Mapping[str, int]) -> tuple[int, int, float, str]:
+    head = queue[0]
+    return (-head.priority, started[owner], head.submitted_at_s, owner)
+
+
+def _first_match(job: WaitingJob, robots: Iterable[RobotView]) -> RobotView | None:
+    for robot in robots:
+        if robot.name not in job.excluded_robots and job.request.matches(robot.name, robot.type, dict(robot.labels)):
+            return robot
+    return None
+
+
+class _FleetIndex:
+    """Answers "could any robot ever run this?" quickly for the common request shapes."""
+
+    def __init__(self, robots: Sequence[RobotView]) -> None:
+        self.robots = robots
+        self.types = {robot.type for robot in robots}
+        self.names = {robot.name: robot for robot in robots}
+
+    def unsatisfiable_reason(self, job: WaitingJob) -> str | None:
+        request = job.request
+        if not request.selector and request.name is None and not job.excluded_robots:
+            return None if request.type in self.types else f"there is no robot of type {request.type!r}"
+        if request.name is not None and not request.selector and request.name not in job.excluded_robots:
+            robot = self.names.get(request.name)
+            if robot is not None and robot.type == request.type:
+                return None
+        return unsatisfiable_reason(job, self.robots)
+
+
+def _estimate_queue(
+    left: Sequence[WaitingJob],
+    robots: Sequence[RobotView],
+    assignments: Sequence[Assignment],
+    candidates: Sequence[WaitingJob],
+    running: Mapping[str, int],
+    now_s: float,
+) -> tuple[QueueEstimate, ...]:
+    """Replay the rules over expected free times: position and start estimate for each job."""
+    durations = {job.job_id: job.expected_duration_s for job in candidates}
+    free_at = {robot.name: max(robot.free_at_s, now_s) for robot in robots if robot.schedulable}
+    for assignment in assignments:
+        free_at[assignment.robot] = now_s + durations[assignment.job_id]
+    by_type: dict[str, list[tuple[float, str]]] = defaultdict(list)
+    robot_by_name = {robot.name: robot for robot in robots}
+    for name, time in free_at.items():
+        by_type[robot_by_name[name].type].append((time, name))
+    for heap in by_type.values():
+        heapq.heapify(heap)
+    estimates: list[QueueEstimate] = []
+    for position, job in enumerate(_fair_share_order(left, running), start=1):
+        start = _claim_earliest(job, by_type, free_at, robot_by_name)
+        estimates.append(QueueEstimate(job.job_id, position, start))
+    return tuple(estimates)
+
+
+def _claim_earliest(
+    job: WaitingJob,
+    by_type: dict[str, list[tuple[float, str]]],
+    free_at: dict[str, float],
+    robot_by_name: Mapping[str, RobotView],
+) -> float | None:
+    """Book the earliest-free robot that can run `job`; returns the booked start time."""
+    heap = by_type.get(job.request.type)
+    if not heap:
+        return None
+    simple = job.request.name is None and not job.request.selector and not job.excluded_robots
+    if simple:
+        start, name = heapq.heappop(heap)
+        heapq.heappush(heap, (start + job.expected_duration_s, name))
+        free_at[name] = start + job.expected_duration_s
+        return start
+    matching = [
+        (time, name)
+        for time, name in heap
+        if name not in job.excluded_robots
+        and job.request.matches(name, robot_by_name[name].type, dict(robot_by_name[name].labels))
+    ]
+    if not matching:
+        return None
+    start, name = min(matching)
+    heap.remove((start, name))
+    heap.append((start + job.expected_duration_s, name))
+    heapq.heapify(heap)
+    free_at[name] = start + job.expected_duration_s
+    return start
