@@ -245,49 +245,66 @@ def _estimate_queue(
 ) -> tuple[QueueEstimate, ...]:
     """Replay the rules over expected free times: position and start estimate for each job."""
     durations = {job.job_id: job.expected_duration_s for job in candidates}
-    free_at = {robot.name: max(robot.free_at_s, now_s) for robot in robots if robot.schedulable}
+    bookings = _RobotBookings([robot for robot in robots if robot.schedulable], now_s)
     for assignment in assignments:
-        free_at[assignment.robot] = now_s + durations[assignment.job_id]
-    by_type: dict[str, list[tuple[float, str]]] = defaultdict(list)
-    robot_by_name = {robot.name: robot for robot in robots}
-    for name, time in free_at.items():
-        by_type[robot_by_name[name].type].append((time, name))
-    for heap in by_type.values():
-        heapq.heapify(heap)
-    estimates: list[QueueEstimate] = []
-    for position, job in enumerate(_fair_share_order(left, running), start=1):
-        start = _claim_earliest(job, by_type, free_at, robot_by_name)
-        estimates.append(QueueEstimate(job.job_id, position, start))
-    return tuple(estimates)
+        bookings.book(assignment.robot, now_s + durations[assignment.job_id])
+    return tuple(
+        QueueEstimate(job.job_id, position, bookings.claim_earliest(job))
+        for position, job in enumerate(_fair_share_order(left, running), start=1)
+    )
 
 
-def _claim_earliest(
-    job: WaitingJob,
-    by_type: dict[str, list[tuple[float, str]]],
-    free_at: dict[str, float],
-    robot_by_name: Mapping[str, RobotView],
-) -> float | None:
-    """Book the earliest-free robot that can run `job`; returns the booked start time."""
-    heap = by_type.get(job.request.type)
-    if not heap:
-        return None
-    simple = job.request.name is None and not job.request.selector and not job.excluded_robots
-    if simple:
-        start, name = heapq.heappop(heap)
-        heapq.heappush(heap, (start + job.expected_duration_s, name))
-        free_at[name] = start + job.expected_duration_s
+class _RobotBookings:
+    """Expected free time of each robot, with the earliest-free robot of a type at hand.
+
+    Heaps per robot type hold (free time, name); an entry is stale once the robot's free time
+    changed, and is skipped when met (lazy deletion keeps every booking O(log n)).
+    """
+
+    def __init__(self, robots: Sequence[RobotView], now_s: float) -> None:
+        self.robots = {robot.name: robot for robot in robots}
+        self.free_at = {robot.name: max(robot.free_at_s, now_s) for robot in robots}
+        self.heaps: dict[str, list[tuple[float, str]]] = defaultdict(list)
+        for name, time in self.free_at.items():
+            self.heaps[self.robots[name].type].append((time, name))
+        for heap in self.heaps.values():
+            heapq.heapify(heap)
+        self.eligible_cache: dict[tuple[object, ...], tuple[str, ...]] = {}
+
+    def book(self, name: str, free_again_at_s: float) -> None:
+        self.free_at[name] = free_again_at_s
+        heapq.heappush(self.heaps[self.robots[name].type], (free_again_at_s, name))
+
+    def claim_earliest(self, job: WaitingJob) -> float | None:
+        """Book the earliest-free robot that can run `job`; returns the booked start time."""
+        request = job.request
+        if request.name is None and not request.selector and not job.excluded_robots:
+            heap = self.heaps.get(request.type)
+            while heap:
+                start, name = heapq.heappop(heap)
+                if self.free_at[name] == start:
+                    self.book(name, start + job.expected_duration_s)
+                    return start
+            return None
+        eligible = self._eligible(job)
+        if not eligible:
+            return None
+        start, name = min((self.free_at[name], name) for name in eligible)
+        self.book(name, start + job.expected_duration_s)
         return start
-    matching = [
-        (time, name)
-        for time, name in heap
-        if name not in job.excluded_robots
-        and job.request.matches(name, robot_by_name[name].type, dict(robot_by_name[name].labels))
-    ]
-    if not matching:
-        return None
-    start, name = min(matching)
-    heap.remove((start, name))
-    heap.append((start + job.expected_duration_s, name))
-    heapq.heapify(heap)
-    free_at[name] = start + job.expected_duration_s
-    return start
+
+    def _eligible(self, job: WaitingJob) -> tuple[str, ...]:
+        request = job.request
+        key = (request.name, request.type, tuple(sorted(request.selector.items())), job.excluded_robots)
+        cached = self.eligible_cache.get(key)
+        if cached is None:
+            candidates = [self.robots[request.name]] if request.name in self.robots else []
+            if request.name is None:
+                candidates = list(self.robots.values())
+            cached = tuple(
+                robot.name
+                for robot in candidates
+                if robot.name not in job.excluded_robots and request.matches(robot.name, robot.type, dict(robot.labels))
+            )
+            self.eligible_cache[key] = cached
+        return cached
