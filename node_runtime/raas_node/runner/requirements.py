@@ -1,0 +1,103 @@
+"""A user's requirements.txt: resolved while fetching, installed offline when running.
+
+Resolution (`build_wheelhouse`) runs during the fetch step, the only one with network access:
+``pip wheel`` turns every requirement into a wheel in a wheelhouse named by the content hash of
+requirements.txt. Installation (`install_offline`) runs with ``--no-index`` from that wheelhouse
+into a site folder, also named by the hash, that the run puts on ``PYTHONPATH``. Both are cached:
+a resubmission with the same requirements pays for neither.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from raas_node.runner.fetch import FetchError
+
+_COMPLETE_MARKER = ".complete"
+
+
+def _pip(arguments: Sequence[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
+    environment = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        "PIP_NO_INPUT": "1",
+    }
+    for name in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_CERT", "SSL_CERT_FILE"):
+        if name in os.environ:
+            environment[name] = os.environ[name]
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "pip", *arguments],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise FetchError("RequirementsTimeout", f"installing requirements took longer than {timeout_s:.0f} s") from None
+
+
+def build_wheelhouse(
+    requirements: Path,
+    digest: str,
+    cache_dir: Path,
+    *,
+    index_arguments: Sequence[str] = (),
+    timeout_s: float = 600.0,
+) -> Path:
+    """Wheels for every requirement, in ``cache_dir/wheels/<digest>`` (reused when complete)."""
+    wheelhouse = cache_dir / "wheels" / digest
+    if (wheelhouse / _COMPLETE_MARKER).exists():
+        return wheelhouse
+    partial = wheelhouse.with_name(digest + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    result = _pip(
+        ["wheel", "--quiet", "--wheel-dir", str(partial), "--requirement", str(requirements), *index_arguments],
+        timeout_s,
+    )
+    if result.returncode != 0:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise FetchError("RequirementsFailed", f"requirements.txt cannot be resolved: {_summary(result.stderr)}")
+    (partial / _COMPLETE_MARKER).touch()
+    shutil.rmtree(wheelhouse, ignore_errors=True)
+    partial.rename(wheelhouse)
+    return wheelhouse
+
+
+def install_offline(requirements: Path, digest: str, cache_dir: Path, *, timeout_s: float = 300.0) -> Path:
+    """Install from the wheelhouse without network into ``cache_dir/site/<digest>``; returns it."""
+    wheelhouse = cache_dir / "wheels" / digest
+    if not (wheelhouse / _COMPLETE_MARKER).exists():
+        raise FetchError("RequirementsMissing", "the requirements were not resolved while fetching")
+    site = cache_dir / "site" / digest
+    if (site / _COMPLETE_MARKER).exists():
+        return site
+    partial = site.with_name(digest + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    result = _pip(
+        [
+            "install", "--quiet", "--no-index", "--find-links", str(wheelhouse), "--target", str(partial),
+            "--requirement", str(requirements),
+        ],
+        timeout_s,
+    )  # fmt: skip
+    if result.returncode != 0:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise FetchError("RequirementsFailed", f"requirements.txt cannot be installed: {_summary(result.stderr)}")
+    (partial / _COMPLETE_MARKER).touch()
+    shutil.rmtree(site, ignore_errors=True)
+    partial.rename(site)
+    return site
+
+
+def _summary(stderr: str) -> str:
+    lines = [line.strip() for line in stderr.splitlines() if line.strip().startswith("ERROR")]
+    return lines[0] if lines else (stderr.strip().splitlines() or ["pip failed"])[-1]

@@ -1,0 +1,186 @@
+"""The subprocess launcher: every way a user's program can end gets a clear, classified outcome,
+and the platform is unharmed (no leftover processes, limits enforced, no credentials leaked)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from raas_node.runner import launch
+from raas_node.runner.launch import RunLimits, RunOutcome, RunRequest, RunVerdict, run_entrypoint
+
+FAST = RunLimits(time_limit_s=20, memory_bytes=1024**3, max_processes=32, max_output_bytes=64 * 1024)
+
+
+@pytest.fixture
+def tmp_path(tmp_path: Path) -> Path:
+    """A work folder other users can traverse, so that a sandbox uid can reach its scratch."""
+    for folder in [tmp_path, *tmp_path.parents]:
+        if folder == Path("/tmp"):
+            break
+        folder.chmod(folder.stat().st_mode | 0o011)
+    return tmp_path
+
+
+def sandbox_python() -> str | None:
+    """An interpreter a sandbox uid can run (these tests need only the standard library)."""
+    if os.geteuid() != 0:
+        return None
+    for python in (sys.executable, "/usr/bin/python3"):
+        if Path(python).exists() and launch._can_start_python_as(python, launch.DEFAULT_SANDBOX_UID):
+            return python
+    return None
+
+
+def sandboxed() -> bool:
+    """True when runs as root get their own uid."""
+    return sandbox_python() is not None
+
+
+def run(tmp_path: Path, source: str, limits: RunLimits = FAST, **request: object) -> RunOutcome:
+    code = tmp_path / "code"
+    code.mkdir(exist_ok=True)
+    (code / "run.py").write_text(textwrap.dedent(source))
+    request.setdefault("python_executable", sandbox_python() or sys.executable)
+    outcome = run_entrypoint(
+        RunRequest(
+            code_dir=code,
+            entrypoint="run.py",
+            scratch_dir=tmp_path / "scratch",
+            stdout_path=tmp_path / "stdout.txt",
+            stderr_path=tmp_path / "stderr.txt",
+            limits=limits,
+            **request,  # type: ignore[arg-type]
+        )
+    )
+    return outcome
+
+
+def test_a_clean_exit_completes_and_stdout_and_stderr_are_captured_separately(tmp_path: Path) -> None:
+    outcome = run(tmp_path, "import sys\nprint('hello')\nprint('warning', file=sys.stderr)\n")
+    assert outcome.verdict is RunVerdict.COMPLETED
+    assert outcome.exit_code == 0
+    assert (tmp_path / "stdout.txt").read_text() == "hello\n"
+    assert (tmp_path / "stderr.txt").read_text() == "warning\n"
+
+
+def test_an_exception_is_a_nonzero_exit_whose_message_names_the_error(tmp_path: Path) -> None:
+    outcome = run(tmp_path, "raise ValueError('controller diverged')\n")
+    assert outcome.verdict is RunVerdict.NONZERO_EXIT
+    assert outcome.exit_code == 1
+    assert "ValueError: controller diverged" in outcome.message
+
+
+def test_an_explicit_exit_status_is_reported(tmp_path: Path) -> None:
+    outcome = run(tmp_path, "import sys\nsys.exit(3)\n")
+    assert outcome.verdict is RunVerdict.NONZERO_EXIT
+    assert outcome.exit_code == 3
+
+
+def test_an_infinite_loop_is_stopped_at_the_time_limit(tmp_path: Path) -> None:
+    limits = RunLimits(time_limit_s=1.5, memory_bytes=1024**3, max_processes=32)
+    started = time.monotonic()
+    outcome = run(tmp_path, "while True:\n    pass\n", limits)
+    assert outcome.verdict is RunVerdict.TIME_LIMIT
+    assert "time limit of 2 s" in outcome.message or "time limit" in outcome.message
+    assert time.monotonic() - started < 10
+
+
+def test_a_program_ignoring_sigterm_is_killed_after_the_grace_period(tmp_path: Path) -> None:
+    limits = RunLimits(time_limit_s=1.0, memory_bytes=1024**3, max_processes=32)
+    outcome = run(
+        tmp_path, "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(60)\n", limits
+    )
+    assert outcome.verdict is RunVerdict.TIME_LIMIT
+    assert outcome.duration_s < 10
+
+
+def test_a_memory_hog_hits_the_memory_limit(tmp_path: Path) -> None:
+    limits = RunLimits(time_limit_s=20, memory_bytes=512 * 1024**2, max_processes=32)
+    outcome = run(tmp_path, "blocks = []\nwhile True:\n    blocks.append(bytearray(50 * 1024 * 1024))\n", limits)
+    assert outcome.verdict is RunVerdict.MEMORY_LIMIT
+    assert "512 MiB" in outcome.message
+
+
+@pytest.mark.skipif(
+    os.geteuid() == 0 and not sandboxed(),
+    reason="as root without an interpreter a sandbox uid can run, RLIMIT_NPROC does not apply",
+)
+def test_a_fork_bomb_hits_the_process_limit_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    limits = RunLimits(time_limit_s=5, memory_bytes=512 * 1024**2, max_processes=16)
+    source = """
+        import os, time
+        children = 0
+        while True:
+            try:
+                if os.fork() == 0:
+                    time.sleep(120)
+                    os._exit(0)
+                children += 1
+            except BlockingIOError:
+                raise
+    """
+    outcome = run(tmp_path, source, limits)
+    assert outcome.verdict in (RunVerdict.PROCESS_LIMIT, RunVerdict.TIME_LIMIT)
+    time.sleep(0.2)
+    sleepers = [pid for pid in os.listdir("/proc") if pid.isdigit() and _cmdline(pid).endswith("run.py")]
+    assert sleepers == []
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
+
+
+def test_huge_output_is_cut_at_the_limit_and_the_run_stopped(tmp_path: Path) -> None:
+    outcome = run(tmp_path, "while True:\n    print('x' * 1000)\n")
+    assert outcome.verdict is RunVerdict.OUTPUT_LIMIT
+    assert (tmp_path / "stdout.txt").stat().st_size == FAST.max_output_bytes
+
+
+def test_the_environment_is_scrubbed_of_the_platforms_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "do-not-leak")
+    monkeypatch.setenv("RAAS_API_TOKEN", "do-not-leak")
+    source = "import os, json\nprint(json.dumps(dict(os.environ)))\n"
+    outcome = run(tmp_path, source, environment={"RAAS_AGENT_SOCKET": "/run/raas/agent.sock"})
+    assert outcome.verdict is RunVerdict.COMPLETED
+    seen = (tmp_path / "stdout.txt").read_text()
+    assert "do-not-leak" not in seen
+    assert "/run/raas/agent.sock" in seen
+
+
+def test_the_run_works_in_its_scratch_copy_not_in_the_code(tmp_path: Path) -> None:
+    outcome = run(tmp_path, "open('output.csv', 'w').write('1,2\\n')\nimport os\nprint(os.getcwd())\n")
+    assert outcome.verdict is RunVerdict.COMPLETED
+    assert not (tmp_path / "code" / "output.csv").exists()
+    assert (tmp_path / "scratch" / "work" / "output.csv").exists()
+
+
+def test_cancelling_stops_the_run_at_once(tmp_path: Path) -> None:
+    cancel = threading.Event()
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "run.py").write_text("import time\ntime.sleep(60)\n")
+    request = RunRequest(code, "run.py", tmp_path / "scratch", tmp_path / "o.txt", tmp_path / "e.txt", FAST)
+    threading.Timer(0.5, cancel.set).start()
+    outcome = run_entrypoint(request, cancel)
+    assert outcome.verdict is RunVerdict.CANCELLED
+    assert outcome.duration_s < 5
+
+
+@pytest.mark.skipif(not sandboxed(), reason="a sandbox uid needs root and an interpreter other users can run")
+def test_as_root_the_run_has_its_own_unprivileged_uid(tmp_path: Path) -> None:
+    outcome = run(tmp_path, "import os\nprint(os.getuid(), os.getgid(), os.getgroups())\n")
+    assert outcome.verdict is RunVerdict.COMPLETED
+    uid, gid, groups = (tmp_path / "stdout.txt").read_text().split(maxsplit=2)
+    assert int(uid) != 0
+    assert int(gid) != 0
+    assert groups.strip() == "[]"

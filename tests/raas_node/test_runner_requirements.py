@@ -1,0 +1,87 @@
+"""A user's requirements.txt: resolved while fetching, installed offline, cached by content hash."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import shutil
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from raas_node.runner.fetch import FetchError
+from raas_node.runner.launch import RunRequest, RunVerdict, run_entrypoint
+from raas_node.runner.requirements import build_wheelhouse, install_offline
+
+
+def make_wheel(folder: Path, name: str = "tinypkg", version: str = "1.0") -> Path:
+    """A minimal pure-Python wheel, built by hand so the test needs no index."""
+    folder.mkdir(parents=True, exist_ok=True)
+    wheel = folder / f"{name}-{version}-py3-none-any.whl"
+    dist_info = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}/__init__.py": f"GREETING = 'hello from {name} {version}'\n",
+        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{dist_info}/WHEEL": "Wheel-Version: 1.0\nGenerator: raas-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    with zipfile.ZipFile(wheel, "w") as bundle:
+        for path, text in files.items():
+            data = text.encode()
+            bundle.writestr(path, data)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            record.append(f"{path},sha256={digest},{len(data)}")
+        record.append(f"{dist_info}/RECORD,,")
+        bundle.writestr(f"{dist_info}/RECORD", "\n".join(record) + "\n")
+    return wheel
+
+
+def test_requirements_are_installed_offline_and_importable_by_the_run(tmp_path: Path) -> None:
+    index = tmp_path / "index"
+    make_wheel(index)
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("tinypkg==1.0\n")
+    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()
+    cache = tmp_path / "cache"
+    build_wheelhouse(requirements, digest, cache, index_arguments=("--no-index", "--find-links", str(index)))
+    shutil.rmtree(index)  # from here on, nothing but the wheelhouse is available
+    site = install_offline(requirements, digest, cache)
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "run.py").write_text("import tinypkg\nprint(tinypkg.GREETING)\n")
+    outcome = run_entrypoint(
+        RunRequest(code, "run.py", tmp_path / "scratch", tmp_path / "out.txt", tmp_path / "err.txt",
+                   python_path=[site], python_executable=sys.executable, sandbox_uid=None)
+    )  # fmt: skip
+    assert outcome.verdict is RunVerdict.COMPLETED, outcome.message
+    assert (tmp_path / "out.txt").read_text() == "hello from tinypkg 1.0\n"
+
+
+def test_a_resubmission_with_the_same_requirements_pays_nothing(tmp_path: Path) -> None:
+    index = tmp_path / "index"
+    make_wheel(index)
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("tinypkg==1.0\n")
+    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()
+    cache = tmp_path / "cache"
+    arguments = ("--no-index", "--find-links", str(index))
+    first = build_wheelhouse(requirements, digest, cache, index_arguments=arguments)
+    site = install_offline(requirements, digest, cache)
+    marker = site / "tinypkg" / "__init__.py"
+    stamp = marker.stat().st_mtime_ns
+    shutil.rmtree(index)
+    assert build_wheelhouse(requirements, digest, cache, index_arguments=arguments) == first
+    assert install_offline(requirements, digest, cache) == site
+    assert marker.stat().st_mtime_ns == stamp
+
+
+def test_an_unresolvable_requirement_is_a_clear_fetch_error(tmp_path: Path) -> None:
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("no-such-package-raas==9.9\n")
+    with pytest.raises(FetchError, match="cannot be resolved") as caught:
+        build_wheelhouse(requirements, "d" * 64, tmp_path / "cache", index_arguments=("--no-index",))
+    assert caught.value.reason == "RequirementsFailed"
+    with pytest.raises(FetchError, match="not resolved while fetching"):
+        install_offline(requirements, "d" * 64, tmp_path / "cache")
