@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PYPROJECTS := gym_raas/pyproject.toml node_runtime/pyproject.toml operator/pyproject.toml requirements-dev.txt
+PYPROJECTS := gym_raas/pyproject.toml node_runtime/pyproject.toml operator/pyproject.toml api/pyproject.toml requirements-dev.txt
 
 .PHONY: demo test bench lint format clean
 
@@ -11,7 +11,7 @@ $(STAMP): $(PYPROJECTS) scripts/install-system-deps
 	bash scripts/install-system-deps
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --config-settings editable_mode=compat -e 'gym_raas[plot,s3]' -e node_runtime -e operator -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --config-settings editable_mode=compat -e 'gym_raas[plot,s3]' -e node_runtime -e operator -e api -r requirements-dev.txt
 	touch $(STAMP)
 
 demo: $(STAMP)  ## Run the example controller and print where the results are.
