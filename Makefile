@@ -1,5 +1,8 @@
 # RaaS developer entry points. Every target creates or reuses .venv and installs what it needs.
-PYTHON ?= python3
+# Debian's interpreter when it has venv: user code runs under a sandbox uid that must be able to
+# run the venv's Python, and pyenv's lives under /root. Any Python >= 3.10 works otherwise.
+PYTHON ?= $(shell /usr/bin/python3 -c 'import ensurepip, venv, sys; assert sys.version_info >= (3, 10)' \
+	2>/dev/null && echo /usr/bin/python3 || echo python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
