@@ -87,6 +87,8 @@ class RunRequest:
     python_executable: str = sys.executable
     sandbox_uid: int | None = None
     """Unprivileged uid (and gid) to run as when the runner is root; None picks one."""
+    required_modules: tuple[str, ...] = ()
+    """Modules the run needs (e.g. ``gym_raas``); the sandbox uid is used only if it can import them."""
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,7 @@ def _sandbox_uid(request: RunRequest) -> int | None:
     if not _traversable_by_others(request.scratch_dir.parent):
         log.warning("%s is not reachable by other users: running user code as root", request.scratch_dir.parent)
         return None
-    if not _can_start_python_as(request.python_executable, uid):
+    if not _can_start_python_as(request.python_executable, uid, request.required_modules):
         log.warning("%s cannot be run by uid %d: running user code as root", request.python_executable, uid)
         return None
     return uid
@@ -161,11 +163,12 @@ def _traversable_by_others(folder: Path) -> bool:
 
 
 @functools.lru_cache(maxsize=8)
-def _can_start_python_as(python_executable: str, uid: int) -> bool:
-    """Whether the interpreter (and its standard library) is usable by an unprivileged uid."""
+def _can_start_python_as(python_executable: str, uid: int, modules: tuple[str, ...] = ()) -> bool:
+    """Whether the interpreter, its standard library and `modules` are usable by `uid`."""
+    imports = ", ".join(("encodings", "json", *modules))
     try:
         probe = subprocess.run(
-            [python_executable, "-c", "import encodings, json"],
+            [python_executable, "-s", "-c", f"import {imports}"],
             user=uid,
             group=uid,
             extra_groups=[],
