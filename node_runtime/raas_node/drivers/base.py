@@ -37,6 +37,8 @@ class RobotDriver(Protocol):
 
     params: PendulumParams
     """The robot's calibration (encoder resolution, PWM range, limits used by the driver)."""
+    deadman_timeout_s: float
+    """The motor stops this long after the last `feed_deadman`, even if the agent is dead."""
 
     def read(self) -> SensorReading:
         """Current sensor values. Never blocks for longer than a millisecond or so."""
