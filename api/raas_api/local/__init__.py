@@ -1,0 +1,1 @@
+"""The local platform: the whole of RaaS in one process, with simulated or virtual robots."""
