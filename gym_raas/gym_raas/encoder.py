@@ -47,15 +47,24 @@ def update_velocity(
     now_s: Any,
     resolution_rad: float,
     ops: ArrayOps,
+    max_acceleration_rad_per_s2: float | None = None,
 ) -> tuple[Any, Any]:
     """One step of the edge-timing speed estimator.
 
+    With `max_acceleration_rad_per_s2`, a new estimate is also bounded by physics: since the
+    previous edge, the shaft moved less than |Δcount| + 1 counts, and its speed cannot differ
+    from that average by more than the largest acceleration times the time span. This removes
+    the spikes of two edges close together when the pendulum dithers across an edge.
     Returns (velocity in rad/s, edge time to remember for the next step).
     """
     moved = count != previous_count
     interval = ops.maximum(edge_time_s - previous_edge_time_s, SHORTEST_EDGE_INTERVAL_S)
     measured = (count - previous_count) * resolution_rad / interval
     since_edge = ops.maximum(now_s - previous_edge_time_s, SHORTEST_EDGE_INTERVAL_S)
+    if max_acceleration_rad_per_s2 is not None:
+        plausible = (ops.abs(count - previous_count) + 1.0) * resolution_rad / since_edge
+        plausible = plausible + max_acceleration_rad_per_s2 * since_edge
+        measured = ops.sign(measured) * ops.minimum(ops.abs(measured), plausible)
     bound = resolution_rad / since_edge
     held = ops.sign(previous_velocity) * ops.minimum(ops.abs(previous_velocity), bound)
     velocity = ops.where(moved, measured, held)

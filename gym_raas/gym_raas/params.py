@@ -94,6 +94,16 @@ class PendulumParams:
         return round(self.actuation_latency_s / self.substep_s)
 
     @property
+    def max_acceleration_rad_per_s2(self) -> float:
+        """Largest angular acceleration gravity, motor and friction can produce together."""
+        return (
+            self.natural_frequency_rad_per_s**2
+            + self.motor_stall_acceleration_rad_per_s2
+            + self.coulomb_friction_rad_per_s2
+            + (self.viscous_damping_per_s + self.motor_back_emf_damping_per_s) * self.velocity_limit_rad_per_s
+        )
+
+    @property
     def free_swing_decay_per_s(self) -> float:
         """Decay rate of small free swings from the linear damping terms (σ = c / 2)."""
         return (self.viscous_damping_per_s + self.motor_back_emf_damping_per_s) / 2.0

@@ -53,6 +53,7 @@ class PendulumSimulator:
         self.coefficients = DynamicsCoefficients.from_params(params)
         self._ops: ArrayOps = SCALAR_OPS if batch_size is None else NUMPY_OPS
         self._resolution = params.encoder_resolution_rad
+        self._max_acceleration = params.max_acceleration_rad_per_s2
         self._rng = np.random.default_rng()
         self._noise = np.zeros(0)
         self._noise_index = 0
@@ -125,7 +126,15 @@ class PendulumSimulator:
         since_edge = ops.minimum(time_since_last_edge(shaft, self.theta_dot, count, self._resolution, ops), period)
         edge_time = self.time_s - since_edge + self.params.encoder_edge_jitter_s * self._jitter()
         self._velocity, self._edge_time = update_velocity(
-            self._count, self._edge_time, self._velocity, count, edge_time, self.time_s, self._resolution, ops
+            self._count,
+            self._edge_time,
+            self._velocity,
+            count,
+            edge_time,
+            self.time_s,
+            self._resolution,
+            ops,
+            self._max_acceleration,
         )
         self._count = count
 

@@ -183,6 +183,7 @@ class PigpioDriver:
             now,
             self._resolution,
             SCALAR_OPS,
+            self.params.max_acceleration_rad_per_s2,
         )
         self._velocity, self._estimate_edge_time_s, self._estimate_count = velocity, remembered, count
         limit = self.params.velocity_limit_rad_per_s
