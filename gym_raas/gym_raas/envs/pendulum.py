@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import math
+import os
 from pathlib import Path
 from typing import Any, SupportsFloat
 
@@ -15,6 +17,10 @@ from gym_raas.backends.base import PendulumBackend, Reading, select_backend_name
 from gym_raas.backends.sim import SimBackend
 from gym_raas.params import PendulumParams, load_calibration
 from gym_raas.rendering import Frame, draw_pendulum
+from gym_raas.trajectory import Trajectory
+
+RECORD_PATH_ENV = "RAAS_RECORD_PATH"
+"""When set (by ``raas demo``), the simulated env records what it simulated to this CSV file."""
 
 Calibration = PendulumParams | str | Path | None
 Observation = NDArray[np.float32]
@@ -137,6 +143,11 @@ class RaasPendulumEnv(gym.Env[Observation, NDArray[np.float32]]):
         self._last_command = 0.0
         self._window: Any = None
         self._closed = False
+        self._recording: Trajectory | None = None
+        self._recording_path = os.environ.get(RECORD_PATH_ENV) if self.backend_name == "sim" else None
+        if self._recording_path:
+            self._recording = Trajectory()
+            atexit.register(self._save_recording)
 
     def _make_backend(self, calibration: Calibration, initial_state: str) -> PendulumBackend:
         if self.backend_name == "sim":
@@ -161,6 +172,8 @@ class RaasPendulumEnv(gym.Env[Observation, NDArray[np.float32]]):
         limit = self.max_command
         command = limit if command > limit else (-limit if command < -limit else command)
         reward = -swing_cost(self._theta, self._theta_dot, command)
+        if self._recording is not None:
+            self._recording.append(len(self._recording) * self.dt, self._theta, self._theta_dot, command, reward)
         reading = self.backend.step(command)
         self._last_command = command
         observation = self._observe(reading)
@@ -200,10 +213,15 @@ class RaasPendulumEnv(gym.Env[Observation, NDArray[np.float32]]):
         pygame.display.flip()
         self._clock.tick(self.metadata["render_fps"])
 
+    def _save_recording(self) -> None:
+        if self._recording is not None and self._recording_path:
+            self._recording.to_csv(self._recording_path)
+
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        self._save_recording()
         self.backend.close()
         if self._window is not None:
             import pygame

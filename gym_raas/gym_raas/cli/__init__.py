@@ -1,0 +1,1 @@
+"""The ``raas`` command line: one module per subcommand."""

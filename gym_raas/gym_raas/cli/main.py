@@ -1,0 +1,36 @@
+"""``raas``: the RaaS command line (``raas demo``; more subcommands join as they are built)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from gym_raas import __version__
+from gym_raas.cli import demo
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="raas", description="RaaS: run controllers on real pendulum robots.")
+    parser.add_argument("--version", action="version", version=f"raas {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    demo.add_parser(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    arguments = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if arguments.verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
+    try:
+        return int(arguments.handler(arguments))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
