@@ -1,0 +1,112 @@
+"""The ``robot`` backend: a real robot through the robot agent's session socket.
+
+Inside a RaaS job the platform mounts the agent's Unix socket and sets ``RAAS_AGENT_SOCKET``
+and ``RAAS_SESSION_TOKEN``. The backend opens the session (the agent answers with the robot's
+calibration, so the env's spaces are the robot's), and each `step` sends the command and
+returns the reading of the control boundary at which the agent applied it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+from typing import Any
+
+import numpy as np
+
+from gym_raas.backends.base import AGENT_SOCKET_ENV, Reading
+from gym_raas.params import PendulumParams
+from gym_raas.protocol import FrameReader, ProtocolError, decode_message, encode_frame, encode_message
+from gym_raas.protocol.framing import FrameError
+
+SESSION_TOKEN_ENV = "RAAS_SESSION_TOKEN"
+"""Environment variable holding the session token of the job."""
+
+
+class RobotSessionError(RuntimeError):
+    """The robot agent refused or ended the session; the message says why."""
+
+
+class RobotBackend:
+    """One session with a robot agent (`PendulumBackend`)."""
+
+    def __init__(
+        self, socket_path: str | None = None, token: str | None = None, *, connect_timeout_s: float = 10.0
+    ) -> None:
+        path = socket_path or os.environ.get(AGENT_SOCKET_ENV)
+        if not path:
+            raise RobotSessionError(f"no robot agent socket: set {AGENT_SOCKET_ENV} (the platform does, inside a job)")
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._socket.settimeout(connect_timeout_s)
+        try:
+            self._socket.connect(path)
+        except OSError as error:
+            self._socket.close()
+            raise RobotSessionError(f"cannot reach the robot agent at {path}: {error}") from None
+        self._socket.settimeout(None)
+        self._reader = FrameReader(self._socket)
+        self._closed = False
+        welcome = self._request(
+            "hello", "welcome", token=token or os.environ.get(SESSION_TOKEN_ENV, ""), client="gym_raas"
+        )
+        self.params = PendulumParams.from_dict(welcome["params"])
+        self.robot = welcome["robot"]
+        self.session = welcome["session"]
+
+    def reset(self, rng: np.random.Generator, options: dict[str, Any] | None) -> Reading:
+        if options and {"theta", "theta_dot", "initial_state"} & set(options):
+            raise ValueError("a robot always starts hanging at rest: reset options are for the simulator")
+        return self._reading(self._request("reset", "observation"))
+
+    def step(self, command: float) -> Reading:
+        if not math.isfinite(command):
+            raise ValueError(f"action must be a finite number, got {command}")
+        return self._reading(self._request("step", "observation", action=command))
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._socket.sendall(encode_frame(encode_message("close")))
+            self._reader.read()
+        except OSError:
+            pass
+        finally:
+            self._socket.close()
+
+    def _request(self, kind: str, expected: str, **fields: Any) -> dict[str, Any]:
+        if self._closed:
+            raise RobotSessionError("the robot session is closed")
+        try:
+            self._socket.sendall(encode_frame(encode_message(kind, **fields)))
+            payload = self._reader.read()
+        except (OSError, FrameError) as error:
+            raise RobotSessionError(f"lost the robot agent: {error}") from None
+        if payload is None:
+            raise RobotSessionError("the robot agent ended the session")
+        try:
+            reply = decode_message(payload)
+        except ProtocolError as error:
+            raise RobotSessionError(f"the robot agent sent an invalid message: {error}") from None
+        if reply["type"] == "error":
+            raise RobotSessionError(f"the robot refused: {reply['message']} ({reply['code']})")
+        if reply["type"] == "bye":
+            self._closed = True
+            raise RobotSessionError(f"the robot ended the session: {reply['reason']}")
+        if reply["type"] != expected:
+            raise RobotSessionError(f"expected {expected} from the robot agent, got {reply['type']}")
+        return reply
+
+    @staticmethod
+    def _reading(observation: dict[str, Any]) -> Reading:
+        info = {
+            "step": observation["step"],
+            "boundary_time": observation["boundary_time"],
+            "late_by": observation["late_by"],
+            "deadline_misses": observation["deadline_misses"],
+            "applied_command": observation["applied"],
+            "safety": observation["safety"],
+        }
+        return Reading(float(observation["theta"]), float(observation["theta_dot"]), info)

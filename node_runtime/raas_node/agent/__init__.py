@@ -1,0 +1,1 @@
+"""The robot agent: the only program that touches a robot."""

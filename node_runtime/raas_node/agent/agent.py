@@ -1,0 +1,595 @@
+"""The robot agent: owns the control clock, the safety layer and the one session at a time.
+
+Threads:
+
+* the **control loop** ticks every control period on the monotonic clock. At each boundary it
+  reads the sensors, picks the command (the session's pending one, the reset routine's, or
+  zero), passes it through the safety layer, applies it, feeds the dead-man switch, records the
+  boundary and answers the client waiting for it;
+* the **session server** accepts one connection at a time on the Unix socket and speaks the
+  session protocol (`gym_raas.protocol`). A connection is refused unless the platform told the
+  agent to expect it (`expect`) and it presents that job's token.
+
+A command is applied at the first boundary after it arrives; the reply carries the reading of
+that boundary. A boundary without a fresh command during a session holds the previous one and
+counts a deadline miss (never a silently stretched step). Between sessions the agent resets the
+pendulum; a failed reset, a stuck encoder or a hot motor make the robot unhealthy.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import secrets
+import socket
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from gym_raas.protocol import FrameReader, ProtocolError, decode_message, encode_frame, encode_message
+from gym_raas.protocol.framing import FrameError
+from gym_raas.protocol.messages import CLIENT_TYPES
+from raas_node.agent.health import HealthMonitor, RobotHealth
+from raas_node.agent.metrics import AgentMetrics
+from raas_node.agent.recorder import SessionRecorder
+from raas_node.agent.reset import ResetReport, ResetRoutine
+from raas_node.agent.safety import SafetyLayer, SafetyLimits
+from raas_node.drivers.base import RobotDriver, SensorReading
+
+log = logging.getLogger(__name__)
+
+SOCKET_MODE = 0o666
+"""Job processes run as other users; the session token, not file permissions, guards the socket."""
+
+
+class AgentState(str, Enum):
+    IDLE = "idle"
+    BUSY = "busy"
+    RESETTING = "resetting"
+    FAULT = "fault"
+    MAINTENANCE = "maintenance"
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Configuration of one agent (from the Robot resource or the local platform)."""
+
+    robot: str
+    socket_path: Path
+    recordings_dir: Path
+    robot_type: str = "pendulum"
+    limits: SafetyLimits = field(default_factory=SafetyLimits)
+    max_session_s: float = 3600.0
+    reset_timeout_s: float = 20.0
+
+
+@dataclass(frozen=True)
+class SessionResult:
+    """What a finished session left behind."""
+
+    job_id: str
+    outcome: str
+    """completed, client_error, protocol_error, safety_stop, cancelled or agent_error."""
+    message: str
+    steps: int
+    total_reward: float
+    deadline_misses: int
+    safety_events: dict[str, int]
+    started_monotonic_s: float
+    duration_s: float
+    trajectory_path: Path | None
+    metadata_path: Path | None
+    reset: ResetReport | None = None
+
+
+@dataclass
+class _Session:
+    job_id: str
+    token: str
+    started_s: float = 0.0
+    connected: bool = False
+    stepping: bool = False
+    pending: float | None = None
+    pending_arrival_s: float = 0.0
+    last_command_s: float = 0.0
+    deadline_s: float = 0.0
+    """The boundary by which the next command should arrive."""
+    reply: dict[str, Any] | None = None
+    want_reply: bool = False
+    steps: int = 0
+    misses: int = 0
+    total_reward: float = 0.0
+    last_theta: float = math.pi
+    last_theta_dot: float = 0.0
+    events: dict[str, int] = field(default_factory=dict)
+    recorder: SessionRecorder = field(default_factory=SessionRecorder)
+    end_reason: tuple[str, str] | None = None
+    cancelled: bool = False
+    awaiting_first_step: bool = True
+    applied_fresh: bool = False
+    requested: float | None = None
+
+
+class RobotAgent:
+    """One robot's agent. `start` it, `expect` jobs, `wait_session` for their results."""
+
+    def __init__(self, driver: RobotDriver, config: AgentConfig, metrics: AgentMetrics | None = None) -> None:
+        self.driver = driver
+        self.config = config
+        self.params = driver.params
+        self.dt = self.params.control_period_s
+        self.metrics = metrics or AgentMetrics(config.robot)
+        self.safety = SafetyLayer(config.limits, self.params.max_command)
+        self.health_monitor = HealthMonitor(self.params)
+        self.state = AgentState.IDLE
+        self._lock = threading.Condition()
+        self._session: _Session | None = None
+        self._expected: dict[str, str] = {}
+        self._results: dict[str, SessionResult] = {}
+        self._reset: ResetRoutine | None = None
+        self._last_reset: ResetReport | None = None
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._listener: socket.socket | None = None
+        self._duty = 0.0
+        self._last_reading: SensorReading = driver.read()
+        self.boundary_index = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> RobotAgent:
+        """Open the socket, start the clock and the server, and reset the pendulum."""
+        path = self.config.socket_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            path.unlink()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(path))
+        os.chmod(path, SOCKET_MODE)
+        listener.listen(4)
+        listener.settimeout(0.2)
+        self._listener = listener
+        self._set_state(AgentState.RESETTING)
+        self._reset = ResetRoutine(time.monotonic(), timeout_s=self.config.reset_timeout_s)
+        for name, target in (("control-loop", self._control_loop), ("session-server", self._serve)):
+            thread = threading.Thread(target=target, name=f"{self.config.robot}-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self) -> None:
+        """End any session, stop the motor and the threads, close the driver's link."""
+        self._stop.set()
+        with self._lock:
+            self._lock.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        if self._listener is not None:
+            self._listener.close()
+            self.config.socket_path.unlink(missing_ok=True)
+        self.driver.stop_motor()
+
+    def __enter__(self) -> RobotAgent:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    # -- platform interface ------------------------------------------------------------------
+
+    def expect(self, job_id: str, token: str | None = None) -> str:
+        """Accept one session for `job_id` presenting `token` (generated when not given)."""
+        token = token or secrets.token_urlsafe(24)
+        with self._lock:
+            self._expected[job_id] = token
+        return token
+
+    def cancel(self, job_id: str) -> None:
+        """End `job_id`'s session now (motor off); or forget that it was expected."""
+        with self._lock:
+            self._expected.pop(job_id, None)
+            session = self._session
+            if session is not None and session.job_id == job_id:
+                session.cancelled = True
+                session.end_reason = session.end_reason or ("cancelled", "the job was cancelled")
+                self._lock.notify_all()
+
+    def wait_session(self, job_id: str, timeout_s: float | None = None) -> SessionResult | None:
+        """The result of `job_id`'s session once it ended (and the robot was reset), or None."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self._lock:
+            while job_id not in self._results:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                self._lock.wait(timeout=remaining if remaining is not None else 0.5)
+            return self._results[job_id]
+
+    def session_result(self, job_id: str) -> SessionResult | None:
+        with self._lock:
+            return self._results.get(job_id)
+
+    def health(self) -> RobotHealth:
+        """Health for the scheduler: Ready only when idle, reset and healthy."""
+        return self.health_monitor.summary(
+            temperature_celsius=self.safety.temperature_celsius,
+            thermal_stop=self.safety.hot,
+            last_reset=self._last_reset,
+            state=self.state.value,
+        )
+
+    def set_maintenance(self, on: bool) -> None:
+        with self._lock:
+            if on:
+                self._set_state(AgentState.MAINTENANCE)
+            elif self.state is AgentState.MAINTENANCE:
+                self._set_state(AgentState.RESETTING)
+                self._reset = ResetRoutine(time.monotonic(), timeout_s=self.config.reset_timeout_s)
+
+    def request_reset(self) -> None:
+        """Reset the pendulum now (when no session is running)."""
+        with self._lock:
+            if self._session is None:
+                self._set_state(AgentState.RESETTING)
+                self._reset = ResetRoutine(time.monotonic(), timeout_s=self.config.reset_timeout_s)
+
+    # -- control loop ------------------------------------------------------------------------
+
+    def _control_loop(self) -> None:
+        next_boundary = time.monotonic()
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now < next_boundary:
+                time.sleep(next_boundary - now)
+            boundary = next_boundary
+            next_boundary += self.dt
+            if time.monotonic() > next_boundary:  # the loop itself fell behind: skip, never stretch
+                skipped = int((time.monotonic() - boundary) / self.dt)
+                next_boundary = boundary + (skipped + 1) * self.dt
+            try:
+                self._tick(boundary)
+            except Exception as error:
+                log.exception("control loop failure")
+                self.driver.stop_motor()
+                with self._lock:
+                    self._set_state(AgentState.FAULT)
+                    if self._session is not None:
+                        self._session.end_reason = ("agent_error", f"robot agent failure: {error}")
+                        self._lock.notify_all()
+        self.driver.stop_motor()
+
+    def _tick(self, boundary: float) -> None:
+        reading = self.driver.read()
+        self.health_monitor.observe(reading, self._duty)
+        with self._lock:
+            self.boundary_index += 1
+            self._last_reading = reading
+            session = self._session
+            if session is not None and session.stepping and session.end_reason is None:
+                duty, events = self._session_boundary(session, reading, boundary)
+            elif self._reset is not None:
+                duty, events = self._reset_boundary(reading)
+            else:
+                duty, events = 0.0, ()
+            self._duty = self.driver.apply_duty(duty)
+            self.driver.feed_deadman()
+            latency = time.monotonic() - boundary
+            if session is not None and session.stepping:
+                self._record(session, reading, boundary, events)
+            self._lock.notify_all()
+        self.metrics.observe_step_latency(latency)
+        self.metrics.set_motor(self._duty, self.safety.temperature_celsius)
+        self.metrics.set_encoder_health(self.health_monitor.encoder_stuck)
+        for kind in events:
+            self.metrics.count_safety_trip(kind)
+
+    def _session_boundary(
+        self, session: _Session, reading: SensorReading, boundary: float
+    ) -> tuple[float, tuple[str, ...]]:
+        fresh = session.pending
+        session.pending = None
+        session.applied_fresh, session.requested = fresh is not None, fresh
+        if fresh is None and session.awaiting_first_step:
+            return 0.0, ()  # the user's code is still getting ready after reset: not a miss
+        session.awaiting_first_step = False
+        if fresh is None:
+            session.misses += 1
+            self.metrics.count_deadline_misses(1)
+            command = self._duty * self.params.max_command  # hold the previous command
+        else:
+            command = fresh
+        since_command = boundary - session.last_command_s
+        safe = self.safety.filter(command, reading.theta_dot_rad_per_s, since_command, self.dt)
+        for kind in safe.events:
+            session.events[kind] = session.events.get(kind, 0) + 1
+        return safe.duty, safe.events
+
+    def _reset_boundary(self, reading: SensorReading) -> tuple[float, tuple[str, ...]]:
+        assert self._reset is not None
+        duty, report = self._reset.step(reading)
+        if report is not None:
+            self._reset = None
+            self._last_reset = report
+            self.metrics.observe_reset(report.duration_s, report.ok)
+            if report.ok:
+                self.driver.zero_encoder()
+                if self.state is AgentState.RESETTING and self._session is None:
+                    self._set_state(AgentState.IDLE)
+            else:
+                log.error("reset failed: %s", report.message)
+                self._set_state(AgentState.FAULT)
+        return duty, ()
+
+    def _record(self, session: _Session, reading: SensorReading, boundary: float, events: tuple[str, ...]) -> None:
+        fresh, requested = session.applied_fresh, session.requested
+        max_command = self.params.max_command
+        late_by = max(0.0, session.pending_arrival_s - session.deadline_s) if fresh else math.nan
+        reward = 0.0
+        if fresh and requested is not None and math.isfinite(requested):
+            clipped = max(-max_command, min(max_command, requested))
+            theta = math.remainder(session.last_theta, 2 * math.pi)
+            reward = -(theta * theta + 0.1 * session.last_theta_dot**2 + 0.001 * clipped * clipped)
+            session.total_reward += reward
+            session.steps += 1
+        session.recorder.append(
+            time_s=boundary - session.started_s,
+            step=session.steps,
+            theta_rad=reading.theta_rad,
+            theta_dot_rad_per_s=reading.theta_dot_rad_per_s,
+            requested_command=requested if fresh else None,
+            applied_command=self._duty * max_command,
+            applied_duty=self._duty,
+            reward=reward,
+            late_by_s=late_by,
+            safety_events=events,
+        )
+        if fresh and session.want_reply:
+            session.reply = {
+                "theta": reading.theta_rad,
+                "theta_dot": reading.theta_dot_rad_per_s,
+                "step": session.steps,
+                "boundary_time": boundary - session.started_s,
+                "late_by": late_by,
+                "deadline_misses": session.misses,
+                "applied": self._duty * max_command,
+                "safety": list(events),
+            }
+            session.want_reply = False
+            session.last_theta, session.last_theta_dot = reading.theta_rad, reading.theta_dot_rad_per_s
+        session.deadline_s = boundary + self.dt
+
+    def _set_state(self, state: AgentState) -> None:
+        self.state = state
+        self.metrics.set_state(state.value)
+
+    # -- session server ----------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        assert self._listener is not None
+        while not self._stop.is_set():
+            try:
+                connection, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                if self._stop.is_set():
+                    return
+                raise
+            with connection:
+                try:
+                    self._handle(connection)
+                except Exception:
+                    log.exception("session handler failure")
+
+    def _handle(self, connection: socket.socket) -> None:
+        connection.settimeout(None)
+        reader = FrameReader(connection)
+        session = self._open_session(connection, reader)
+        if session is None:
+            return
+        try:
+            self._converse(connection, reader, session)
+        except ProtocolError as error:
+            self._send(connection, "error", code=error.code, message=str(error))
+            session.end_reason = session.end_reason or ("protocol_error", str(error))
+        except (FrameError, OSError) as error:
+            session.end_reason = session.end_reason or ("client_error", f"connection lost: {error}")
+        finally:
+            self._close_session(session)
+
+    def _open_session(self, connection: socket.socket, reader: FrameReader) -> _Session | None:
+        connection.settimeout(10.0)
+        try:
+            payload = reader.read()
+            if payload is None:
+                return None
+            hello = decode_message(payload, allowed=frozenset({"hello"}))
+        except (ProtocolError, FrameError, OSError, TimeoutError) as error:
+            code = error.code if isinstance(error, ProtocolError) else "malformed"
+            self._send(connection, "error", code=code, message=f"expected a hello: {error}")
+            self.metrics.count_session("protocol_error")
+            return None
+        connection.settimeout(None)
+        with self._lock:
+            job_id = next(
+                (job for job, token in self._expected.items() if secrets.compare_digest(token, hello["token"])), None
+            )
+            refusal = self._refusal(job_id)
+            if refusal is not None:
+                self._send(connection, "error", code=refusal[0], message=refusal[1])
+                return None
+            assert job_id is not None
+            del self._expected[job_id]
+            session = _Session(job_id=job_id, token=hello["token"], started_s=time.monotonic(), connected=True)
+            self._session = session
+            self._reset = None
+            self._set_state(AgentState.BUSY)
+        self._send(
+            connection, "welcome", session=job_id, robot=self.config.robot, params=self.params.to_dict(), dt=self.dt
+        )
+        return session
+
+    def _refusal(self, job_id: str | None) -> tuple[str, str] | None:
+        if job_id is None:
+            return "unexpected-session", "this robot was not told to expect a session with that token"
+        if self._session is not None:
+            return "busy", "the robot is serving another session"
+        if self.state in (AgentState.FAULT, AgentState.MAINTENANCE):
+            return "unavailable", f"the robot is in {self.state.value}"
+        if self.state is AgentState.RESETTING:
+            return "resetting", "the robot is still resetting; try again shortly"
+        return None
+
+    def _converse(self, connection: socket.socket, reader: FrameReader, session: _Session) -> None:
+        while True:
+            with self._lock:
+                if session.end_reason is not None:
+                    self._send(connection, "bye", reason=session.end_reason[1])
+                    return
+            payload = self._read_or_end(connection, reader, session)
+            if payload is None:
+                return
+            message = decode_message(payload, allowed=CLIENT_TYPES - {"hello"})
+            kind = message["type"]
+            if kind == "close":
+                session.end_reason = ("completed", "the client closed the session")
+                self._send(connection, "bye", reason="session closed")
+                return
+            step = kind != "reset"
+            reply = self._session_step(session, message["action"]) if step else self._session_reset(session)
+            if reply is None:
+                with self._lock:
+                    reason = session.end_reason or ("agent_error", "session ended")
+                self._send(connection, "bye", reason=reason[1])
+                return
+            self._send(connection, "observation", **reply)
+
+    def _read_or_end(self, connection: socket.socket, reader: FrameReader, session: _Session) -> bytes | None:
+        """Next frame; None when the session was ended by the agent (cancel, time limit) meanwhile."""
+        connection.settimeout(0.1)
+        while True:
+            try:
+                payload = reader.read()
+            except TimeoutError:
+                with self._lock:
+                    if session.end_reason is None and time.monotonic() - session.started_s > self.config.max_session_s:
+                        session.end_reason = ("cancelled", "the session ran past its maximum duration")
+                    if session.end_reason is not None:
+                        self._send(connection, "bye", reason=session.end_reason[1])
+                        return None
+                continue
+            if payload is None:
+                session.end_reason = session.end_reason or ("client_error", "the client disconnected without close")
+            connection.settimeout(None)
+            return payload
+
+    def _session_reset(self, session: _Session) -> dict[str, Any] | None:
+        """Episode start: the pendulum brought to rest hanging (quick when it already is), then
+        the reading of the next boundary."""
+        with self._lock:
+            session.stepping = False
+            self._reset = ResetRoutine(time.monotonic(), timeout_s=self.config.reset_timeout_s)
+            while self._reset is not None and session.end_reason is None and not self._stop.is_set():
+                self._lock.wait(timeout=0.5)
+            if self._last_reset is not None and not self._last_reset.ok:
+                session.end_reason = ("agent_error", f"the robot could not reset: {self._last_reset.message}")
+                return None
+            if session.end_reason is not None:
+                return None
+            boundary_index = self.boundary_index
+            while self.boundary_index == boundary_index and session.end_reason is None and not self._stop.is_set():
+                self._lock.wait(timeout=0.5)
+            reading = self._last_reading
+            now = time.monotonic()
+            session.last_theta, session.last_theta_dot = reading.theta_rad, reading.theta_dot_rad_per_s
+            session.deadline_s = now + self.dt
+            session.last_command_s = now
+            session.awaiting_first_step = True
+            session.pending = None
+            session.stepping = True
+            return {
+                "theta": reading.theta_rad,
+                "theta_dot": reading.theta_dot_rad_per_s,
+                "step": session.steps,
+                "boundary_time": reading.time_s - session.started_s,
+                "late_by": 0.0,
+                "deadline_misses": session.misses,
+                "applied": 0.0,
+                "safety": [],
+            }
+
+    def _session_step(self, session: _Session, action: float) -> dict[str, Any] | None:
+        now = time.monotonic()
+        with self._lock:
+            if not session.stepping:
+                raise ProtocolError("order", "step before reset: call env.reset() first")
+            session.pending = float(action)
+            session.pending_arrival_s = now
+            session.last_command_s = now
+            session.want_reply = True
+            session.reply = None
+            while session.reply is None and session.end_reason is None and not self._stop.is_set():
+                self._lock.wait(timeout=1.0)
+            return session.reply
+
+    def _close_session(self, session: _Session) -> None:
+        with self._lock:
+            session.stepping = False
+            self._session = None
+            outcome, message = session.end_reason or ("client_error", "the session ended unexpectedly")
+            if outcome == "completed" and session.events.get("velocity"):
+                outcome = "safety_stop"
+        self.driver.stop_motor()
+        metadata = {
+            "job_id": session.job_id,
+            "robot": self.config.robot,
+            "outcome": outcome,
+            "message": message,
+            "steps": session.steps,
+            "total_reward": session.total_reward,
+            "deadline_misses": session.misses,
+            "safety_events": session.events,
+            "duration_s": time.monotonic() - session.started_s,
+            "control_period_s": self.dt,
+            "calibration": self.params.to_dict(),
+        }
+        duration = time.monotonic() - session.started_s
+        folder = self.config.recordings_dir / session.job_id
+        trajectory: Path | None
+        metadata_path: Path | None
+        try:
+            trajectory, metadata_path = session.recorder.write(folder, metadata)
+        except Exception:
+            log.exception("could not write the recording of %s", session.job_id)
+            trajectory = metadata_path = None
+        self.metrics.count_session(outcome)
+        result = SessionResult(
+            job_id=session.job_id,
+            outcome=outcome,
+            message=message,
+            steps=session.steps,
+            total_reward=session.total_reward,
+            deadline_misses=session.misses,
+            safety_events=dict(session.events),
+            started_monotonic_s=session.started_s,
+            duration_s=duration,
+            trajectory_path=trajectory,
+            metadata_path=metadata_path,
+        )
+        with self._lock:
+            self._set_state(AgentState.RESETTING)
+            self._reset = ResetRoutine(time.monotonic(), timeout_s=self.config.reset_timeout_s)
+            while self._reset is not None and not self._stop.is_set():
+                self._lock.wait(timeout=0.5)
+            self._results[session.job_id] = replace(result, reset=self._last_reset)
+            self._lock.notify_all()
+
+    def _send(self, connection: socket.socket, kind: str, **fields: Any) -> None:
+        try:
+            connection.sendall(encode_frame(encode_message(kind, **fields)))
+        except OSError as error:
+            log.info("could not send %s to the client: %s", kind, error)

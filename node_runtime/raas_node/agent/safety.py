@@ -1,0 +1,106 @@
+"""The safety layer between every command and the motor (independent of user code).
+
+Every control boundary the agent passes the requested command and the latest sensor reading
+through `SafetyLayer.filter`, which returns the duty that may reach the motor and the safety
+events of that boundary:
+
+* ``nan``: a NaN or infinite command is rejected (motor off for that boundary);
+* ``clamp``: a command outside the envelope is clamped to it;
+* ``velocity``: above the velocity limit the motor is cut until the pendulum slows to 80 % of it;
+* ``watchdog``: no command for ``watchdog_timeout_s`` (200 ms) ⇒ motor off;
+* ``thermal``: an I²t model of the winding temperature throttles the duty linearly between
+  ``throttle_celsius`` and ``stop_celsius``, stops the motor at ``stop_celsius`` and keeps it
+  stopped until it has cooled to ``resume_celsius``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+SAFETY_EVENTS = ("nan", "clamp", "velocity", "watchdog", "thermal")
+
+
+@dataclass(frozen=True)
+class SafetyLimits:
+    """The envelope of one robot (part of its Robot spec in the cluster)."""
+
+    max_duty: float = 1.0
+    velocity_limit_rad_per_s: float = 25.0
+    watchdog_timeout_s: float = 0.2
+    ambient_celsius: float = 25.0
+    heating_celsius_per_s_at_full_duty: float = 2.0
+    """Temperature rise rate with full duty² (I²t: heating ∝ current² ∝ duty²)."""
+    cooling_time_constant_s: float = 120.0
+    throttle_celsius: float = 70.0
+    stop_celsius: float = 85.0
+    resume_celsius: float = 60.0
+
+
+@dataclass(frozen=True)
+class SafeCommand:
+    duty: float
+    events: tuple[str, ...]
+
+
+class SafetyLayer:
+    """Stateful filter of commands: velocity latch, thermal model, watchdog."""
+
+    def __init__(self, limits: SafetyLimits, max_command: float) -> None:
+        self.limits = limits
+        self.max_command = max_command
+        self.temperature_celsius = limits.ambient_celsius
+        self._velocity_latched = False
+        self._thermal_stopped = False
+
+    def filter(self, command: float | None, theta_dot: float, since_last_command_s: float, dt: float) -> SafeCommand:
+        """Duty allowed for the next period. `command` None means "hold": no new command came."""
+        limits = self.limits
+        events: list[str] = []
+        duty = 0.0
+        if since_last_command_s > limits.watchdog_timeout_s:
+            events.append("watchdog")
+        elif command is not None and not math.isfinite(command):
+            events.append("nan")
+        elif command is not None:
+            duty = command / self.max_command
+            if abs(duty) > limits.max_duty:
+                duty = math.copysign(limits.max_duty, duty)
+                events.append("clamp")
+        if abs(theta_dot) > limits.velocity_limit_rad_per_s:
+            self._velocity_latched = True
+        elif abs(theta_dot) < 0.8 * limits.velocity_limit_rad_per_s:
+            self._velocity_latched = False
+        if self._velocity_latched and duty != 0.0:
+            duty = 0.0
+            events.append("velocity")
+        duty, thermal = self._thermal(duty)
+        if thermal:
+            events.append("thermal")
+        self._heat(duty, dt)
+        return SafeCommand(duty, tuple(events))
+
+    def _thermal(self, duty: float) -> tuple[float, bool]:
+        limits = self.limits
+        temperature = self.temperature_celsius
+        if temperature >= limits.stop_celsius:
+            self._thermal_stopped = True
+        elif temperature <= limits.resume_celsius:
+            self._thermal_stopped = False
+        if self._thermal_stopped:
+            return 0.0, duty != 0.0
+        if temperature > limits.throttle_celsius:
+            scale = (limits.stop_celsius - temperature) / (limits.stop_celsius - limits.throttle_celsius)
+            return duty * max(scale, 0.0), duty != 0.0
+        return duty, False
+
+    def _heat(self, duty: float, dt: float) -> None:
+        limits = self.limits
+        heating = limits.heating_celsius_per_s_at_full_duty * duty * duty
+        cooling = (self.temperature_celsius - limits.ambient_celsius) / limits.cooling_time_constant_s
+        self.temperature_celsius += (heating - cooling) * dt
+
+    @property
+    def hot(self) -> bool:
+        """True while the thermal stop holds the motor off."""
+        return self._thermal_stopped
