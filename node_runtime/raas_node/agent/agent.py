@@ -189,7 +189,7 @@ class RobotAgent:
         return token
 
     def cancel(self, job_id: str) -> None:
-        """End `job_id`'s session now (motor off); or forget that it was expected."""
+        """End `job_id`'s session now; returns once the motor is off. Forgets an expected job."""
         with self._lock:
             self._expected.pop(job_id, None)
             session = self._session
@@ -197,6 +197,11 @@ class RobotAgent:
                 session.cancelled = True
                 session.end_reason = session.end_reason or ("cancelled", "the job was cancelled")
                 self._lock.notify_all()
+                # Return once the control loop has applied zero duty at a boundary.
+                boundary = self.boundary_index
+                deadline = time.monotonic() + 5 * self.dt
+                while self.boundary_index == boundary and time.monotonic() < deadline and not self._stop.is_set():
+                    self._lock.wait(timeout=self.dt)
 
     def wait_session(self, job_id: str, timeout_s: float | None = None) -> SessionResult | None:
         """The result of `job_id`'s session once it ended (and the robot was reset), or None."""
@@ -360,7 +365,7 @@ class RobotAgent:
             }
             session.want_reply = False
             session.last_theta, session.last_theta_dot = reading.theta_rad, reading.theta_dot_rad_per_s
-        session.deadline_s = boundary + self.dt
+            session.deadline_s = boundary + self.dt  # the next command is due by the next boundary
 
     def _set_state(self, state: AgentState) -> None:
         self.state = state

@@ -1,0 +1,143 @@
+"""Control sessions end to end: RaasPendulum-v0's robot backend ⇄ robot agent ⇄ driver.
+
+The simulated driver runs the rig physics in real time; the pigpio driver runs against the
+virtual rig (a pigpiod-compatible server) over TCP, as on a Raspberry Pi.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import threading
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from agent_fixtures import running_agent, wait_for_state
+
+from gym_raas.backends.robot import RobotBackend, RobotSessionError
+from gym_raas.params import PendulumParams
+from raas_node.agent.agent import AgentState, RobotAgent
+from raas_node.agent.recorder import read_trajectory
+from raas_node.drivers.config import PigpioDriverConfig
+from raas_node.drivers.pigpio_driver import PigpioDriver
+from raas_node.drivers.sim_driver import SimDriver
+
+SWINGUP = Path(__file__).resolve().parents[2] / "examples" / "swingup" / "run.py"
+
+
+def swingup_controller(params: PendulumParams) -> object:
+    spec = importlib.util.spec_from_file_location("swingup_run", SWINGUP)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.SwingUpController(params)
+
+
+def robot_env(agent: RobotAgent, job_id: str, monkeypatch: pytest.MonkeyPatch) -> gym.Env:  # type: ignore[type-arg]
+    token = agent.expect(job_id)
+    monkeypatch.setenv("RAAS_AGENT_SOCKET", str(agent.config.socket_path))
+    monkeypatch.setenv("RAAS_SESSION_TOKEN", token)
+    return gym.make("RaasPendulum-v0")
+
+
+def run_session(env: gym.Env, steps: int) -> list[tuple[float, float, dict]]:  # type: ignore[type-arg]
+    controller = swingup_controller(env.unwrapped.params)  # type: ignore[attr-defined]
+    observation, _ = env.reset()
+    seen = []
+    for _ in range(steps):
+        observation, _, _, _, info = env.step(np.array([controller(observation)], dtype=np.float32))  # type: ignore[operator]
+        seen.append((math.atan2(float(observation[1]), float(observation[0])), float(observation[2]), info))
+    env.close()
+    return seen
+
+
+def assert_recording_matches(agent: RobotAgent, job_id: str, seen: list[tuple[float, float, dict]]) -> None:
+    result = agent.wait_session(job_id, timeout_s=60)
+    assert result is not None
+    assert result.outcome == "completed"
+    assert result.steps == len(seen)
+    assert result.trajectory_path is not None
+    rows = read_trajectory(result.trajectory_path)
+    fresh = [index for index, requested in enumerate(rows["requested_command"]) if requested is not None]
+    assert len(fresh) == len(seen)
+    for index, (theta, theta_dot, info) in zip(fresh, seen, strict=True):
+        assert rows["theta_rad"][index] == pytest.approx(theta, abs=1e-5)
+        assert rows["theta_dot_rad_per_s"][index] == pytest.approx(theta_dot, abs=1e-4)
+        assert rows["step"][index] == info["step"]
+        assert rows["applied_command"][index] == pytest.approx(info["applied_command"], abs=1e-9)
+    assert sum(rows["reward"]) == pytest.approx(result.total_reward)
+
+
+@pytest.mark.slow
+def test_a_full_session_on_the_simulated_robot_swings_up_and_the_recording_matches_the_client(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with running_agent(SimDriver(PendulumParams())) as agent:
+        env = robot_env(agent, "job-sim", monkeypatch)
+        assert type(env.unwrapped.backend) is RobotBackend  # type: ignore[attr-defined]
+        seen = run_session(env, 80)
+        assert abs(seen[-1][0]) < 0.15  # balanced within 4 s, in real time
+        assert seen[-1][2]["deadline_misses"] == 0
+        assert_recording_matches(agent, "job-sim", seen)
+        wait_for_state(agent, AgentState.IDLE, 30)  # reset after the session: ready again
+
+
+@pytest.mark.slow
+def test_a_full_session_through_the_pigpio_driver_on_the_virtual_rig(
+    monkeypatch: pytest.MonkeyPatch, rig_driver_config: PigpioDriverConfig
+) -> None:
+    with running_agent(PigpioDriver(rig_driver_config, PendulumParams())) as agent:
+        seen = run_session(robot_env(agent, "job-rig", monkeypatch), 60)
+        assert_recording_matches(agent, "job-rig", seen)
+
+
+def test_a_session_the_agent_was_not_told_to_expect_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    with running_agent(SimDriver(PendulumParams())) as agent:
+        agent.expect("job-a", token="the-right-token")
+        with pytest.raises(RobotSessionError, match="not told to expect"):
+            RobotBackend(str(agent.config.socket_path), token="a-guessed-token")
+        backend = RobotBackend(str(agent.config.socket_path), token="the-right-token")
+        assert backend.session == "job-a"
+        backend.close()
+        with pytest.raises(RobotSessionError, match="not told to expect"):  # a token works once
+            RobotBackend(str(agent.config.socket_path), token="the-right-token")
+
+
+def test_a_slow_controller_misses_deadlines_and_they_are_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    with running_agent(SimDriver(PendulumParams())) as agent:
+        env = robot_env(agent, "job-slow", monkeypatch)
+        env.reset()
+        infos = []
+        for _ in range(5):
+            time.sleep(0.12)  # more than two control periods of "thinking"
+            infos.append(env.step(np.zeros(1, dtype=np.float32))[4])
+        env.close()
+        assert infos[-1]["deadline_misses"] >= 8
+        assert all(info["late_by"] > 0.0 for info in infos[1:])
+        result = agent.wait_session("job-slow", timeout_s=30)
+        assert result is not None
+        assert result.deadline_misses == infos[-1]["deadline_misses"]
+
+
+def test_cancelling_a_session_stops_the_motor_and_ends_the_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    driver = SimDriver(PendulumParams())
+    with running_agent(driver) as agent:
+        env = robot_env(agent, "job-cancel", monkeypatch)
+        env.reset()
+        env.step(np.array([2.0], dtype=np.float32))
+        env.step(np.array([2.0], dtype=np.float32))
+        canceller = threading.Timer(0.2, agent.cancel, args=("job-cancel",))
+        canceller.start()
+        with pytest.raises(RobotSessionError, match="cancelled"):
+            for _ in range(100):
+                env.step(np.array([2.0], dtype=np.float32))
+        canceller.join()  # cancel returns once the user's command no longer drives the motor
+        # The motor is off, or already damping the swing under the agent's reset (≤ 60 % duty).
+        assert abs(driver.true_state().duty) <= 0.6
+        result = agent.wait_session("job-cancel", timeout_s=30)
+        assert result is not None
+        assert result.outcome == "cancelled"
