@@ -123,6 +123,11 @@ def test_a_slow_controller_misses_deadlines_and_they_are_reported(monkeypatch: p
         assert result.deadline_misses == infos[-1]["deadline_misses"]
 
 
+def drive_until_refused(env: gym.Env) -> None:  # type: ignore[type-arg]
+    for _ in range(100):
+        env.step(np.array([2.0], dtype=np.float32))
+
+
 def test_cancelling_a_session_stops_the_motor_and_ends_the_client(monkeypatch: pytest.MonkeyPatch) -> None:
     driver = SimDriver(PendulumParams())
     with running_agent(driver) as agent:
@@ -133,8 +138,7 @@ def test_cancelling_a_session_stops_the_motor_and_ends_the_client(monkeypatch: p
         canceller = threading.Timer(0.2, agent.cancel, args=("job-cancel",))
         canceller.start()
         with pytest.raises(RobotSessionError, match="cancelled"):
-            for _ in range(100):
-                env.step(np.array([2.0], dtype=np.float32))
+            drive_until_refused(env)
         canceller.join()  # cancel returns once the user's command no longer drives the motor
         # The motor is off, or already damping the swing under the agent's reset (≤ 60 % duty).
         assert abs(driver.true_state().duty) <= 0.6
