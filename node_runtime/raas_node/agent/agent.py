@@ -401,7 +401,10 @@ class RobotAgent:
         except ProtocolError as error:
             self._send(connection, "error", code=error.code, message=str(error))
             session.end_reason = session.end_reason or ("protocol_error", str(error))
-        except (FrameError, OSError) as error:
+        except FrameError as error:
+            self._send(connection, "error", code="frame", message=str(error))
+            session.end_reason = session.end_reason or ("protocol_error", str(error))
+        except OSError as error:
             session.end_reason = session.end_reason or ("client_error", f"connection lost: {error}")
         finally:
             self._close_session(session)

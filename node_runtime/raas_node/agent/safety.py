@@ -9,8 +9,9 @@ events of that boundary:
 * ``velocity``: above the velocity limit the motor is cut until the pendulum slows to 80 % of it;
 * ``watchdog``: no command for ``watchdog_timeout_s`` (200 ms) ⇒ motor off;
 * ``thermal``: an I²t model of the winding temperature throttles the duty linearly between
-  ``throttle_celsius`` and ``stop_celsius``, stops the motor at ``stop_celsius`` and keeps it
-  stopped until it has cooled to ``resume_celsius``.
+  ``throttle_celsius`` and ``stop_celsius``; it stops the motor at ``stop_celsius``, or when
+  the overload lasts longer than ``max_throttle_s``, and keeps it stopped until the winding has
+  cooled to ``resume_celsius``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class SafetyLimits:
     throttle_celsius: float = 70.0
     stop_celsius: float = 85.0
     resume_celsius: float = 60.0
+    max_throttle_s: float = 20.0
+    """A motor still throttled after this long is stopped to cool down."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,7 @@ class SafetyLayer:
         self.temperature_celsius = limits.ambient_celsius
         self._velocity_latched = False
         self._thermal_stopped = False
+        self._throttled_for_s = 0.0
 
     def filter(self, command: float | None, theta_dot: float, since_last_command_s: float, dt: float) -> SafeCommand:
         """Duty allowed for the next period. `command` None means "hold": no new command came."""
@@ -74,16 +78,17 @@ class SafetyLayer:
         if self._velocity_latched and duty != 0.0:
             duty = 0.0
             events.append("velocity")
-        duty, thermal = self._thermal(duty)
+        duty, thermal = self._thermal(duty, dt)
         if thermal:
             events.append("thermal")
         self._heat(duty, dt)
         return SafeCommand(duty, tuple(events))
 
-    def _thermal(self, duty: float) -> tuple[float, bool]:
+    def _thermal(self, duty: float, dt: float) -> tuple[float, bool]:
         limits = self.limits
         temperature = self.temperature_celsius
-        if temperature >= limits.stop_celsius:
+        self._throttled_for_s = self._throttled_for_s + dt if temperature > limits.throttle_celsius else 0.0
+        if temperature >= limits.stop_celsius or self._throttled_for_s > limits.max_throttle_s:
             self._thermal_stopped = True
         elif temperature <= limits.resume_celsius:
             self._thermal_stopped = False
