@@ -110,6 +110,8 @@ class _Session:
     end_reason: tuple[str, str] | None = None
     cancelled: bool = False
     awaiting_first_step: bool = True
+    connection: socket.socket | None = None
+    """Replies to steps are sent by the control loop itself, right at the boundary."""
     applied_fresh: bool = False
     requested: float | None = None
 
@@ -284,7 +286,7 @@ class RobotAgent:
             self.driver.feed_deadman()
             latency = time.monotonic() - boundary
             if session is not None and session.stepping:
-                self._record(session, reading, boundary, events)
+                self._record(session, reading, boundary, events, latency)
             self._lock.notify_all()
         self.metrics.observe_step_latency(latency)
         self.metrics.set_motor(self._duty, self.safety.temperature_celsius)
@@ -329,7 +331,9 @@ class RobotAgent:
                 self._set_state(AgentState.FAULT)
         return duty, ()
 
-    def _record(self, session: _Session, reading: SensorReading, boundary: float, events: tuple[str, ...]) -> None:
+    def _record(
+        self, session: _Session, reading: SensorReading, boundary: float, events: tuple[str, ...], latency: float
+    ) -> None:
         fresh, requested = session.applied_fresh, session.requested
         max_command = self.params.max_command
         late_by = max(0.0, session.pending_arrival_s - session.deadline_s) if fresh else math.nan
@@ -350,10 +354,11 @@ class RobotAgent:
             applied_duty=self._duty,
             reward=reward,
             late_by_s=late_by,
+            loop_latency_s=latency,
             safety_events=events,
         )
         if fresh and session.want_reply:
-            session.reply = {
+            reply = {
                 "theta": reading.theta_rad,
                 "theta_dot": reading.theta_dot_rad_per_s,
                 "step": session.steps,
@@ -363,6 +368,9 @@ class RobotAgent:
                 "applied": self._duty * max_command,
                 "safety": list(events),
             }
+            if session.connection is not None:
+                self._send(session.connection, "observation", **reply)
+            session.reply = reply
             session.want_reply = False
             session.last_theta, session.last_theta_dot = reading.theta_rad, reading.theta_dot_rad_per_s
             session.deadline_s = boundary + self.dt  # the next command is due by the next boundary
@@ -432,7 +440,9 @@ class RobotAgent:
                 return None
             assert job_id is not None
             del self._expected[job_id]
-            session = _Session(job_id=job_id, token=hello["token"], started_s=time.monotonic(), connected=True)
+            session = _Session(
+                job_id=job_id, token=hello["token"], started_s=time.monotonic(), connected=True, connection=connection
+            )
             self._session = session
             self._reset = None
             self._set_state(AgentState.BUSY)
@@ -474,7 +484,8 @@ class RobotAgent:
                     reason = session.end_reason or ("agent_error", "session ended")
                 self._send(connection, "bye", reason=reason[1])
                 return
-            self._send(connection, "observation", **reply)
+            if not step:  # step replies went out from the control loop at their boundary
+                self._send(connection, "observation", **reply)
 
     def _read_or_end(self, connection: socket.socket, reader: FrameReader, session: _Session) -> bytes | None:
         """Next frame; None when the session was ended by the agent (cancel, time limit) meanwhile."""

@@ -2,14 +2,17 @@
 
 One row per control boundary: time since the session started, measured angle and speed, the
 command the client requested, the duty and command actually applied after the safety layer,
-the reward of the step, how late the client's command was, and the safety events. Written as
+the reward of the step, how late the client's command was, how long after the ideal boundary
+the agent applied the duty (loop timing), and the safety events. Written as
 ``trajectory.parquet`` (Apache Parquet, the open columnar format of the results layout) plus a
-``session.json`` with the session's metadata; pyarrow is imported only when writing.
+``session.json`` with the session's metadata.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,7 @@ TRAJECTORY_COLUMNS = (
     "applied_duty",
     "reward",
     "late_by_s",
+    "loop_latency_s",
     "safety_events",
 )
 
@@ -46,6 +50,7 @@ class SessionRecorder:
         applied_duty: float,
         reward: float,
         late_by_s: float,
+        loop_latency_s: float,
         safety_events: tuple[str, ...],
     ) -> None:
         values = locals()
@@ -57,27 +62,23 @@ class SessionRecorder:
         return len(self.rows["time_s"])
 
     def write(self, folder: Path, metadata: dict[str, Any]) -> tuple[Path, Path]:
-        """Write ``trajectory.parquet`` and ``session.json`` into `folder`; returns both paths."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        """Write ``trajectory.parquet`` and ``session.json`` into `folder`; returns both paths.
 
+        The Parquet file is written by a short-lived process (`raas_node.agent.parquet_writer`):
+        pyarrow costs ~30 MB of memory that the long-running agent should not keep. The columns go
+        to ``trajectory.json`` first, which stays behind if the conversion fails: nothing is lost.
+        """
         folder.mkdir(parents=True, exist_ok=True)
-        table = pa.table(
-            {
-                "time_s": pa.array(self.rows["time_s"], pa.float64()),
-                "step": pa.array(self.rows["step"], pa.int64()),
-                "theta_rad": pa.array(self.rows["theta_rad"], pa.float64()),
-                "theta_dot_rad_per_s": pa.array(self.rows["theta_dot_rad_per_s"], pa.float64()),
-                "requested_command": pa.array(self.rows["requested_command"], pa.float64()),
-                "applied_command": pa.array(self.rows["applied_command"], pa.float64()),
-                "applied_duty": pa.array(self.rows["applied_duty"], pa.float64()),
-                "reward": pa.array(self.rows["reward"], pa.float64()),
-                "late_by_s": pa.array(self.rows["late_by_s"], pa.float64()),
-                "safety_events": pa.array(self.rows["safety_events"], pa.string()),
-            }
-        )
+        columns = folder / "trajectory.json"
+        columns.write_text(json.dumps(self.rows, allow_nan=True))
         trajectory = folder / "trajectory.parquet"
-        pq.write_table(table, trajectory, compression="zstd")
+        subprocess.run(
+            [sys.executable, "-m", "raas_node.agent.parquet_writer", str(columns), str(trajectory)],
+            check=True,
+            timeout=120,
+            capture_output=True,
+        )
+        columns.unlink()
         session = folder / "session.json"
         session.write_text(json.dumps(metadata, indent=2, sort_keys=True, default=str) + "\n")
         return trajectory, session
