@@ -271,7 +271,10 @@ class RobotAgent:
 
     def _tick(self, boundary: float) -> None:
         reading = self.driver.read()
+        glitches = self.health_monitor.glitches
         self.health_monitor.observe(reading, self._duty)
+        for _ in range(self.health_monitor.glitches - glitches):
+            self.metrics.count_encoder_glitch()
         with self._lock:
             self.boundary_index += 1
             self._last_reading = reading
