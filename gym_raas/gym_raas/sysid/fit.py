@@ -114,9 +114,8 @@ def fit_params(
         _quality(trajectory, plan, params, solution.x, index, len(fields))
         for index, (trajectory, plan) in enumerate(zip(trajectories, prepared, strict=True))
     )
-    all_errors = np.concatenate([_trajectory_error(t, p, params, solution.x, i, len(fields))
-                                 for i, (t, p) in enumerate(zip(trajectories, prepared, strict=True))])  # fmt: skip
-    rmse = float(np.sqrt(np.mean(np.square(all_errors))))
+    samples = sum(fit.samples for fit in per_trajectory)
+    rmse = float(np.sqrt(sum(fit.rmse_rad**2 * fit.samples for fit in per_trajectory) / samples))
     log.info("sysid: rmse %.4f rad after %d evaluations (%s)", rmse, solution.nfev, solution.message)
     return FitResult(params, per_trajectory, rmse, int(solution.nfev), bool(solution.success), fields)
 

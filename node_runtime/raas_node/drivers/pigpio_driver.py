@@ -34,12 +34,10 @@ from typing import Any, TypeVar
 
 import pigpio
 
-from gym_raas.array_ops import SCALAR_OPS
-from gym_raas.encoder import update_velocity
 from gym_raas.params import PendulumParams
-from gym_raas.simulator import HANGING_RAD, wrap_angle
 from raas_node.drivers.base import DriverError, SensorReading
 from raas_node.drivers.config import BridgeMode, PigpioDriverConfig, PwmResolution, RigWiring
+from raas_node.drivers.readout import EncoderReadout
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +127,6 @@ class PigpioDriver:
         self.deadman_timeout_s = self.config.deadman_timeout_s
         self._wiring = self.config.wiring
         self._address = f"{self.config.host}:{self.config.port}"
-        self._resolution = self.params.encoder_resolution_rad
         self._lock = threading.Lock()
         self._closed = False
         self._callbacks: list[Any] = []
@@ -141,15 +138,12 @@ class PigpioDriver:
         self._levels: tuple[int, int] = (0, 0)
         self._phase = 0
         self._count = 0
-        self._zero_count = 0
         self._decode_errors = 0
         self._edge_time_s = 0.0
         self._reference_tick = 0
         self._reference_time_s = 0.0
         self._clock_checked_s = 0.0
-        self._estimate_count = 0
-        self._estimate_edge_time_s = 0.0
-        self._velocity = 0.0
+        self._readout = EncoderReadout(self.params, 0, 0.0)
         self._pi = _connect(self.config.host, self.config.port, connect_timeout_s)
         try:
             self.pwm = self._set_up_bridge()
@@ -174,27 +168,7 @@ class PigpioDriver:
             now = time.monotonic()
         with self._lock:
             count, edge_time = self._count, self._edge_time_s
-        velocity, remembered = update_velocity(
-            self._estimate_count,
-            self._estimate_edge_time_s,
-            self._velocity,
-            count,
-            edge_time,
-            now,
-            self._resolution,
-            SCALAR_OPS,
-            self.params.max_acceleration_rad_per_s2,
-        )
-        self._velocity, self._estimate_edge_time_s, self._estimate_count = velocity, remembered, count
-        limit = self.params.velocity_limit_rad_per_s
-        relative = count - self._zero_count
-        return SensorReading(
-            time_s=now,
-            encoder_count=relative,
-            theta_rad=float(wrap_angle(HANGING_RAD + relative * self._resolution)),
-            theta_dot_rad_per_s=min(max(velocity, -limit), limit),
-            last_edge_time_s=edge_time,
-        )
+        return self._readout.reading(count, edge_time, now)
 
     def apply_duty(self, duty: float) -> float:
         """Drive the bridge at a signed duty in [-1, 1]; returns the duty that reaches the pins."""
@@ -237,7 +211,7 @@ class PigpioDriver:
         """Declare the current position as encoder zero (hanging at rest)."""
         self._check_open()
         with self._lock:
-            self._zero_count = self._count
+            self._readout.zero_count = self._count
 
     def close(self) -> None:
         """Stop the motor, remove the dead-man script and disconnect. Safe to call twice."""
@@ -358,7 +332,7 @@ class PigpioDriver:
         self._reference_tick, self._reference_time_s = self._sample_tick()
         self._clock_checked_s = time.monotonic()
         self._edge_time_s = self._reference_time_s
-        self._estimate_edge_time_s = self._reference_time_s
+        self._readout.restart(self._reference_time_s)
         for pin in wiring.encoder_pins:
             callback = self._call(f"watch GPIO {pin}", self._pi.callback, pin, pigpio.EITHER_EDGE, self._on_edge)
             self._callbacks.append(callback)

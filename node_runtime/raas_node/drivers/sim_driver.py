@@ -21,11 +21,10 @@ import math
 import time
 from collections.abc import Callable
 
-from gym_raas.array_ops import SCALAR_OPS
-from gym_raas.encoder import update_velocity
 from gym_raas.params import PendulumParams
-from gym_raas.simulator import HANGING_RAD, wrap_angle
+from gym_raas.simulator import HANGING_RAD
 from raas_node.drivers.base import DriverError, SensorReading
+from raas_node.drivers.readout import EncoderReadout
 from raas_node.virtual_rig.pendulum import EncoderEdge, PendulumState, RealTimePendulum
 
 logger = logging.getLogger(__name__)
@@ -63,13 +62,9 @@ class SimDriver:
         self._pendulum = RealTimePendulum(
             params, time_s=now, theta_rad=initial_theta_rad, theta_dot_rad_per_s=initial_theta_dot_rad_per_s
         )
-        self._resolution = params.encoder_resolution_rad
         self._steps = params.pwm_duty_steps
-        self._zero_count = 0
         self._last_edge_time_s = now
-        self._estimate_count = self._pendulum.count
-        self._estimate_edge_time_s = now
-        self._velocity = float(initial_theta_dot_rad_per_s)
+        self._readout = EncoderReadout(params, self._pendulum.count, now, float(initial_theta_dot_rad_per_s))
         self._last_feed_s = now
         self._deadman_trips = 0
         self._closed = False
@@ -80,26 +75,7 @@ class SimDriver:
         """Advance the physics to now and read the encoder and the speed estimate."""
         now = self._advance()
         count = self._pendulum.count
-        velocity, remembered = update_velocity(
-            self._estimate_count,
-            self._estimate_edge_time_s,
-            self._velocity,
-            count,
-            self._last_edge_time_s,
-            now,
-            self._resolution,
-            SCALAR_OPS,
-        )
-        self._velocity, self._estimate_edge_time_s, self._estimate_count = velocity, remembered, count
-        limit = self.params.velocity_limit_rad_per_s
-        relative = count - self._zero_count
-        return SensorReading(
-            time_s=now,
-            encoder_count=relative,
-            theta_rad=float(wrap_angle(HANGING_RAD + relative * self._resolution)),
-            theta_dot_rad_per_s=min(max(velocity, -limit), limit),
-            last_edge_time_s=self._last_edge_time_s,
-        )
+        return self._readout.reading(count, self._last_edge_time_s, now)
 
     def apply_duty(self, duty: float) -> float:
         """Quantise to ``params.pwm_duty_steps`` and hold from now on; returns the applied duty."""
@@ -128,7 +104,7 @@ class SimDriver:
     def zero_encoder(self) -> None:
         """Declare the current position as encoder zero (hanging at rest)."""
         self._advance()
-        self._zero_count = self._pendulum.count
+        self._readout.zero_count = self._pendulum.count
 
     def close(self) -> None:
         """Stop the motor; further commands raise `DriverError`. Safe to call twice."""

@@ -13,7 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from raas_node.runner.fetch import FetchError
@@ -53,23 +53,13 @@ def build_wheelhouse(
     timeout_s: float = 600.0,
 ) -> Path:
     """Wheels for every requirement, in ``cache_dir/wheels/<digest>`` (reused when complete)."""
-    wheelhouse = cache_dir / "wheels" / digest
-    if (wheelhouse / _COMPLETE_MARKER).exists():
-        return wheelhouse
-    partial = wheelhouse.with_name(digest + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    result = _pip(
-        ["wheel", "--quiet", "--wheel-dir", str(partial), "--requirement", str(requirements), *index_arguments],
+    return _cached_pip_output(
+        cache_dir / "wheels" / digest,
+        lambda target: ["wheel", "--quiet", "--wheel-dir", str(target), "--requirement", str(requirements),
+                        *index_arguments],
+        "requirements.txt cannot be resolved",
         timeout_s,
-    )
-    if result.returncode != 0:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise FetchError("RequirementsFailed", f"requirements.txt cannot be resolved: {_summary(result.stderr)}")
-    (partial / _COMPLETE_MARKER).touch()
-    shutil.rmtree(wheelhouse, ignore_errors=True)
-    partial.rename(wheelhouse)
-    return wheelhouse
+    )  # fmt: skip
 
 
 def install_offline(requirements: Path, digest: str, cache_dir: Path, *, timeout_s: float = 300.0) -> Path:
@@ -77,25 +67,30 @@ def install_offline(requirements: Path, digest: str, cache_dir: Path, *, timeout
     wheelhouse = cache_dir / "wheels" / digest
     if not (wheelhouse / _COMPLETE_MARKER).exists():
         raise FetchError("RequirementsMissing", "the requirements were not resolved while fetching")
-    site = cache_dir / "site" / digest
-    if (site / _COMPLETE_MARKER).exists():
-        return site
-    partial = site.with_name(digest + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    result = _pip(
-        [
-            "install", "--quiet", "--no-index", "--find-links", str(wheelhouse), "--target", str(partial),
-            "--requirement", str(requirements),
-        ],
+    return _cached_pip_output(
+        cache_dir / "site" / digest,
+        lambda target: ["install", "--quiet", "--no-index", "--find-links", str(wheelhouse), "--target", str(target),
+                        "--requirement", str(requirements)],
+        "requirements.txt cannot be installed",
         timeout_s,
     )  # fmt: skip
+
+
+def _cached_pip_output(folder: Path, arguments: Callable[[Path], list[str]], failure: str, timeout_s: float) -> Path:
+    """Run pip into a partial folder and publish it as `folder` only when it succeeded."""
+    if (folder / _COMPLETE_MARKER).exists():
+        return folder
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    result = _pip(arguments(partial), timeout_s)
     if result.returncode != 0:
         shutil.rmtree(partial, ignore_errors=True)
-        raise FetchError("RequirementsFailed", f"requirements.txt cannot be installed: {_summary(result.stderr)}")
+        raise FetchError("RequirementsFailed", f"{failure}: {_summary(result.stderr)}")
     (partial / _COMPLETE_MARKER).touch()
-    shutil.rmtree(site, ignore_errors=True)
-    partial.rename(site)
-    return site
+    shutil.rmtree(folder, ignore_errors=True)
+    partial.rename(folder)
+    return folder
 
 
 def _summary(stderr: str) -> str:
