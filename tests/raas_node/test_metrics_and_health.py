@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tempfile
 from pathlib import Path
 
@@ -62,14 +63,23 @@ def test_a_real_prometheus_scraping_the_agent_sees_the_robots_state() -> None:
             agent.metrics.stop_serving()
 
 
-def reading(time_s: float, count: int) -> SensorReading:
-    return SensorReading(time_s, count, 0.0, 0.0, time_s)
+def reading(time_s: float, count: int, theta_rad: float = math.pi) -> SensorReading:
+    return SensorReading(time_s, count, theta_rad, 0.0, time_s)
+
+
+def test_a_pendulum_held_still_by_the_motor_where_gravity_balances_it_is_not_stuck() -> None:
+    params = PendulumParams()
+    monitor = HealthMonitor(params)
+    holding = math.pi + params.holding_angle_from_hanging_rad(1.0)  # full duty holds it here
+    for index in range(60):
+        monitor.observe(reading(index * 0.05, 80, holding), duty=1.0)
+    assert not monitor.encoder_stuck
 
 
 def test_an_encoder_that_does_not_move_under_drive_is_stuck_and_the_robot_not_ready() -> None:
     monitor = HealthMonitor(PendulumParams())
     for index in range(30):
-        monitor.observe(reading(index * 0.05, 5), duty=0.8)
+        monitor.observe(reading(index * 0.05, 5), duty=0.8)  # hanging, 80 % duty: it must move
     health = monitor.summary(temperature_celsius=30.0, thermal_stop=False, last_reset=None, state="idle")
     assert monitor.encoder_stuck
     assert not health.ready

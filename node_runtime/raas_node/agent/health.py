@@ -1,14 +1,17 @@
 """Robot health the scheduler can use: encoder, motor temperature, last reset.
 
-`HealthMonitor.observe` is fed every control boundary. The encoder is **stuck** when the motor
-has been driven well above its deadband for `STUCK_AFTER_S` while the count did not change;
-a **glitch** is a count jump the pendulum could not have made in the elapsed time. A robot is
+`HealthMonitor.observe` is fed every control boundary. The encoder is **stuck** when, for
+`STUCK_AFTER_S`, the motor torque and gravity at the reported angle leave a net acceleration
+that friction cannot hold (so the pendulum must be moving) while the count did not change. A
+pendulum simply held still by the motor, at the angle where gravity balances it, is not stuck.
+A **glitch** is a count jump the pendulum could not have made in the elapsed time. A robot is
 Ready only when idle, its last reset succeeded, its encoder is not stuck and its motor is not in
 thermal stop.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from gym_raas.params import PendulumParams
@@ -16,7 +19,8 @@ from raas_node.agent.reset import ResetReport
 from raas_node.drivers.base import SensorReading
 
 STUCK_AFTER_S = 1.0
-STUCK_DUTY = 0.3
+UNBALANCED_RAD_PER_S2 = 3.0
+"""Net acceleration (beyond Coulomb friction) that must show up as motion on a working encoder."""
 
 
 @dataclass(frozen=True)
@@ -54,14 +58,24 @@ class HealthMonitor:
             possible = self.params.velocity_limit_rad_per_s * 2 * elapsed / self.params.encoder_resolution_rad + 2
             if abs(reading.encoder_count - previous.encoder_count) > possible:
                 self.glitches += 1
-        if abs(duty) < STUCK_DUTY:
+        if not self._unbalanced(reading.theta_rad, duty):
             self._driven_since = None
+            if reading.encoder_count != self._driven_count:
+                self.encoder_stuck = False
             return
         if self._driven_since is None or reading.encoder_count != self._driven_count:
             self._driven_since, self._driven_count = reading.time_s, reading.encoder_count
             self.encoder_stuck = False
         elif reading.time_s - self._driven_since >= STUCK_AFTER_S:
             self.encoder_stuck = True
+
+    def _unbalanced(self, theta_rad: float, duty: float) -> bool:
+        """Whether gravity at `theta_rad` and the motor at `duty` cannot be in equilibrium."""
+        params = self.params
+        excess = max(abs(duty) - params.motor_deadband_duty, 0.0) / (1.0 - params.motor_deadband_duty)
+        drive = math.copysign(excess, duty) * params.motor_stall_acceleration_rad_per_s2
+        net = params.natural_frequency_rad_per_s**2 * math.sin(theta_rad) + drive
+        return abs(net) > params.coulomb_friction_rad_per_s2 + UNBALANCED_RAD_PER_S2
 
     def summary(
         self, *, temperature_celsius: float, thermal_stop: bool, last_reset: ResetReport | None, state: str
