@@ -205,6 +205,15 @@ class RobotAgent:
                 while self.boundary_index == boundary and time.monotonic() < deadline and not self._stop.is_set():
                     self._lock.wait(timeout=self.dt)
 
+    def end_job(self, job_id: str, timeout_s: float = 60.0) -> SessionResult | None:
+        """After a job's program exited: end its session if still open and return the result
+        (once the robot is reset); None if the job never opened a session."""
+        with self._lock:
+            if self._expected.pop(job_id, None) is not None:
+                return self._results.get(job_id)
+        self.cancel(job_id)
+        return self.wait_session(job_id, timeout_s)
+
     def wait_session(self, job_id: str, timeout_s: float | None = None) -> SessionResult | None:
         """The result of `job_id`'s session once it ended (and the robot was reset), or None."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s

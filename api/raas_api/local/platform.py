@@ -1,0 +1,414 @@
+"""`LocalPlatform`: the whole of RaaS in one process, with simulated robots.
+
+Jobs live in a SQLite store; a dispatcher thread moves them through their phases:
+
+* Pending → Fetching: a worker fetches the code (local folder/archive or git), stores
+  ``code.tar.gz`` with the results and queues the job (or fails it with the fetch error).
+* Queued → Starting: the scheduler core assigns Ready robots (fair share, quotas).
+* Starting → Running: the robot's agent is told to expect the job; the runner launches the
+  entrypoint with the agent's socket and the session token, under the job's limits.
+* Running → Uploading → Succeeded | Failed | TimedOut | Cancelled: the agent's recording, the
+  outputs, plots and metadata go to the result store; failures are classified, robot and
+  platform faults retried once on another robot.
+
+Restarting the platform on the same data folder finds interrupted jobs: fetches are redone,
+runs are failed as platform faults (and so retried once); queued jobs stay queued.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from gym_raas.params import PendulumParams
+from gym_raas.results.layout import ResultFile, result_key
+from gym_raas.results.store import FilesystemResultStore, ResultStore
+from raas_api.local.bundle import write_bundle
+from raas_api.local.classify import Classification, classify_run
+from raas_api.stores.base import ConflictError, JobRecord
+from raas_api.stores.sqlite import SqliteJobStore
+from raas_node.agent.agent import AgentConfig, AgentState, RobotAgent
+from raas_node.drivers.sim_driver import SimDriver
+from raas_node.runner.fetch import FetchError, fetch_git, fetch_local, resolve_ref
+from raas_node.runner.launch import RunLimits, RunRequest, RunVerdict, run_entrypoint
+from raas_operator.jobs.model import (
+    FailureClass,
+    JobSpec,
+    JobStatus,
+    JobSummary,
+    LocalSource,
+    Phase,
+    PhaseChange,
+    fail,
+    transition,
+)
+from raas_operator.scheduling.core import Quotas, RobotView, WaitingJob, admit, schedule
+
+log = logging.getLogger(__name__)
+
+ACTIVE_PHASES = (Phase.PENDING, Phase.FETCHING, Phase.QUEUED, Phase.STARTING, Phase.RUNNING, Phase.UPLOADING)
+
+
+class SubmissionRefusedError(ValueError):
+    """A job the platform will not take; the message says why."""
+
+
+@dataclass(frozen=True)
+class PlatformConfig:
+    data_dir: Path
+    robots: int = 3
+    robot_params: PendulumParams = field(default_factory=PendulumParams)
+    quotas: Quotas = field(default_factory=lambda: Quotas(max_running_per_owner=2, max_queued_per_owner=100))
+    max_time_limit_s: int = 600
+    run_limits: RunLimits = field(default_factory=RunLimits)
+    python_executable: str = sys.executable
+    tick_s: float = 0.05
+
+
+class LocalPlatform:
+    """Submit, list, get, cancel and wait for jobs on simulated robots."""
+
+    def __init__(self, config: PlatformConfig, results: ResultStore | None = None) -> None:
+        self.config = config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = SqliteJobStore(config.data_dir / "jobs.db")
+        self.results = results or FilesystemResultStore(config.data_dir / "results")
+        self.agents: dict[str, RobotAgent] = {}
+        self._busy: dict[str, str] = {}
+        self._workers: dict[str, threading.Thread] = {}
+        self._cancels: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._dispatcher: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> LocalPlatform:
+        sockets = Path(tempfile_dir(self.config.data_dir))
+        for index in range(1, self.config.robots + 1):
+            name = f"sim-{index}"
+            config = AgentConfig(name, sockets / f"{name}.sock", self.config.data_dir / "recordings" / name)
+            self.agents[name] = RobotAgent(SimDriver(self.config.robot_params), config).start()
+        self._recover()
+        self._dispatcher = threading.Thread(target=self._dispatch_loop, name="raas-dispatcher", daemon=True)
+        self._dispatcher.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        for event in list(self._cancels.values()):
+            event.set()
+        if self._dispatcher is not None:
+            self._dispatcher.join(timeout=10)
+        for worker in list(self._workers.values()):
+            worker.join(timeout=30)
+        for agent in self.agents.values():
+            agent.stop()
+            agent.driver.close()
+        self.store.close()
+
+    def __enter__(self) -> LocalPlatform:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    # -- the Python API ----------------------------------------------------------------------
+
+    def submit(self, spec: JobSpec) -> JobRecord:
+        """Queue a job (Pending); refused over quota or beyond the maximum time limit."""
+        if spec.time_limit_s > self.config.max_time_limit_s:
+            raise SubmissionRefusedError(
+                f"time_limit_s {spec.time_limit_s} is above this platform's maximum of {self.config.max_time_limit_s}"
+            )
+        queued = self.store.count_by_owner([Phase.PENDING, Phase.FETCHING, Phase.QUEUED])
+        admission = admit(spec.owner, queued, self.config.quotas)
+        if not admission.admitted:
+            raise SubmissionRefusedError(admission.message)
+        submitted = PhaseChange(phase=Phase.PENDING, at=datetime.now(timezone.utc), reason="Submitted")
+        record = self.store.create(spec, JobStatus(reason="Submitted", history=(submitted,)))
+        self._wake.set()
+        return record
+
+    def get(self, job_id: str) -> JobRecord:
+        return self.store.get(job_id)
+
+    def cancel(self, job_id: str) -> JobRecord:
+        """Cancel a job; a running one has its controller and the motor stopped at once."""
+        record = self.store.get(job_id)
+        if record.status.phase.is_terminal:
+            return record
+        with self._lock:
+            event = self._cancels.get(job_id)
+            robot = self._busy_robot(job_id)
+        if event is not None:
+            event.set()
+            if robot is not None:
+                self.agents[robot].cancel(job_id)
+            return self.wait(job_id, timeout_s=60)
+        return self._update(job_id, lambda status: transition(status, Phase.CANCELLED, reason="Cancelled"))
+
+    def wait(self, job_id: str, timeout_s: float | None = None) -> JobRecord:
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            record = self.store.get(job_id)
+            if record.status.phase.is_terminal or (deadline is not None and time.monotonic() > deadline):
+                return record
+            time.sleep(0.1)
+
+    def robots(self) -> list[RobotView]:
+        views = []
+        for name, agent in self.agents.items():
+            health = agent.health()
+            busy = name in self._busy
+            views.append(
+                RobotView(
+                    name=name,
+                    ready=health.ready and not busy,
+                    schedulable=agent.state not in (AgentState.FAULT, AgentState.MAINTENANCE),
+                    free_at_s=time.time() + (60.0 if busy else 0.0),
+                )
+            )
+        return views
+
+    # -- dispatching -------------------------------------------------------------------------
+
+    def _dispatch_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._dispatch_once()
+            except Exception:
+                log.exception("dispatcher failure")
+            self._wake.wait(timeout=self.config.tick_s)
+            self._wake.clear()
+
+    def _dispatch_once(self) -> None:
+        for record in self.store.list_jobs(phases=[Phase.PENDING, Phase.FETCHING], limit=500).jobs:
+            if record.job_id not in self._workers:
+                self._spawn(record.job_id, self._fetch)
+        queued = self.store.list_jobs(phases=[Phase.QUEUED], limit=500).jobs
+        if not queued:
+            return
+        running = self.store.count_by_owner([Phase.STARTING, Phase.RUNNING, Phase.UPLOADING])
+        waiting = [
+            WaitingJob(
+                job_id=record.job_id,
+                owner=record.spec.owner,
+                submitted_at_s=record.created_at.timestamp(),
+                request=record.spec.robot,
+                priority=record.spec.priority,
+                expected_duration_s=float(record.spec.time_limit_s),
+                excluded_robots=frozenset(record.status.excluded_robots),
+            )
+            for record in queued
+        ]
+        decision = schedule(waiting, self.robots(), running, self.config.quotas, now_s=time.time())
+        for rejection in decision.rejections:
+            self._end_as_user_error(rejection.job_id, rejection.reason, rejection.message)
+        for assignment in decision.assignments:
+            self._start(assignment.job_id, assignment.robot)
+        estimates = {entry.job_id: entry for entry in decision.queue}
+        for record in queued:
+            entry = estimates.get(record.job_id)
+            if entry is not None and record.status.queue_position != entry.position:
+                start = entry.estimated_start_s
+                update = {
+                    "queue_position": entry.position,
+                    "estimated_start": None if start is None else datetime.fromtimestamp(start, timezone.utc),
+                }
+                with contextlib.suppress(ConflictError):  # changed meanwhile: next round
+                    self.store.update_status(record.job_id, record.status.model_copy(update=update), record.version)
+
+    def _start(self, job_id: str, robot: str) -> None:
+        with self._lock:
+            self._busy[robot] = job_id
+
+        def starting(status: JobStatus) -> JobStatus:
+            return transition(
+                status, Phase.STARTING, reason="Scheduled", message=f"on {robot}", robot=robot,
+                attempts=status.attempts + 1,
+            )  # fmt: skip
+
+        self._update(job_id, starting)
+        self._spawn(job_id, lambda job: self._run(job, robot))
+
+    def _end_as_user_error(self, job_id: str, reason: str, message: str) -> None:
+        def failed(status: JobStatus) -> JobStatus:
+            return transition(
+                status, Phase.FAILED, reason=reason, message=message, failure_class=FailureClass.USER_ERROR
+            )
+
+        self._update(job_id, failed)
+
+    def _spawn(self, job_id: str, work: Callable[[str], None]) -> None:
+        def run() -> None:
+            try:
+                work(job_id)
+            except Exception as error:
+                log.exception("job %s: platform failure", job_id)
+                message = f"platform failure: {error}"
+                self._update(job_id, lambda status: fail(status, FailureClass.PLATFORM_FAULT, "PlatformFault", message))
+            finally:
+                with self._lock:
+                    self._workers.pop(job_id, None)
+                    self._cancels.pop(job_id, None)
+                    for robot, busy_job in list(self._busy.items()):
+                        if busy_job == job_id:
+                            del self._busy[robot]
+                self._wake.set()
+
+        thread = threading.Thread(target=run, name=f"job-{job_id}", daemon=True)
+        with self._lock:
+            self._workers[job_id] = thread
+            self._cancels[job_id] = threading.Event()
+        thread.start()
+
+    def _fetch(self, job_id: str) -> None:
+        record = self.store.get(job_id)
+        if record.status.phase is Phase.PENDING:
+            record = self._update(job_id, lambda status: transition(status, Phase.FETCHING, reason="Fetching"))
+        workdir = self._workdir(job_id)
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(parents=True)
+        spec = record.spec
+        try:
+            if isinstance(spec.source, LocalSource):
+                snapshot = fetch_local(Path(spec.source.path), spec.entrypoint, workdir)
+            else:
+                commit = resolve_ref(spec.source.url, spec.source.ref)
+                snapshot = fetch_git(spec.source.url, commit, spec.entrypoint, workdir)
+        except FetchError as error:
+            self._end_as_user_error(job_id, error.reason, str(error))
+            return
+        self.results.put_file(result_key(job_id, ResultFile.CODE), snapshot.archive, ResultFile.CODE.content_type)
+        self._update(job_id, lambda status: transition(status, Phase.QUEUED, reason="Fetched", commit=snapshot.commit))
+
+    def _run(self, job_id: str, robot: str) -> None:
+        record = self.store.get(job_id)
+        agent = self.agents[robot]
+        cancel = self._cancels[job_id]
+        token = agent.expect(job_id)
+        self._update(job_id, lambda status: transition(status, Phase.RUNNING, reason="Running", robot=robot))
+        workdir = self._workdir(job_id)
+        started = datetime.now(timezone.utc)
+        limits = RunLimits(
+            time_limit_s=float(record.spec.time_limit_s),
+            memory_bytes=self.config.run_limits.memory_bytes,
+            max_processes=self.config.run_limits.max_processes,
+            max_output_bytes=self.config.run_limits.max_output_bytes,
+        )
+        outcome = run_entrypoint(
+            RunRequest(
+                code_dir=workdir / "code",
+                entrypoint=record.spec.entrypoint,
+                scratch_dir=workdir / "scratch",
+                stdout_path=workdir / "stdout.txt",
+                stderr_path=workdir / "stderr.txt",
+                limits=limits,
+                environment={"RAAS_AGENT_SOCKET": str(agent.config.socket_path), "RAAS_SESSION_TOKEN": token},
+                python_executable=self.config.python_executable,
+                required_modules=("gym_raas",),
+            ),
+            cancel,
+        )
+        session = agent.end_job(job_id)
+        self._update(job_id, lambda status: transition(status, Phase.UPLOADING, reason="Uploading"))
+        robot_fault = None
+        if session is not None and session.outcome == "agent_error":
+            robot_fault = session.message
+        if session is not None and session.reset is not None and not session.reset.ok:
+            robot_fault = f"reset failed: {session.reset.message}"
+        classification = classify_run(outcome, robot_fault)
+        metadata: dict[str, Any] = {
+            "job": job_id,
+            "owner": record.spec.owner,
+            "source": record.spec.source.model_dump(),
+            "commit": record.status.commit,
+            "entrypoint": record.spec.entrypoint,
+            "robot": robot,
+            "calibration": agent.params.to_dict(),
+            "started": started.isoformat(),
+            "finished": datetime.now(timezone.utc).isoformat(),
+            "exit_code": outcome.exit_code,
+            "verdict": outcome.verdict.value,
+            "message": classification.message,
+            "deadline_misses": None if session is None else session.deadline_misses,
+            "safety_events": None if session is None else session.safety_events,
+        }
+        summary = write_bundle(
+            self.results,
+            job_id,
+            recording=None if session is None else session.trajectory_path,
+            stdout=workdir / "stdout.txt",
+            stderr=workdir / "stderr.txt",
+            params=agent.params,
+            metadata=metadata,
+        )
+        self._finish(job_id, outcome.verdict, classification, summary, session)
+
+    def _finish(
+        self, job_id: str, verdict: RunVerdict, classification: Classification, summary: dict[str, Any], session: Any
+    ) -> None:
+        job_summary = JobSummary(
+            steps=int(summary.get("steps") or 0),
+            total_reward=summary.get("total_reward"),
+            swing_up_time_s=summary.get("swing_up_time_s"),
+            deadline_misses=0 if session is None else session.deadline_misses,
+            sim_to_real_rmse_rad=summary.get("sim_to_real_rmse_rad"),
+        )
+
+        def final(status: JobStatus) -> JobStatus:
+            status = status.model_copy(update={"summary": job_summary, "results_prefix": f"results/v1/{job_id}/"})
+            if verdict is RunVerdict.CANCELLED:
+                return transition(status, Phase.CANCELLED, reason="Cancelled", message=classification.message)
+            if classification.failure is None:
+                return transition(status, Phase.SUCCEEDED, reason="Completed", message=classification.message)
+            return fail(status, classification.failure, classification.reason, classification.message)
+
+        self._update(job_id, final)
+
+    def _recover(self) -> None:
+        """After a restart: interrupted runs are platform faults (retried once per the rules)."""
+        for record in self.store.list_jobs(phases=[Phase.STARTING, Phase.RUNNING, Phase.UPLOADING], limit=500).jobs:
+            self._update(
+                record.job_id,
+                lambda status: fail(
+                    status, FailureClass.PLATFORM_FAULT, "PlatformRestarted", "the platform restarted during the run"
+                ),
+            )
+
+    def _update(self, job_id: str, change: Callable[[JobStatus], JobStatus]) -> JobRecord:
+        for _ in range(20):
+            record = self.store.get(job_id)
+            try:
+                return self.store.update_status(job_id, change(record.status), record.version)
+            except ConflictError:
+                continue
+        raise ConflictError(f"job {job_id} kept changing; giving up this update")
+
+    def _busy_robot(self, job_id: str) -> str | None:
+        return next((robot for robot, busy in self._busy.items() if busy == job_id), None)
+
+    def _workdir(self, job_id: str) -> Path:
+        return self.config.data_dir / "work" / job_id
+
+
+def tempfile_dir(data_dir: Path) -> str:
+    """A short folder for the agents' Unix sockets (paths are limited to 107 bytes)."""
+    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:10]
+    folder = Path(tempfile.gettempdir()) / f"raas-{digest}"
+    folder.mkdir(mode=0o755, exist_ok=True)
+    return str(folder)
