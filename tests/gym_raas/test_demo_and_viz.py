@@ -67,9 +67,12 @@ def test_the_packaged_example_is_the_checkouts_example() -> None:
     assert PACKAGED_EXAMPLE.read_bytes() == CHECKOUT_EXAMPLE.read_bytes()
 
 
-def test_raas_demo_runs_the_example_and_writes_every_result(tmp_path: Path) -> None:
+def test_the_simulator_only_demo_runs_the_example_and_writes_every_result(tmp_path: Path) -> None:
+    """What ``raas demo`` does where only gym-raas is installed (no local platform)."""
     completed = subprocess.run(
-        [sys.executable, "-m", "gym_raas.cli.main", "demo", "--output", str(tmp_path / "out")],
+        [sys.executable, "-c", "import sys; from argparse import Namespace; from pathlib import Path;"
+         "from gym_raas.cli.demo import run; sys.exit(run(Namespace(output=Path(sys.argv[1]), seed=0)))",
+         str(tmp_path / "out")],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr

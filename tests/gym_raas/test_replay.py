@@ -50,3 +50,14 @@ def test_a_rig_that_differs_from_its_calibration_shows_a_sim_to_real_error() -> 
 def test_mismatched_columns_are_refused() -> None:
     with pytest.raises(ValueError, match="same length"):
         replay_commands(np.zeros(3), np.zeros(2), np.zeros(3), PendulumParams())
+
+
+def test_resynchronising_measures_the_models_prediction_over_a_horizon() -> None:
+    real = PendulumParams(natural_frequency_rad_per_s=5.0, motor_stall_acceleration_rad_per_s2=14.0)
+    time, theta, command = record(real, swing_commands(400))
+    speeds = np.gradient(np.unwrap(theta), time)  # a stand-in for the recorded speed estimate
+    open_loop = replay_commands(time, theta, command, PendulumParams())
+    windowed = replay_commands(time, theta, command, PendulumParams(), theta_dot_rad_per_s=speeds, resync_every_s=1.0)
+    matched = replay_commands(time, theta, command, real, theta_dot_rad_per_s=speeds, resync_every_s=1.0)
+    assert windowed.rmse_rad < open_loop.rmse_rad
+    assert matched.rmse_rad < windowed.rmse_rad  # the right model predicts better

@@ -169,6 +169,12 @@ class LocalPlatform:
                 return record
             time.sleep(0.1)
 
+    def steps_run(self, job_id: str) -> int | None:
+        """Control steps the job has run so far on its robot (None when not running)."""
+        with self._lock:
+            robot = self._busy_robot(job_id)
+        return None if robot is None else self.agents[robot].session_steps(job_id)
+
     def robots(self) -> list[RobotView]:
         views = []
         for name, agent in self.agents.items():

@@ -5,9 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from importlib.metadata import entry_points
 
 from gym_raas import __version__
 from gym_raas.cli import demo
+
+PLUGIN_GROUP = "raas.cli"
+"""Entry-point group through which installed RaaS components add subcommands (e.g. the local
+platform's ``demo``); each entry is a function ``add_parser(subcommands)``."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,7 +20,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"raas {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    demo.add_parser(commands)
+    plugins = {entry.name: entry for entry in entry_points(group=PLUGIN_GROUP)}
+    for entry in plugins.values():
+        entry.load()(commands)
+    if "demo" not in plugins:  # the platform's demo replaces the simulator-only one
+        demo.add_parser(commands)
     return parser
 
 

@@ -37,6 +37,8 @@ def replay_commands(
     *,
     initial_theta_dot_rad_per_s: float = 0.0,
     seed: int = 0,
+    theta_dot_rad_per_s: NDArray[np.float64] | None = None,
+    resync_every_s: float | None = None,
 ) -> Replay:
     """Replay `applied_command[k]` (held from `time_s[k]` to `time_s[k+1]`) from the first sample.
 
@@ -44,6 +46,11 @@ def replay_commands(
     control periods (the robot missed deadlines) are simulated as that many periods with the
     same command. The simulator's own actuation latency is set to zero: the recorded commands
     are what reached the motor at each boundary.
+
+    An open-loop replay of a balancing run diverges whatever the model (the upright is unstable:
+    errors grow ~e^(ω₀ t)). With `resync_every_s` and the measured speeds, the simulator is put
+    back on the measured state at the start of every window of that length, so the error
+    measures the model's prediction over that horizon (multiple shooting).
     """
     time_s = np.asarray(time_s, dtype=float)
     theta_rad = np.asarray(theta_rad, dtype=float)
@@ -60,7 +67,17 @@ def replay_commands(
     simulated = np.empty_like(theta_rad)
     simulated[0] = simulator.measured_theta
     period = twin.control_period_s
+    synced_at = time_s[0]
     for index in range(1, len(time_s)):
+        if (
+            resync_every_s is not None
+            and theta_dot_rad_per_s is not None
+            and time_s[index - 1] - synced_at >= resync_every_s
+        ):
+            simulator.reset(
+                np.random.default_rng(seed), float(theta_rad[index - 1]), float(theta_dot_rad_per_s[index - 1])
+            )
+            synced_at = time_s[index - 1]
         periods = max(1, round((time_s[index] - time_s[index - 1]) / period))
         for _ in range(periods):
             simulator.step(float(applied_command[index - 1]))

@@ -225,6 +225,12 @@ class RobotAgent:
                 self._lock.wait(timeout=remaining if remaining is not None else 0.5)
             return self._results[job_id]
 
+    def session_steps(self, job_id: str) -> int | None:
+        """Steps run so far by `job_id`'s open session, or None if it has none."""
+        with self._lock:
+            session = self._session
+            return session.steps if session is not None and session.job_id == job_id else None
+
     def session_result(self, job_id: str) -> SessionResult | None:
         with self._lock:
             return self._results.get(job_id)

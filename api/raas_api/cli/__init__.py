@@ -1,0 +1,1 @@
+"""Subcommands the platform adds to the ``raas`` command (entry point group ``raas.cli``)."""
