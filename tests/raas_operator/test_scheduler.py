@@ -171,6 +171,13 @@ def test_retry_avoids_the_robot_where_the_fault_happened() -> None:
     assert [assignment.robot for assignment in decision.assignments] == ["pendulum-1"]
 
 
+def test_a_retry_only_the_faulty_robot_can_serve_goes_back_to_it_rather_than_fail() -> None:
+    job = WaitingJob("retry", "ada", 0.0, excluded_robots=frozenset({"pendulum-0"}))
+    decision = schedule([job], [RobotView(name="pendulum-0")], {}, Quotas(), now_s=0.0)
+    assert decision.rejections == ()
+    assert [assignment.robot for assignment in decision.assignments] == ["pendulum-0"]
+
+
 def test_admission_refuses_beyond_the_queued_quota_with_a_clear_message() -> None:
     refused = admit("ada", {"ada": 3}, Quotas(max_queued_per_owner=3))
     assert not refused.admitted

@@ -264,12 +264,13 @@ def fail(
 ) -> JobStatus:
     """End a job (or queue its one retry) after a failure of class `failure`.
 
-    Robot and platform faults send the job back to Queued while attempts remain, excluding the
-    robot where it happened; everything else ends the job: TimedOut for the time limit, Failed
-    otherwise.
+    Robot and platform faults send the job back to Queued while attempts remain (a robot fault
+    excludes the robot where it happened); everything else ends the job: TimedOut for the time
+    limit, Failed otherwise.
     """
     if failure.retry_allowed and status.attempts < MAX_ATTEMPTS:
-        excluded = status.excluded_robots + ((status.robot,) if status.robot else ())
+        at_fault = failure is FailureClass.ROBOT_FAULT and status.robot
+        excluded = status.excluded_robots + ((status.robot,) if at_fault else ())
         return transition(
             status,
             Phase.QUEUED,

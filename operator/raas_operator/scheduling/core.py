@@ -3,8 +3,9 @@
 Rules, in order:
 
 1. A job only goes to a robot that is Ready (healthy, idle, not in maintenance), that matches
-   its request, and that it is not excluded from (the robot where a retried job faulted). A
-   robot gets at most one job per decision, and a busy robot none.
+   its request, and that it is not excluded from (the robot where a retried job faulted, unless
+   no other robot could ever serve it). A robot gets at most one job per decision, and a busy
+   robot none.
 2. Higher ``priority`` first.
 3. Between owners of equal priority, fair share: the owner with the fewest running jobs goes
    next (ties: whose waiting job is oldest). One owner's 100 jobs cannot starve another's one.
@@ -22,7 +23,7 @@ from __future__ import annotations
 import heapq
 from collections import defaultdict, deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from raas_operator.jobs.model import RobotRequest
 
@@ -138,8 +139,14 @@ def schedule(
     rejections: list[Rejection] = []
     candidates: list[WaitingJob] = []
     fleet_index = _FleetIndex(robots)
-    for job in sorted(waiting, key=lambda job: (job.submitted_at_s, job.job_id)):
+    for submitted in sorted(waiting, key=lambda job: (job.submitted_at_s, job.job_id)):
+        job = submitted
         reason = fleet_index.unsatisfiable_reason(job)
+        if reason is not None and job.excluded_robots:
+            # A retry that only the faulty robot could serve goes back to it rather than fail.
+            unrestricted = replace(job, excluded_robots=frozenset())
+            if fleet_index.unsatisfiable_reason(unrestricted) is None:
+                job, reason = unrestricted, None
         if reason is None:
             candidates.append(job)
         else:
