@@ -1,4 +1,8 @@
-"""Fitting the rig model to recorded trajectories (robust nonlinear least squares)."""
+"""Fitting the rig model to recorded trajectories: the public entry points and the fit report.
+
+See the package docstring (`gym_raas.sysid`) for the method. The two stages run here; one stage
+is `gym_raas.sysid.shooting.solve`.
+"""
 
 from __future__ import annotations
 
@@ -9,40 +13,38 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.optimize import least_squares
 
 from gym_raas.params import PendulumParams, save_calibration
-from gym_raas.sysid.model import PreparedTrajectory, RecordedTrajectory, prepare, simulate
+from gym_raas.sysid.fields import DEFAULT_FIT_FIELDS, FITTABLE, checked_fields, value_of, with_values
+from gym_raas.sysid.model import short_segments, whole_recordings
+from gym_raas.sysid.recording import RecordedTrajectory
+from gym_raas.sysid.shooting import Stage, longest_runs, solve, start_guess
 
 log = logging.getLogger(__name__)
 
-LINEAR_DAMPING = "linear_damping_per_s"
-"""Viscous and back-EMF damping act alike (both ∝ θ̇): only their sum is identifiable."""
-DEFAULT_FIT_FIELDS: tuple[str, ...] = (
-    "natural_frequency_rad_per_s",
-    LINEAR_DAMPING,
-    "coulomb_friction_rad_per_s2",
-    "motor_stall_acceleration_rad_per_s2",
-    "motor_deadband_duty",
-)
-_BOUNDS: dict[str, tuple[float, float]] = {
-    "natural_frequency_rad_per_s": (0.3, 40.0),
-    LINEAR_DAMPING: (0.0, 30.0),
-    "coulomb_friction_rad_per_s2": (0.0, 30.0),
-    "motor_stall_acceleration_rad_per_s2": (0.1, 400.0),
-    "motor_deadband_duty": (0.0, 0.6),
-}
-_SPEED_BOUND_RAD_PER_S = 40.0
+SEGMENT_DURATION_S = 1.5
+"""Length of the pieces of the first (multiple-shooting) stage: about one swing period."""
 
 
 @dataclass(frozen=True)
 class TrajectoryFit:
-    """How well the fitted model reproduces one trajectory."""
+    """How well the fitted model reproduces one recording."""
 
     label: str
     samples: int
     rmse_rad: float
     max_error_rad: float
+    initial_theta_dot_rad_per_s: float
+    """Fitted speed at the first sample (the recording did not know it)."""
+    initial_theta_offset_rad: float
+    """Fitted true start angle minus the measured one (quantisation); with the speed, what
+    `gym_raas.sysid.predict` needs to replay the fit."""
+    pieces: int = 1
+    """Runs the recording was fitted in: 1 normally; more when the model could not follow it
+    from one start state (each run then has its own start state)."""
+    excluded_samples: int = 0
+    """Samples left out of the final fit because the model could not follow them at all (an
+    event the model does not know, or a gap that makes the unwrapped angle ambiguous)."""
 
 
 @dataclass(frozen=True)
@@ -52,15 +54,18 @@ class FitResult:
     params: PendulumParams
     per_trajectory: tuple[TrajectoryFit, ...]
     rmse_rad: float
+    """Root-mean-square angle error over all samples of all recordings."""
     iterations: int
+    """Model evaluations (each one simulates every recording and the Jacobian's variants)."""
     converged: bool
     fitted_fields: tuple[str, ...]
 
     def to_report(self) -> dict[str, Any]:
         """JSON-able summary, stored as the ``fit`` section of a calibration file."""
+        values = {name: value_of(self.params, name) for name in self.fitted_fields}
         return {
-            "method": "gym_raas.sysid.fit_params (scipy least_squares, soft_l1)",
-            "fitted": list(self.fitted_fields),
+            "method": "gym_raas.sysid.fit_params: multiple then single shooting, scipy least_squares (soft_l1)",
+            "fitted": values,
             "rmse_rad": self.rmse_rad,
             "iterations": self.iterations,
             "converged": self.converged,
@@ -70,6 +75,10 @@ class FitResult:
                     "samples": fit.samples,
                     "rmse_rad": fit.rmse_rad,
                     "max_error_rad": fit.max_error_rad,
+                    "initial_theta_dot_rad_per_s": fit.initial_theta_dot_rad_per_s,
+                    "initial_theta_offset_rad": fit.initial_theta_offset_rad,
+                    "pieces": fit.pieces,
+                    "excluded_samples": fit.excluded_samples,
                 }
                 for fit in self.per_trajectory
             ],
@@ -81,114 +90,64 @@ def fit_params(
     initial: PendulumParams | None = None,
     fit: Sequence[str] = DEFAULT_FIT_FIELDS,
 ) -> FitResult:
-    """Fit the rig parameters named in `fit` to `trajectories`; the others keep `initial`'s values.
+    """Fit the parameters named in `fit` to `trajectories`; all others keep `initial`'s values.
 
-    Each trajectory also gets its own unknown initial speed and a small initial-angle offset
-    (within two encoder counts). The linear damping is fitted as one sum; the fitted value is
-    split between viscous and back-EMF damping in `initial`'s proportion.
+    `initial` (default: the reference rig) is the starting point and supplies the structural
+    parameters (encoder, PWM, command range, control period, latency). Every recording also gets
+    its own unknown initial speed and start angle (within 0.5 rad of the first measured angle).
+    ``linear_damping_per_s`` fits viscous + back-EMF damping as one sum, split in `initial`'s
+    proportion. Raises `ValueError` for no recordings or an unknown or unidentifiable field set.
     """
-    if not trajectories:
-        raise ValueError("fit_params needs at least one trajectory")
-    unknown = sorted(set(fit) - set(_BOUNDS))
-    if unknown:
-        raise ValueError(f"cannot fit {', '.join(unknown)}; fittable: {', '.join(_BOUNDS)}")
+    recordings = list(trajectories)
+    if not recordings:
+        raise ValueError("fit_params needs at least one recorded trajectory")
+    fields = checked_fields(fit)
     initial = initial or PendulumParams()
-    fields = tuple(fit)
-    prepared = [prepare(trajectory) for trajectory in trajectories]
-    offset_bound = 2 * initial.encoder_resolution_rad
-    start, low, high = _initial_vector(initial, fields, trajectories, offset_bound)
-
-    def residuals(vector: np.ndarray) -> np.ndarray:
-        params = _params_from(vector, initial, fields)
-        return np.concatenate(
-            [_trajectory_error(trajectory, plan, params, vector, index, len(fields)) for index, (trajectory, plan)
-             in enumerate(zip(trajectories, prepared, strict=True))]
-        )  # fmt: skip
-
-    solution = least_squares(
-        residuals, start, bounds=(low, high), loss="soft_l1", f_scale=2 * initial.encoder_resolution_rad,
-        x_scale="jac", max_nfev=200 * len(start),
-    )  # fmt: skip
-    params = _params_from(solution.x, initial, fields)
+    values = {name: float(np.clip(value_of(initial, name), FITTABLE[name].lower, FITTABLE[name].upper))
+              for name in fields}  # fmt: skip
+    evaluations = 0
+    resolution = initial.encoder_resolution_rad
+    segments = whole_recordings(recordings)
+    offsets, speeds = np.array([start_guess(recording, 0, resolution) for recording in recordings]).T
+    if fields:
+        # Short pieces first: their errors cannot pile up over many swings, so a start far from
+        # the truth (say ω₀ off by 20 %) does not lock onto a wrong number of periods.
+        pieces = short_segments(recordings, SEGMENT_DURATION_S)
+        guesses = np.array([start_guess(recordings[piece.trajectory], piece.first, resolution) for piece in pieces])
+        first = solve(recordings, pieces, initial, fields, values, guesses[:, 0], guesses[:, 1])
+        values, evaluations = first.values, first.evaluations
+        segments, offsets, speeds = longest_runs(recordings, initial, first)
+    final = solve(recordings, segments, initial, fields, values, offsets, speeds)
+    evaluations += final.evaluations
     per_trajectory = tuple(
-        _quality(trajectory, plan, params, solution.x, index, len(fields))
-        for index, (trajectory, plan) in enumerate(zip(trajectories, prepared, strict=True))
+        _quality(final, index, recording.label or f"trajectory-{index}", len(recording))
+        for index, recording in enumerate(recordings)
     )
-    samples = sum(fit.samples for fit in per_trajectory)
-    rmse = float(np.sqrt(sum(fit.rmse_rad**2 * fit.samples for fit in per_trajectory) / samples))
-    log.info("sysid: rmse %.4f rad after %d evaluations (%s)", rmse, solution.nfev, solution.message)
-    return FitResult(params, per_trajectory, rmse, int(solution.nfev), bool(solution.success), fields)
+    rmse = float(
+        np.sqrt(np.mean(np.square(np.concatenate([final.errors_of(index) for index in range(len(recordings))]))))
+    )
+    split = [fit.label for fit in per_trajectory if fit.pieces > 1 or fit.excluded_samples]
+    if split:
+        log.warning("sysid: could not follow all of %s in one piece (chaotic or unmodelled motion)", ", ".join(split))
+    log.info("sysid: fitted %s; rmse %.4f rad after %d evaluations", ", ".join(fields) or "nothing", rmse, evaluations)
+    return FitResult(with_values(initial, final.values), per_trajectory, rmse, evaluations, final.success, fields)
 
 
 def write_calibration(result: FitResult, path: str | Path, robot: str | None = None) -> Path:
-    """Write the fitted parameters and the fit report as a calibration file."""
+    """Write the fitted parameters and the fit report as a calibration file; returns its path."""
     return save_calibration(path, result.params, robot=robot, fit_report=result.to_report())
 
 
-def _initial_vector(
-    initial: PendulumParams, fields: tuple[str, ...], trajectories: Sequence[RecordedTrajectory], offset_bound: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    start, low, high = [], [], []
-    for name in fields:
-        value = _get(initial, name)
-        lower, upper = _BOUNDS[name]
-        start.append(min(max(value, lower + 1e-9), upper - 1e-9))
-        low.append(lower)
-        high.append(upper)
-    for trajectory in trajectories:
-        first_speed = float(
-            (trajectory.theta_rad[1] - trajectory.theta_rad[0]) / (trajectory.time_s[1] - trajectory.time_s[0])
-        )
-        start += [float(np.clip(first_speed, -_SPEED_BOUND_RAD_PER_S + 1, _SPEED_BOUND_RAD_PER_S - 1)), 0.0]
-        low += [-_SPEED_BOUND_RAD_PER_S, -offset_bound]
-        high += [_SPEED_BOUND_RAD_PER_S, offset_bound]
-    return np.array(start), np.array(low), np.array(high)
-
-
-def _get(params: PendulumParams, name: str) -> float:
-    if name == LINEAR_DAMPING:
-        return params.viscous_damping_per_s + params.motor_back_emf_damping_per_s
-    return float(getattr(params, name))
-
-
-def _params_from(vector: np.ndarray, initial: PendulumParams, fields: tuple[str, ...]) -> PendulumParams:
-    changes: dict[str, float] = {}
-    for name, value in zip(fields, vector[: len(fields)], strict=True):
-        if name == LINEAR_DAMPING:
-            total = initial.viscous_damping_per_s + initial.motor_back_emf_damping_per_s
-            viscous_share = initial.viscous_damping_per_s / total if total > 0 else 0.5
-            changes["viscous_damping_per_s"] = float(value) * viscous_share
-            changes["motor_back_emf_damping_per_s"] = float(value) * (1.0 - viscous_share)
-        else:
-            changes[name] = float(value)
-    return initial.replace(**changes)
-
-
-def _trajectory_error(
-    trajectory: RecordedTrajectory,
-    plan: PreparedTrajectory,
-    params: PendulumParams,
-    vector: np.ndarray,
-    index: int,
-    field_count: int,
-) -> np.ndarray:
-    speed, offset = vector[field_count + 2 * index : field_count + 2 * index + 2]
-    model = simulate(plan, params, float(trajectory.theta_rad[0] + offset), float(speed))
-    return model - trajectory.theta_rad
-
-
-def _quality(
-    trajectory: RecordedTrajectory,
-    plan: PreparedTrajectory,
-    params: PendulumParams,
-    vector: np.ndarray,
-    index: int,
-    field_count: int,
-) -> TrajectoryFit:
-    error = _trajectory_error(trajectory, plan, params, vector, index, field_count)
+def _quality(stage: Stage, index: int, label: str, total_samples: int) -> TrajectoryFit:
+    error = stage.errors_of(index)
+    first = stage.columns_of(index)[0]
     return TrajectoryFit(
-        label=trajectory.label or f"trajectory-{index}",
+        label=label,
         samples=len(error),
         rmse_rad=float(np.sqrt(np.mean(np.square(error)))),
         max_error_rad=float(np.max(np.abs(error))),
+        initial_theta_dot_rad_per_s=float(stage.speeds[first]),
+        initial_theta_offset_rad=float(stage.offsets[first]),
+        pieces=len(stage.columns_of(index)),
+        excluded_samples=total_samples - len(error),
     )
