@@ -18,6 +18,7 @@ runs are failed as platform faults (and so retried once); queued jobs stay queue
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import shutil
@@ -310,12 +311,7 @@ class LocalPlatform:
         self._update(job_id, lambda status: transition(status, Phase.RUNNING, reason="Running", robot=robot))
         workdir = self._workdir(job_id)
         started = datetime.now(timezone.utc)
-        limits = RunLimits(
-            time_limit_s=float(record.spec.time_limit_s),
-            memory_bytes=self.config.run_limits.memory_bytes,
-            max_processes=self.config.run_limits.max_processes,
-            max_output_bytes=self.config.run_limits.max_output_bytes,
-        )
+        limits = dataclasses.replace(self.config.run_limits, time_limit_s=float(record.spec.time_limit_s))
         outcome = run_entrypoint(
             RunRequest(
                 code_dir=workdir / "code",
