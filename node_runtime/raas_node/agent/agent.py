@@ -30,6 +30,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from gym_raas.envs.pendulum import swing_cost
 from gym_raas.protocol import FrameReader, ProtocolError, decode_message, encode_frame, encode_message
 from gym_raas.protocol.framing import FrameError
 from gym_raas.protocol.messages import CLIENT_TYPES
@@ -89,9 +90,7 @@ class SessionResult:
 @dataclass
 class _Session:
     job_id: str
-    token: str
     started_s: float = 0.0
-    connected: bool = False
     stepping: bool = False
     pending: float | None = None
     pending_arrival_s: float = 0.0
@@ -108,7 +107,6 @@ class _Session:
     events: dict[str, int] = field(default_factory=dict)
     recorder: SessionRecorder = field(default_factory=SessionRecorder)
     end_reason: tuple[str, str] | None = None
-    cancelled: bool = False
     awaiting_first_step: bool = True
     connection: socket.socket | None = None
     """Replies to steps are sent by the control loop itself, right at the boundary."""
@@ -196,7 +194,6 @@ class RobotAgent:
             self._expected.pop(job_id, None)
             session = self._session
             if session is not None and session.job_id == job_id:
-                session.cancelled = True
                 session.end_reason = session.end_reason or ("cancelled", "the job was cancelled")
                 self._lock.notify_all()
                 # Return once the control loop has applied zero duty at a boundary.
@@ -358,8 +355,7 @@ class RobotAgent:
         reward = 0.0
         if fresh and requested is not None and math.isfinite(requested):
             clipped = max(-max_command, min(max_command, requested))
-            theta = math.remainder(session.last_theta, 2 * math.pi)
-            reward = -(theta * theta + 0.1 * session.last_theta_dot**2 + 0.001 * clipped * clipped)
+            reward = -swing_cost(session.last_theta, session.last_theta_dot, clipped)  # the env's own reward
             session.total_reward += reward
             session.steps += 1
         session.recorder.append(
@@ -376,16 +372,7 @@ class RobotAgent:
             safety_events=events,
         )
         if fresh and session.want_reply:
-            reply = {
-                "theta": reading.theta_rad,
-                "theta_dot": reading.theta_dot_rad_per_s,
-                "step": session.steps,
-                "boundary_time": boundary - session.started_s,
-                "late_by": late_by,
-                "deadline_misses": session.misses,
-                "applied": self._duty * max_command,
-                "safety": list(events),
-            }
+            reply = _observation(session, reading, boundary, late_by, self._duty * max_command, events)
             if session.connection is not None:
                 self._send(session.connection, "observation", **reply)
             session.reply = reply
@@ -458,9 +445,7 @@ class RobotAgent:
                 return None
             assert job_id is not None
             del self._expected[job_id]
-            session = _Session(
-                job_id=job_id, token=hello["token"], started_s=time.monotonic(), connected=True, connection=connection
-            )
+            session = _Session(job_id=job_id, started_s=time.monotonic(), connection=connection)
             self._session = session
             self._reset = None
             self._set_state(AgentState.BUSY)
@@ -548,16 +533,7 @@ class RobotAgent:
             session.awaiting_first_step = True
             session.pending = None
             session.stepping = True
-            return {
-                "theta": reading.theta_rad,
-                "theta_dot": reading.theta_dot_rad_per_s,
-                "step": session.steps,
-                "boundary_time": reading.time_s - session.started_s,
-                "late_by": 0.0,
-                "deadline_misses": session.misses,
-                "applied": 0.0,
-                "safety": [],
-            }
+            return _observation(session, reading, reading.time_s, 0.0, 0.0, ())
 
     def _session_step(self, session: _Session, action: float) -> dict[str, Any] | None:
         now = time.monotonic()
@@ -630,3 +606,19 @@ class RobotAgent:
             connection.sendall(encode_frame(encode_message(kind, **fields)))
         except OSError as error:
             log.info("could not send %s to the client: %s", kind, error)
+
+
+def _observation(
+    session: _Session, reading: SensorReading, boundary: float, late_by: float, applied: float, events: tuple[str, ...]
+) -> dict[str, Any]:
+    """Fields of the observation message answering a step or a reset."""
+    return {
+        "theta": reading.theta_rad,
+        "theta_dot": reading.theta_dot_rad_per_s,
+        "step": session.steps,
+        "boundary_time": boundary - session.started_s,
+        "late_by": late_by,
+        "deadline_misses": session.misses,
+        "applied": applied,
+        "safety": list(events),
+    }

@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from gym_raas.array_ops import SCALAR_OPS
+from gym_raas.dynamics import DynamicsCoefficients, effective_duty
 from gym_raas.params import PendulumParams
 from raas_node.agent.reset import ResetReport
 from raas_node.drivers.base import SensorReading
@@ -43,6 +45,7 @@ class HealthMonitor:
 
     def __init__(self, params: PendulumParams) -> None:
         self.params = params
+        self._coefficients = DynamicsCoefficients.from_params(params)
         self.encoder_stuck = False
         self.glitches = 0
         self._driven_since: float | None = None
@@ -72,8 +75,7 @@ class HealthMonitor:
     def _unbalanced(self, theta_rad: float, duty: float) -> bool:
         """Whether gravity at `theta_rad` and the motor at `duty` cannot be in equilibrium."""
         params = self.params
-        excess = max(abs(duty) - params.motor_deadband_duty, 0.0) / (1.0 - params.motor_deadband_duty)
-        drive = math.copysign(excess, duty) * params.motor_stall_acceleration_rad_per_s2
+        drive = params.motor_stall_acceleration_rad_per_s2 * float(effective_duty(duty, self._coefficients, SCALAR_OPS))
         net = params.natural_frequency_rad_per_s**2 * math.sin(theta_rad) + drive
         return abs(net) > params.coulomb_friction_rad_per_s2 + UNBALANCED_RAD_PER_S2
 
