@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from polling import wait_until as poll_until
 
 from raas_node.drivers.config import PigpioDriverConfig
 from raas_node.drivers.pigpio_driver import PigpioDriver
@@ -65,12 +66,8 @@ def wait_for_output(process: subprocess.Popen[str], text: str, timeout_s: float 
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float = 2.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.002)
-    return condition()
+    """Finer polling than the default: these tests time the motor stop."""
+    return poll_until(condition, timeout_s, interval_s=0.002)
 
 
 def stop_latency_after(rig: VirtualRig, event_time_s: float) -> float:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from polling import wait_until
 
 from gym_raas.params import PendulumParams
 from gym_raas.simulator import HANGING_RAD
@@ -30,15 +31,6 @@ def driver(rig_driver_config: PigpioDriverConfig) -> Iterator[PigpioDriver]:
     robot = PigpioDriver(rig_driver_config)
     yield robot
     robot.close()
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float = 2.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.005)
-    return condition()
 
 
 def test_the_driver_satisfies_the_robot_driver_contract(driver: PigpioDriver) -> None:

@@ -7,6 +7,7 @@ import hashlib
 import shutil
 import sys
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -38,14 +39,33 @@ def make_wheel(folder: Path, name: str = "tinypkg", version: str = "1.0") -> Pat
     return wheel
 
 
-def test_requirements_are_installed_offline_and_importable_by_the_run(tmp_path: Path) -> None:
+@dataclass(frozen=True)
+class TinyRequirements:
+    """requirements.txt asking for a wheel that only a local folder (`index`) serves."""
+
+    index: Path
+    requirements: Path
+    digest: str
+    cache: Path
+
+    @property
+    def index_arguments(self) -> tuple[str, ...]:
+        return ("--no-index", "--find-links", str(self.index))
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> TinyRequirements:
     index = tmp_path / "index"
     make_wheel(index)
     requirements = tmp_path / "requirements.txt"
     requirements.write_text("tinypkg==1.0\n")
     digest = hashlib.sha256(requirements.read_bytes()).hexdigest()
-    cache = tmp_path / "cache"
-    build_wheelhouse(requirements, digest, cache, index_arguments=("--no-index", "--find-links", str(index)))
+    return TinyRequirements(index, requirements, digest, tmp_path / "cache")
+
+
+def test_requirements_are_installed_offline_and_importable_by_the_run(tmp_path: Path, tiny: TinyRequirements) -> None:
+    requirements, digest, cache, index = tiny.requirements, tiny.digest, tiny.cache, tiny.index
+    build_wheelhouse(requirements, digest, cache, index_arguments=tiny.index_arguments)
     shutil.rmtree(index)  # from here on, nothing but the wheelhouse is available
     site = install_offline(requirements, digest, cache)
     code = tmp_path / "code"
@@ -59,14 +79,9 @@ def test_requirements_are_installed_offline_and_importable_by_the_run(tmp_path: 
     assert (tmp_path / "out.txt").read_text() == "hello from tinypkg 1.0\n"
 
 
-def test_a_resubmission_with_the_same_requirements_pays_nothing(tmp_path: Path) -> None:
-    index = tmp_path / "index"
-    make_wheel(index)
-    requirements = tmp_path / "requirements.txt"
-    requirements.write_text("tinypkg==1.0\n")
-    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()
-    cache = tmp_path / "cache"
-    arguments = ("--no-index", "--find-links", str(index))
+def test_a_resubmission_with_the_same_requirements_pays_nothing(tiny: TinyRequirements) -> None:
+    requirements, digest, cache, index = tiny.requirements, tiny.digest, tiny.cache, tiny.index
+    arguments = tiny.index_arguments
     first = build_wheelhouse(requirements, digest, cache, index_arguments=arguments)
     site = install_offline(requirements, digest, cache)
     marker = site / "tinypkg" / "__init__.py"

@@ -11,10 +11,11 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pigpio
 import pytest
+from polling import wait_until
 
 from gym_raas.params import PendulumParams
 from gym_raas.simulator import HANGING_RAD
@@ -33,15 +34,6 @@ def pi(virtual_rig: VirtualRig) -> Iterator[pigpio.pi]:
     assert client.connected
     yield client
     client.stop()
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float = 2.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.005)
-    return condition()
 
 
 def raw_command(connection: socket.socket, command: int, p1: int = 0, p2: int = 0, extension: bytes = b"") -> int:

@@ -1,0 +1,16 @@
+"""Waiting for a condition in tests, without fixed sleeps."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 2.0, interval_s: float = 0.005) -> bool:
+    """Poll `condition` every `interval_s` until it holds or `timeout_s` passed; its last value."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval_s)
+    return condition()
