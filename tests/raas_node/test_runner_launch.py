@@ -184,3 +184,36 @@ def test_as_root_the_run_has_its_own_unprivileged_uid(tmp_path: Path) -> None:
     assert int(uid) != 0
     assert int(gid) != 0
     assert groups.strip() == "[]"
+
+
+@pytest.mark.skipif(not sandboxed(), reason="a sandbox uid needs root and an interpreter other users can run")
+def test_concurrent_runs_get_their_own_uids_and_one_ending_never_kills_another(tmp_path: Path) -> None:
+    slow_folder, quick_folder = tmp_path / "slow", tmp_path / "quick"
+    for folder in (slow_folder, quick_folder):
+        folder.mkdir()
+    outcomes: dict[str, RunOutcome] = {}
+    slow = threading.Thread(
+        target=lambda: outcomes.update(
+            slow=run(slow_folder, "import os, time\nprint(os.getuid(), flush=True)\ntime.sleep(3)\nprint('survived')\n")
+        )
+    )
+    slow.start()
+    time.sleep(1.0)  # the slow run is under way when the quick one starts and ends (sweeping its uid)
+    outcomes["quick"] = run(quick_folder, "import os\nprint(os.getuid())\n")
+    slow.join(timeout=30)
+    assert outcomes["quick"].verdict is RunVerdict.COMPLETED
+    assert outcomes["slow"].verdict is RunVerdict.COMPLETED, outcomes["slow"].message
+    slow_uid, survived = (slow_folder / "stdout.txt").read_text().split()
+    assert survived == "survived"
+    assert int(slow_uid) != int((quick_folder / "stdout.txt").read_text())
+
+
+def test_uid_leases_are_exclusive_until_released() -> None:
+    from raas_node.runner.sandbox_uids import lease_sandbox_uid
+
+    with lease_sandbox_uid(first=62000, count=2) as first, lease_sandbox_uid(first=62000, count=2) as second:
+        assert first != second
+        with pytest.raises(RuntimeError, match="in use"), lease_sandbox_uid(first=62000, count=2):
+            pass
+    with lease_sandbox_uid(first=62000, count=2) as again:
+        assert again == 62000

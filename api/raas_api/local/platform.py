@@ -33,16 +33,18 @@ from pathlib import Path
 from typing import Any
 
 from gym_raas.params import PendulumParams
-from gym_raas.results.layout import ResultFile, result_key
-from gym_raas.results.store import FilesystemResultStore, ResultStore
+from gym_raas.results.layout import ResultFile, job_prefix, result_key
+from gym_raas.results.store import ResultStore
 from raas_api.local.bundle import write_bundle
 from raas_api.local.classify import Classification, classify_run
-from raas_api.stores.base import ConflictError, JobRecord
+from raas_api.local.results import S3Settings, SpoolFlusher, open_result_store, pending_results
+from raas_api.local.robots import LocalRobot, RobotKind, make_robot
+from raas_api.stores.base import ConflictError, JobNotFoundError, JobRecord
 from raas_api.stores.sqlite import SqliteJobStore
 from raas_node.agent.agent import AgentConfig, AgentState, RobotAgent
-from raas_node.drivers.sim_driver import SimDriver
 from raas_node.runner.fetch import FetchError, fetch_git, fetch_local, resolve_ref
 from raas_node.runner.launch import RunLimits, RunRequest, RunVerdict, run_entrypoint
+from raas_node.runner.requirements import build_wheelhouse, install_offline
 from raas_operator.jobs.model import (
     FailureClass,
     JobSpec,
@@ -70,11 +72,18 @@ class PlatformConfig:
     data_dir: Path
     robots: int = 3
     robot_params: PendulumParams = field(default_factory=PendulumParams)
+    robot_kind: RobotKind = RobotKind.SIM
+    """``sim`` drivers, or a pigpio driver on a virtual rig per robot."""
     quotas: Quotas = field(default_factory=lambda: Quotas(max_running_per_owner=2, max_queued_per_owner=100))
     max_time_limit_s: int = 600
     run_limits: RunLimits = field(default_factory=RunLimits)
     python_executable: str = sys.executable
     tick_s: float = 0.05
+    s3: S3Settings | None = None
+    """Keep results in S3/MinIO (spooled in ``data_dir/spool`` while it is down); None: ``data_dir/results``."""
+    spool_flush_interval_s: float = 2.0
+    pip_index_arguments: tuple[str, ...] = ()
+    """Extra pip arguments for resolving users' requirements.txt (e.g. ``--index-url``); pip's own config otherwise."""
 
 
 class LocalPlatform:
@@ -84,8 +93,10 @@ class LocalPlatform:
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = SqliteJobStore(config.data_dir / "jobs.db")
-        self.results = results or FilesystemResultStore(config.data_dir / "results")
+        self.results = results or open_result_store(config.data_dir, config.s3)
+        self._flusher = SpoolFlusher(self.results, self._results_uploaded, interval_s=config.spool_flush_interval_s)
         self.agents: dict[str, RobotAgent] = {}
+        self.robot_parts: dict[str, LocalRobot] = {}
         self._busy: dict[str, str] = {}
         self._workers: dict[str, threading.Thread] = {}
         self._cancels: dict[str, threading.Event] = {}
@@ -99,12 +110,15 @@ class LocalPlatform:
     def start(self) -> LocalPlatform:
         sockets = Path(tempfile_dir(self.config.data_dir))
         for index in range(1, self.config.robots + 1):
-            name = f"sim-{index}"
+            name = f"{'sim' if self.config.robot_kind is RobotKind.SIM else 'rig'}-{index}"
             config = AgentConfig(name, sockets / f"{name}.sock", self.config.data_dir / "recordings" / name)
-            self.agents[name] = RobotAgent(SimDriver(self.config.robot_params), config).start()
+            robot = make_robot(name, self.config.robot_kind, self.config.robot_params)
+            self.robot_parts[name] = robot
+            self.agents[name] = RobotAgent(robot.driver, config).start()
         self._recover()
         self._dispatcher = threading.Thread(target=self._dispatch_loop, name="raas-dispatcher", daemon=True)
         self._dispatcher.start()
+        self._flusher.start()
         return self
 
     def stop(self) -> None:
@@ -116,9 +130,11 @@ class LocalPlatform:
             self._dispatcher.join(timeout=10)
         for worker in list(self._workers.values()):
             worker.join(timeout=30)
+        self._flusher.stop()
         for agent in self.agents.values():
             agent.stop()
-            agent.driver.close()
+        for robot in self.robot_parts.values():
+            robot.close()
         self.store.close()
 
     def __enter__(self) -> LocalPlatform:
@@ -285,6 +301,8 @@ class LocalPlatform:
 
     def _fetch(self, job_id: str) -> None:
         record = self.store.get(job_id)
+        if record.status.phase not in (Phase.PENDING, Phase.FETCHING):
+            return  # fetched meanwhile: the dispatcher saw it before its worker finished
         if record.status.phase is Phase.PENDING:
             record = self._update(job_id, lambda status: transition(status, Phase.FETCHING, reason="Fetching"))
         workdir = self._workdir(job_id)
@@ -297,6 +315,13 @@ class LocalPlatform:
             else:
                 commit = resolve_ref(spec.source.url, spec.source.ref)
                 snapshot = fetch_git(spec.source.url, commit, spec.entrypoint, workdir)
+            if snapshot.requirements_sha256 is not None:
+                build_wheelhouse(
+                    snapshot.directory / "requirements.txt",
+                    snapshot.requirements_sha256,
+                    self._requirements_cache,
+                    index_arguments=self.config.pip_index_arguments,
+                )
         except FetchError as error:
             self._end_as_user_error(job_id, error.reason, str(error))
             return
@@ -307,9 +332,14 @@ class LocalPlatform:
         record = self.store.get(job_id)
         agent = self.agents[robot]
         cancel = self._cancels[job_id]
+        workdir = self._workdir(job_id)
+        try:
+            python_path = self._installed_requirements(workdir / "code")
+        except FetchError as error:
+            self._end_as_user_error(job_id, error.reason, str(error))
+            return
         token = agent.expect(job_id)
         self._update(job_id, lambda status: transition(status, Phase.RUNNING, reason="Running", robot=robot))
-        workdir = self._workdir(job_id)
         started = datetime.now(timezone.utc)
         limits = dataclasses.replace(self.config.run_limits, time_limit_s=float(record.spec.time_limit_s))
         outcome = run_entrypoint(
@@ -321,6 +351,7 @@ class LocalPlatform:
                 stderr_path=workdir / "stderr.txt",
                 limits=limits,
                 environment={"RAAS_AGENT_SOCKET": str(agent.config.socket_path), "RAAS_SESSION_TOKEN": token},
+                python_path=python_path,
                 python_executable=self.config.python_executable,
                 required_modules=("gym_raas",),
             ),
@@ -372,15 +403,33 @@ class LocalPlatform:
             sim_to_real_rmse_rad=summary.get("sim_to_real_rmse_rad"),
         )
 
+        waiting = pending_results(self.results, job_id)
+        note = _spool_note(waiting)
+        update = {"summary": job_summary, "results_prefix": job_prefix(job_id), "results_pending": waiting}
+
         def final(status: JobStatus) -> JobStatus:
-            status = status.model_copy(update={"summary": job_summary, "results_prefix": f"results/v1/{job_id}/"})
+            status = status.model_copy(update=update)
+            message = classification.message + note
             if verdict is RunVerdict.CANCELLED:
-                return transition(status, Phase.CANCELLED, reason="Cancelled", message=classification.message)
+                return transition(status, Phase.CANCELLED, reason="Cancelled", message=message)
             if classification.failure is None:
-                return transition(status, Phase.SUCCEEDED, reason="Completed", message=classification.message)
-            return fail(status, classification.failure, classification.reason, classification.message)
+                return transition(status, Phase.SUCCEEDED, reason="Completed", message=message)
+            return fail(status, classification.failure, classification.reason, message)
 
         self._update(job_id, final)
+
+    def _results_uploaded(self, job_id: str) -> None:
+        """The spool flusher uploaded a job's results: its status stops saying they wait."""
+        waiting = pending_results(self.results, job_id)
+
+        def uploaded(status: JobStatus) -> JobStatus:
+            if status.results_pending == waiting:
+                return status
+            message = status.message.removesuffix(_spool_note(status.results_pending)) + _spool_note(waiting)
+            return status.model_copy(update={"results_pending": waiting, "message": message})
+
+        with contextlib.suppress(JobNotFoundError):
+            self._update(job_id, uploaded)
 
     def _recover(self) -> None:
         """After a restart: interrupted runs are platform faults (retried once per the rules)."""
@@ -401,11 +450,27 @@ class LocalPlatform:
                 continue
         raise ConflictError(f"job {job_id} kept changing; giving up this update")
 
+    @property
+    def _requirements_cache(self) -> Path:
+        return self.config.data_dir / "requirements"
+
+    def _installed_requirements(self, code: Path) -> list[Path]:
+        """The offline install of the code's requirements.txt (from the fetch's wheelhouse), if it has one."""
+        requirements = code / "requirements.txt"
+        if not requirements.is_file():
+            return []
+        digest = hashlib.sha256(requirements.read_bytes()).hexdigest()
+        return [install_offline(requirements, digest, self._requirements_cache)]
+
     def _busy_robot(self, job_id: str) -> str | None:
         return next((robot for robot, busy in self._busy.items() if busy == job_id), None)
 
     def _workdir(self, job_id: str) -> Path:
         return self.config.data_dir / "work" / job_id
+
+
+def _spool_note(waiting: int) -> str:
+    return f" ({waiting} result files wait in the spool until the result store is back)" if waiting else ""
 
 
 def tempfile_dir(data_dir: Path) -> str:

@@ -171,7 +171,7 @@ class RobotAgent:
         if self._listener is not None:
             self._listener.close()
             self.config.socket_path.unlink(missing_ok=True)
-        self.driver.stop_motor()
+        self._stop_motor_safely()
 
     def __enter__(self) -> RobotAgent:
         return self.start()
@@ -260,6 +260,7 @@ class RobotAgent:
 
     def _control_loop(self) -> None:
         next_boundary = time.monotonic()
+        failing = False
         while not self._stop.is_set():
             now = time.monotonic()
             if now < next_boundary:
@@ -271,15 +272,29 @@ class RobotAgent:
                 next_boundary = boundary + (skipped + 1) * self.dt
             try:
                 self._tick(boundary)
+                failing = False
             except Exception as error:
-                log.exception("control loop failure")
-                self.driver.stop_motor()
+                if not failing:  # once per run of failures, not at every boundary
+                    log.exception("control loop failure")
+                failing = True
+                self._stop_motor_safely()
                 with self._lock:
                     self._set_state(AgentState.FAULT)
-                    if self._session is not None:
+                    if self._session is not None and self._session.end_reason is None:
                         self._session.end_reason = ("agent_error", f"robot agent failure: {error}")
-                        self._lock.notify_all()
-        self.driver.stop_motor()
+                    if self._reset is not None:  # a reset cannot finish without the driver
+                        self._reset = None
+                        self._last_reset = ResetReport(False, 0.0, f"robot agent failure: {error}")
+                    self._lock.notify_all()
+        self._stop_motor_safely()
+
+    def _stop_motor_safely(self) -> None:
+        """Stop the motor where the driver may itself be broken: a lost pigpiod must not take the
+        control loop or a session down with it (and its own dead-man script stops the motor)."""
+        try:
+            self.driver.stop_motor()
+        except Exception:
+            log.exception("cannot stop the motor through the driver")
 
     def _tick(self, boundary: float) -> None:
         reading = self.driver.read()
@@ -556,7 +571,7 @@ class RobotAgent:
             outcome, message = session.end_reason or ("client_error", "the session ended unexpectedly")
             if outcome == "completed" and session.events.get("velocity"):
                 outcome = "safety_stop"
-        self.driver.stop_motor()
+        self._stop_motor_safely()
         metadata = {
             "job_id": session.job_id,
             "robot": self.config.robot,
@@ -594,8 +609,9 @@ class RobotAgent:
             metadata_path=metadata_path,
         )
         with self._lock:
-            self._set_state(AgentState.RESETTING)
-            self._reset = ResetRoutine(time.monotonic(), timeout_s=self.config.reset_timeout_s)
+            if self.state is not AgentState.FAULT:  # a faulty robot stays so; its reset report says why
+                self._set_state(AgentState.RESETTING)
+                self._reset = ResetRoutine(time.monotonic(), timeout_s=self.config.reset_timeout_s)
             while self._reset is not None and not self._stop.is_set():
                 self._lock.wait(timeout=0.5)
             self._results[session.job_id] = replace(result, reset=self._last_reset)

@@ -21,6 +21,7 @@ platform's policy.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 import functools
 import logging
@@ -37,6 +38,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
+
+from raas_node.runner.sandbox_uids import FIRST_SANDBOX_UID, lease_sandbox_uid
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +89,8 @@ class RunRequest:
     python_path: Sequence[Path] = ()
     python_executable: str = sys.executable
     sandbox_uid: int | None = None
-    """Unprivileged uid (and gid) to run as when the runner is root; None picks one."""
+    """Unprivileged uid (and gid) to run as when the runner is root; None leases one that no
+    concurrent run holds (`raas_node.runner.sandbox_uids`)."""
     required_modules: tuple[str, ...] = ()
     """Modules the run needs (e.g. ``gym_raas``); the sandbox uid is used only if it can import them."""
 
@@ -103,11 +107,21 @@ class RunOutcome:
     stderr_bytes: int
 
 
-DEFAULT_SANDBOX_UID = 61000
+DEFAULT_SANDBOX_UID = FIRST_SANDBOX_UID
 
 
 def run_entrypoint(request: RunRequest, cancel: threading.Event | None = None) -> RunOutcome:
-    """Run ``python <entrypoint>`` under the request's limits; blocks until it ends."""
+    """Run ``python <entrypoint>`` under the request's limits; blocks until it ends.
+
+    As root without a `RunRequest.sandbox_uid`, the run leases a uid no concurrent run holds.
+    """
+    if request.sandbox_uid is None and os.geteuid() == 0:
+        with lease_sandbox_uid() as uid:
+            return _run(dataclasses.replace(request, sandbox_uid=uid), cancel)
+    return _run(request, cancel)
+
+
+def _run(request: RunRequest, cancel: threading.Event | None) -> RunOutcome:
     cancel = cancel or threading.Event()
     workdir = _prepare_scratch(request)
     uid = _sandbox_uid(request)

@@ -205,6 +205,9 @@ class JobStatus(_Model):
     queue_position: Annotated[int | None, Field(ge=1)] = None
     estimated_start: datetime | None = None
     results_prefix: str | None = None
+    results_pending: Annotated[int, Field(ge=0)] = 0
+    """Result files kept in the platform's spool because the result store was unreachable; they are
+    uploaded when it returns (then this drops to 0). Nothing is lost meanwhile."""
     summary: JobSummary | None = None
     history: tuple[PhaseChange, ...] = ()
 

@@ -1,0 +1,133 @@
+"""Local platform: dispatch latency, controller exit → results available, bundle size.
+
+* Dispatch latency: one robot, two jobs queued; from the moment the first job's robot is free
+  again (its job terminal: session closed, pendulum reset) to the first line of the second
+  controller running. Peer: starting a bare ``python -c pass`` in the same run, the floor of
+  any launcher that starts a fresh interpreter.
+* Results: a controller drives a swinging pendulum for 60 s (10 s with ``--quick``); from its
+  last line (it prints the time) to the job's terminal phase, when every file of the bundle is
+  in the store. Includes the robot's reset after the run, the replay, the plot and the GIF.
+* Bundle size of that run, per file.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+from benchmarks.report import Report
+from gym_raas.results.layout import job_prefix
+from raas_api.local.platform import LocalPlatform, PlatformConfig
+from raas_operator.jobs.model import JobSpec, Phase
+
+SECTION = "Local platform (raas_api.local)"
+
+CONTROLLER = """
+    import time
+    print("started", repr(time.time()), flush=True)
+    import math
+    import gymnasium as gym
+    import numpy as np
+    import gym_raas
+    steps = {steps}
+    env = gym.make("RaasPendulum-v0", max_episode_steps=steps)
+    env.reset()
+    for step in range(steps):
+        env.step(np.array([math.sin(step * 0.05)], dtype=np.float32))
+    env.close()
+    print("exiting", repr(time.time()), flush=True)
+"""
+
+
+def _controller(folder: Path, steps: int) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "run.py").write_text(textwrap.dedent(CONTROLLER.format(steps=steps)))
+    return folder
+
+
+def _printed_time(platform: LocalPlatform, job_id: str, word: str) -> float:
+    stdout = platform.results.get_bytes(job_prefix(job_id) + "stdout.txt").decode()
+    line = next(line for line in stdout.splitlines() if line.startswith(word))
+    return float(line.split()[1])
+
+
+def _terminal_time(platform: LocalPlatform, job_id: str) -> float:
+    return platform.get(job_id).status.history[-1].at.timestamp()
+
+
+def _python_start_s() -> float:
+    timings = []
+    for _ in range(5):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-s", "-c", "pass"], check=True)
+        timings.append(time.perf_counter() - start)
+    return statistics.median(timings)
+
+
+def _measure(report: Report, run_s: float, dispatch_pairs: int) -> None:
+    report.section(SECTION)
+    with tempfile.TemporaryDirectory(prefix="raas-bench-") as scratch:
+        root = Path(scratch)
+        root.chmod(0o755)
+        config = PlatformConfig(data_dir=root / "platform", robots=1)
+        with LocalPlatform(config) as platform:
+            short = _controller(root / "short", 10)
+            latencies = []
+            for _ in range(dispatch_pairs):
+                first, second = (
+                    platform.submit(
+                        JobSpec.model_validate({"owner": "bench", "source": {"kind": "local", "path": str(short)}})
+                    )
+                    for _ in range(2)
+                )
+                for record in (first, second):
+                    done = platform.wait(record.job_id, timeout_s=120)
+                    assert done.status.phase is Phase.SUCCEEDED, done.status
+                latencies.append(
+                    _printed_time(platform, second.job_id, "started") - _terminal_time(platform, first.job_id)
+                )
+            dispatch = statistics.median(latencies)
+            floor = _python_start_s()
+            report.figure(
+                SECTION,
+                "dispatch: robot free → next controller running (median)",
+                f"{dispatch * 1e3:.0f} ms",
+                "≤ 200 ms",
+            )
+            report.figure(SECTION, "  peer: bare `python -c pass` start", f"{floor * 1e3:.0f} ms")
+            report.figure(SECTION, "  dispatch / bare interpreter start", f"{dispatch / floor:.2f}×")
+
+            steps = int(run_s * 50)
+            long = _controller(root / "long", steps)
+            record = platform.submit(
+                JobSpec.model_validate(
+                    {"owner": "bench", "source": {"kind": "local", "path": str(long)}, "time_limit_s": int(run_s) + 60}
+                )
+            )
+            done = platform.wait(record.job_id, timeout_s=run_s + 120)
+            assert done.status.phase is Phase.SUCCEEDED, done.status
+            available = _terminal_time(platform, record.job_id) - _printed_time(platform, record.job_id, "exiting")
+            report.figure(
+                SECTION,
+                f"controller exit → results available, {run_s:.0f} s run",
+                f"{available:.2f} s",
+                "≤ 2 s (60 s run)",
+            )
+            files = platform.results.list_keys(job_prefix(record.job_id))
+            sizes = {key.rsplit("/", 1)[1]: len(platform.results.get_bytes(key)) for key in files}
+            report.figure(SECTION, f"bundle size of the {run_s:.0f} s run", f"{sum(sizes.values()) / 1024:.0f} KiB")
+            for name, size in sorted(sizes.items(), key=lambda item: -item[1]):
+                report.figure(SECTION, f"  {name}", f"{size / 1024:.0f} KiB")
+
+
+def run(report: Report) -> None:
+    _measure(report, run_s=60.0, dispatch_pairs=5)
+
+
+def run_quick(report: Report) -> None:
+    _measure(report, run_s=10.0, dispatch_pairs=2)
