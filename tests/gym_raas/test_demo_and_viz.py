@@ -11,11 +11,12 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageSequence
 
 from gym_raas.cli.demo import CHECKOUT_EXAMPLE, PACKAGED_EXAMPLE
 from gym_raas.trajectory import RecordTrajectory, Trajectory
 from gym_raas.viz import animate_trajectory, plot_trajectory
+from gym_raas.viz.animation import frame_indices
 
 
 def recorded_run(steps: int = 60) -> Trajectory:
@@ -61,6 +62,21 @@ def test_plot_and_animation_are_images_of_the_run(tmp_path: Path) -> None:
         assert image.format == "GIF"
         assert image.size == (120, 120)
         assert image.n_frames > 30
+        played_s = sum(frame.info["duration"] for frame in ImageSequence.Iterator(image)) / 1000
+    recorded_s = trajectory.time_s[-1] - trajectory.time_s[0]
+    assert abs(played_s - recorded_s) < 0.15 * recorded_s + 0.2  # real time, not slow motion
+
+
+def test_long_runs_play_in_real_time_with_fewer_frames_per_second() -> None:
+    ten_seconds = np.arange(500) * 0.02
+    rows, rate = frame_indices(ten_seconds, fps=15, max_frames=450)
+    assert rate == 15
+    assert len(rows) == 150
+    assert list(rows[:3]) == [0, 3, 6]  # the latest recorded state at each frame's instant
+    sixty_seconds = np.arange(3000) * 0.02
+    rows, rate = frame_indices(sixty_seconds, fps=15, max_frames=450)
+    assert len(rows) <= 451
+    assert abs(len(rows) / rate - 60) < 0.5
 
 
 def test_the_packaged_example_is_the_checkouts_example() -> None:

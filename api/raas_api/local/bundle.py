@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,14 +91,17 @@ def write_bundle(
         summary = analysis.summary
         store.put_file(result_key(job_id, ResultFile.TRAJECTORY), recording, ResultFile.TRAJECTORY.content_type)
         if len(analysis.viewing):
-            with tempfile.TemporaryDirectory() as scratch:
-                plot = plot_trajectory(
+            with tempfile.TemporaryDirectory() as scratch, ThreadPoolExecutor(2) as pictures:
+                # Both are mostly numpy and Pillow work that releases the GIL: drawn side by side.
+                plotting = pictures.submit(
+                    plot_trajectory,
                     analysis.viewing,
                     Path(scratch) / "plot.png",
                     simulated_theta_rad=analysis.simulated_theta_rad,
                     title=job_id,
                 )
                 animation = animate_trajectory(analysis.viewing, Path(scratch) / "animation.gif")
+                plot = plotting.result()
                 store.put_file(result_key(job_id, ResultFile.PLOT), plot, ResultFile.PLOT.content_type)
                 store.put_file(result_key(job_id, ResultFile.ANIMATION), animation, ResultFile.ANIMATION.content_type)
     document = {**metadata, "summary": summary, "layout": "results/v1"}
