@@ -59,6 +59,10 @@ def assert_recording_matches(agent: RobotAgent, job_id: str, seen: list[tuple[fl
     result = agent.wait_session(job_id, timeout_s=60)
     assert result is not None
     assert result.outcome == "completed"
+    after_reset = agent.wait_reset(job_id, timeout_s=60)  # the result comes first, the reset's report after
+    assert after_reset is not None
+    assert after_reset.reset is not None
+    assert after_reset.reset.ok, after_reset.reset
     assert result.steps == len(seen)
     assert result.trajectory_path is not None
     rows = read_trajectory(result.trajectory_path)

@@ -69,6 +69,19 @@ class AgentConfig:
 
 
 @dataclass(frozen=True)
+class LiveReading:
+    """A session's latest boundary, for live views."""
+
+    steps: int
+    time_s: float
+    """Since the session opened."""
+    theta_rad: float
+    theta_dot_rad_per_s: float
+    command: float
+    """The command in force (applied duty × max_command)."""
+
+
+@dataclass(frozen=True)
 class SessionResult:
     """What a finished session left behind."""
 
@@ -203,8 +216,9 @@ class RobotAgent:
                     self._lock.wait(timeout=self.dt)
 
     def end_job(self, job_id: str, timeout_s: float = 60.0) -> SessionResult | None:
-        """After a job's program exited: end its session if still open and return the result
-        (once the robot is reset); None if the job never opened a session."""
+        """After a job's program exited: end its session if still open and return the result as
+        soon as the recording is written (the robot's reset follows: `SessionResult.reset` says
+        how it went once `wait_reset` returns); None if the job never opened a session."""
         with self._lock:
             if self._expected.pop(job_id, None) is not None:
                 return self._results.get(job_id)
@@ -212,7 +226,7 @@ class RobotAgent:
         return self.wait_session(job_id, timeout_s)
 
     def wait_session(self, job_id: str, timeout_s: float | None = None) -> SessionResult | None:
-        """The result of `job_id`'s session once it ended (and the robot was reset), or None."""
+        """The result of `job_id`'s session once it ended (its recording written), or None."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         with self._lock:
             while job_id not in self._results:
@@ -222,11 +236,36 @@ class RobotAgent:
                 self._lock.wait(timeout=remaining if remaining is not None else 0.5)
             return self._results[job_id]
 
+    def wait_reset(self, job_id: str, timeout_s: float | None = None) -> SessionResult | None:
+        """The result of `job_id`'s session once the robot's reset after it has ended, or None."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self._lock:
+            while (result := self._results.get(job_id)) is None or result.reset is None:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if (remaining is not None and remaining <= 0) or self._stop.is_set():
+                    return result
+                self._lock.wait(timeout=min(remaining, 0.5) if remaining is not None else 0.5)
+            return result
+
     def session_steps(self, job_id: str) -> int | None:
         """Steps run so far by `job_id`'s open session, or None if it has none."""
         with self._lock:
             session = self._session
             return session.steps if session is not None and session.job_id == job_id else None
+
+    def live_state(self, job_id: str) -> LiveReading | None:
+        """The latest state of `job_id`'s open session (for live views), or None if it has none."""
+        with self._lock:
+            session, reading = self._session, self._last_reading
+            if session is None or session.job_id != job_id:
+                return None
+            return LiveReading(
+                steps=session.steps,
+                time_s=reading.time_s - session.started_s,
+                theta_rad=reading.theta_rad,
+                theta_dot_rad_per_s=reading.theta_dot_rad_per_s,
+                command=self._duty * self.params.max_command,
+            )
 
     def session_result(self, job_id: str) -> SessionResult | None:
         with self._lock:
@@ -609,9 +648,13 @@ class RobotAgent:
             metadata_path=metadata_path,
         )
         with self._lock:
+            # The result is final now (the recording is written): the job need not wait for the
+            # pendulum to settle. The robot is not Ready again before its reset has finished.
+            self._results[session.job_id] = result
             if self.state is not AgentState.FAULT:  # a faulty robot stays so; its reset report says why
                 self._set_state(AgentState.RESETTING)
                 self._reset = ResetRoutine(time.monotonic(), timeout_s=self.config.reset_timeout_s)
+            self._lock.notify_all()
             while self._reset is not None and not self._stop.is_set():
                 self._lock.wait(timeout=0.5)
             self._results[session.job_id] = replace(result, reset=self._last_reset)
