@@ -34,14 +34,14 @@ from typing import Any
 
 from gym_raas.params import PendulumParams
 from gym_raas.results.layout import ResultFile, job_prefix, result_key
-from gym_raas.results.store import ResultStore
+from gym_raas.results.store import ResultNotFoundError, ResultStore, StoreUnavailableError
 from raas_api.local.bundle import write_bundle
 from raas_api.local.classify import Classification, classify_run
 from raas_api.local.results import S3Settings, SpoolFlusher, open_result_store, pending_results
 from raas_api.local.robots import LocalRobot, RobotKind, make_robot
 from raas_api.stores.base import ConflictError, JobNotFoundError, JobRecord
 from raas_api.stores.sqlite import SqliteJobStore
-from raas_node.agent.agent import AgentConfig, AgentState, RobotAgent
+from raas_node.agent.agent import AgentConfig, AgentState, LiveReading, RobotAgent
 from raas_node.runner.fetch import FetchError, fetch_git, fetch_local, resolve_ref
 from raas_node.runner.launch import RunLimits, RunRequest, RunVerdict, run_entrypoint
 from raas_node.runner.requirements import build_wheelhouse, install_offline
@@ -67,6 +67,28 @@ class SubmissionRefusedError(ValueError):
     """A job the platform will not take; the message says why."""
 
 
+class QuotaExceededError(SubmissionRefusedError):
+    """The owner has as many jobs waiting as the quota allows."""
+
+
+@dataclass(frozen=True)
+class RobotDetails:
+    """A robot as people see it."""
+
+    name: str
+    type: str
+    labels: dict[str, str]
+    state: str
+    ready: bool
+    schedulable: bool
+    reasons: tuple[str, ...]
+    current_job: str | None
+    temperature_celsius: float | None
+    last_reset_ok: bool | None
+    last_reset_duration_s: float | None
+    calibration: dict[str, Any]
+
+
 @dataclass(frozen=True)
 class PlatformConfig:
     data_dir: Path
@@ -82,6 +104,8 @@ class PlatformConfig:
     s3: S3Settings | None = None
     """Keep results in S3/MinIO (spooled in ``data_dir/spool`` while it is down); None: ``data_dir/results``."""
     spool_flush_interval_s: float = 2.0
+    max_concurrent_fetches: int = 4
+    """Fetch workers at a time (a burst of submissions waits as Pending, not as a thread each)."""
     pip_index_arguments: tuple[str, ...] = ()
     """Extra pip arguments for resolving users' requirements.txt (e.g. ``--index-url``); pip's own config otherwise."""
 
@@ -98,6 +122,7 @@ class LocalPlatform:
         self.agents: dict[str, RobotAgent] = {}
         self.robot_parts: dict[str, LocalRobot] = {}
         self._busy: dict[str, str] = {}
+        self._fetching: set[str] = set()
         self._workers: dict[str, threading.Thread] = {}
         self._cancels: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
@@ -137,6 +162,11 @@ class LocalPlatform:
             robot.close()
         self.store.close()
 
+    @property
+    def running(self) -> bool:
+        """Whether the dispatcher is moving jobs along."""
+        return self._dispatcher is not None and self._dispatcher.is_alive() and not self._stop.is_set()
+
     def __enter__(self) -> LocalPlatform:
         return self.start()
 
@@ -154,7 +184,7 @@ class LocalPlatform:
         queued = self.store.count_by_owner([Phase.PENDING, Phase.FETCHING, Phase.QUEUED])
         admission = admit(spec.owner, queued, self.config.quotas)
         if not admission.admitted:
-            raise SubmissionRefusedError(admission.message)
+            raise QuotaExceededError(admission.message)
         submitted = PhaseChange(phase=Phase.PENDING, at=datetime.now(timezone.utc), reason="Submitted")
         record = self.store.create(spec, JobStatus(reason="Submitted", history=(submitted,)))
         self._wake.set()
@@ -192,6 +222,59 @@ class LocalPlatform:
             robot = self._busy_robot(job_id)
         return None if robot is None else self.agents[robot].session_steps(job_id)
 
+    def live_state(self, job_id: str) -> LiveReading | None:
+        """The latest reading of a running job's robot session (None when not running)."""
+        with self._lock:
+            robot = self._busy_robot(job_id)
+        return None if robot is None else self.agents[robot].live_state(job_id)
+
+    def read_log(self, job_id: str, stream: str) -> bytes:
+        """What the job wrote to ``stdout`` or ``stderr`` so far (the stored file once finished)."""
+        if stream not in ("stdout", "stderr"):
+            raise ValueError("stream must be stdout or stderr")
+        record = self.store.get(job_id)
+        stored = result_key(job_id, ResultFile.STDOUT if stream == "stdout" else ResultFile.STDERR)
+        if record.status.phase.is_terminal or record.status.phase is Phase.UPLOADING:
+            with contextlib.suppress(ResultNotFoundError, StoreUnavailableError):
+                return self.results.get_bytes(stored)
+        live = self._workdir(job_id) / f"{stream}.txt"
+        try:
+            return live.read_bytes()
+        except FileNotFoundError:
+            return b""
+
+    def robot_details(self) -> list[RobotDetails]:
+        """Every robot's state, health, current job and calibration (for people, not the scheduler)."""
+        with self._lock:
+            busy = dict(self._busy)
+        details = []
+        for name, agent in self.agents.items():
+            health = agent.health()
+            details.append(
+                RobotDetails(
+                    name=name,
+                    type="pendulum",
+                    labels={"raas.dev/robot-kind": self.config.robot_kind.value},
+                    state=agent.state.value,
+                    ready=health.ready and name not in busy,
+                    schedulable=agent.state not in (AgentState.FAULT, AgentState.MAINTENANCE),
+                    reasons=tuple(health.reasons),
+                    current_job=busy.get(name),
+                    temperature_celsius=health.motor_temperature_celsius,
+                    last_reset_ok=health.last_reset_ok,
+                    last_reset_duration_s=health.last_reset_duration_s,
+                    calibration=agent.params.to_dict(),
+                )
+            )
+        return details
+
+    def set_maintenance(self, robot: str, on: bool) -> None:
+        """Take a robot out of scheduling (its running job finishes), or put it back (after a reset)."""
+        if robot not in self.agents:
+            raise KeyError(robot)
+        self.agents[robot].set_maintenance(on)
+        self._wake.set()
+
     def robots(self) -> list[RobotView]:
         views = []
         for name, agent in self.agents.items():
@@ -219,9 +302,14 @@ class LocalPlatform:
             self._wake.clear()
 
     def _dispatch_once(self) -> None:
-        for record in self.store.list_jobs(phases=[Phase.PENDING, Phase.FETCHING], limit=500).jobs:
-            if record.job_id not in self._workers:
-                self._spawn(record.job_id, self._fetch)
+        fetching = sum(1 for job_id in list(self._workers) if job_id in self._fetching)
+        room = self.config.max_concurrent_fetches - fetching
+        if room > 0:
+            pending = self.store.list_jobs(phases=[Phase.PENDING, Phase.FETCHING], limit=500).jobs
+            for record in sorted(pending, key=lambda record: record.created_at)[:room]:
+                if record.job_id not in self._workers:
+                    self._fetching.add(record.job_id)
+                    self._spawn(record.job_id, self._fetch)
         queued = self.store.list_jobs(phases=[Phase.QUEUED], limit=500).jobs
         if not queued:
             return
@@ -288,6 +376,7 @@ class LocalPlatform:
                 with self._lock:
                     self._workers.pop(job_id, None)
                     self._cancels.pop(job_id, None)
+                    self._fetching.discard(job_id)
                     for robot, busy_job in list(self._busy.items()):
                         if busy_job == job_id:
                             del self._busy[robot]
@@ -362,8 +451,6 @@ class LocalPlatform:
         robot_fault = None
         if session is not None and session.outcome == "agent_error":
             robot_fault = session.message
-        if session is not None and session.reset is not None and not session.reset.ok:
-            robot_fault = f"reset failed: {session.reset.message}"
         classification = classify_run(outcome, robot_fault)
         metadata: dict[str, Any] = {
             "job": job_id,
