@@ -1,0 +1,103 @@
+"""API tokens: created and revoked by an admin command, stored hashed, checked per request.
+
+A token reads ``raas_<id>_<secret>``: the id finds the row, the secret (32 random bytes) is
+compared by its SHA-256 in constant time. A fast hash is right here: the secret is random and
+long, so there is nothing to brute-force that a slow password hash would protect; the database
+never holds a usable token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import sqlite3
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path
+
+from raas_operator.jobs.model import NAME_PATTERN
+
+_PREFIX = "raas"
+
+
+class Role(str, Enum):
+    USER = "user"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """Who a token speaks for."""
+
+    token_id: str
+    owner: str
+    role: Role
+    created_at: datetime
+    revoked: bool
+
+
+class TokenStore:
+    """Hashed API tokens in SQLite (thread-safe)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS tokens (id TEXT PRIMARY KEY, owner TEXT NOT NULL, role TEXT NOT NULL,"
+            " secret_sha256 TEXT NOT NULL, created_at TEXT NOT NULL, revoked INTEGER NOT NULL DEFAULT 0)"
+        )
+        self._lock = threading.Lock()
+
+    def create(self, owner: str, role: Role = Role.USER) -> tuple[str, TokenInfo]:
+        """A new token for `owner`; returns the token (shown once, never stored) and its info."""
+        import re
+
+        if not re.match(NAME_PATTERN, owner):
+            raise ValueError(f"owner {owner!r} must be lowercase letters, digits and '-'")
+        token_id = secrets.token_hex(6)
+        secret = secrets.token_urlsafe(32)
+        created = datetime.now(timezone.utc)
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO tokens (id, owner, role, secret_sha256, created_at) VALUES (?, ?, ?, ?, ?)",
+                (token_id, owner, role.value, _digest(secret), created.isoformat()),
+            )
+        return f"{_PREFIX}_{token_id}_{secret}", TokenInfo(token_id, owner, role, created, False)
+
+    def verify(self, token: str) -> TokenInfo | None:
+        """The token's info if it is valid and not revoked, else None."""
+        parts = token.split("_", 2)
+        if len(parts) != 3 or parts[0] != _PREFIX:
+            return None
+        _, token_id, secret = parts
+        with self._lock:
+            row = self._db.execute(
+                "SELECT owner, role, secret_sha256, created_at, revoked FROM tokens WHERE id = ?", (token_id,)
+            ).fetchone()
+        if row is None or row[4] or not hmac.compare_digest(row[2], _digest(secret)):
+            return None
+        return TokenInfo(token_id, row[0], Role(row[1]), datetime.fromisoformat(row[3]), False)
+
+    def revoke(self, token_id: str) -> bool:
+        """Revoke a token by id; False if there is no such token."""
+        with self._lock:
+            cursor = self._db.execute("UPDATE tokens SET revoked = 1 WHERE id = ?", (token_id,))
+        return cursor.rowcount > 0
+
+    def list_tokens(self) -> list[TokenInfo]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, owner, role, created_at, revoked FROM tokens ORDER BY created_at"
+            ).fetchall()
+        return [TokenInfo(row[0], row[1], Role(row[2]), datetime.fromisoformat(row[3]), bool(row[4])) for row in rows]
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()

@@ -1,0 +1,96 @@
+"""``raas serve``: the local platform with the REST API and the web page.
+
+Prints ``RaaS API listening on http://HOST:PORT`` and ``admin token: <token>`` first: each start
+issues a fresh admin token for this session (revoking the previous session's), since stored
+tokens are hashed and cannot be shown again. ``--save-login`` writes the server and token into
+the CLI's config file so that ``raas submit`` and friends need no flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from raas_api.auth.tokens import Role, TokenStore
+from raas_api.local.robots import RobotKind
+
+SESSION_OWNER = "local"
+
+
+def add_parser(commands: Any) -> None:
+    parser = commands.add_parser("serve", help="start the local platform with the REST API and the web page")
+    parser.add_argument("--data-dir", type=Path, default=None, help="jobs, tokens and results (default: raas-data)")
+    parser.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None, help="TCP port (default 8000; 0 picks a free one)")
+    parser.add_argument("--robots", type=int, default=None, help="simulated robots (default 3)")
+    parser.add_argument("--robot-kind", choices=[kind.value for kind in RobotKind], default=None)
+    parser.add_argument("--save-login", action="store_true", help="write server and token to the CLI config file")
+    parser.set_defaults(handler=run)
+
+
+def run(arguments: argparse.Namespace) -> int:
+    import uvicorn
+
+    from raas_api.http.app import create_app
+    from raas_api.settings import ApiSettings
+
+    overrides = {
+        name: value
+        for name, value in (
+            ("data_dir", arguments.data_dir),
+            ("host", arguments.host),
+            ("port", arguments.port),
+            ("robots", arguments.robots),
+            ("robot_kind", arguments.robot_kind),
+        )
+        if value is not None
+    }
+    settings = ApiSettings(**overrides)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    tokens = TokenStore(settings.data_dir / "tokens.db")
+    token = _session_token(tokens)
+    listener = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((settings.host, settings.port))
+    port = listener.getsockname()[1]
+    url = f"http://{settings.host}:{port}"
+    print(f"RaaS API listening on {url}", flush=True)
+    print(f"admin token: {token}", flush=True)
+    print(f"web page: {url}/#token={token}", flush=True)
+    if arguments.save_login:
+        print(f"saved login to {_save_login(url, token)}", flush=True)
+    app = create_app(settings, tokens=tokens)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5))
+    try:
+        server.run(sockets=[listener])
+    finally:
+        tokens.close()
+    return 0
+
+
+def _session_token(tokens: TokenStore) -> str:
+    for info in tokens.list_tokens():
+        if info.owner == SESSION_OWNER and info.role is Role.ADMIN and not info.revoked:
+            tokens.revoke(info.token_id)
+    token, _ = tokens.create(SESSION_OWNER, Role.ADMIN)
+    return token
+
+
+def _save_login(url: str, token: str) -> Path:
+    folder = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "raas"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "config.json"
+    path.write_text(json.dumps({"server": url, "token": token}, indent=2) + "\n")
+    path.chmod(0o600)
+    return path
+
+
+if __name__ == "__main__":
+    sys.exit(
+        run(argparse.Namespace(data_dir=None, host=None, port=None, robots=None, robot_kind=None, save_login=False))
+    )

@@ -1,0 +1,157 @@
+"""The RaaS API application: ``create_app(settings)`` serves a platform over HTTP.
+
+Routes: ``/api/v1/jobs…`` and ``/api/v1/robots…`` (bearer tokens), ``/api/v1/whoami``,
+``/healthz`` (the process is up), ``/readyz`` (it can serve: store readable, dispatcher running),
+``/metrics`` (Prometheus), ``/openapi.json``, and the web page at ``/`` with its files under
+``/static``. Every error body is ``{"detail": "<one sentence>"}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from raas_api.auth.tokens import TokenStore
+from raas_api.http import routes_jobs, routes_robots
+from raas_api.http.deps import AppState, Caller
+from raas_api.http.metrics import ApiMetrics
+from raas_api.http.ratelimit import RateLimiter
+from raas_api.http.schemas import Identity
+from raas_api.local.platform import LocalPlatform, PlatformConfig
+from raas_api.local.results import S3Settings
+from raas_api.settings import ApiSettings
+from raas_operator.jobs.model import Phase
+from raas_operator.scheduling.core import Quotas
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "web" / "static"
+
+
+def platform_config(settings: ApiSettings) -> PlatformConfig:
+    """The local platform's configuration from the server's settings."""
+    s3 = None
+    if settings.s3_endpoint:
+        s3 = S3Settings(
+            endpoint=settings.s3_endpoint,
+            access_key=settings.s3_access_key,
+            secret_key=settings.s3_secret_key,
+            bucket=settings.s3_bucket,
+            secure=settings.s3_secure,
+        )
+    return PlatformConfig(
+        data_dir=settings.data_dir.resolve(),
+        robots=settings.robots,
+        robot_kind=settings.robot_kind,
+        quotas=Quotas(
+            max_running_per_owner=settings.max_running_per_owner, max_queued_per_owner=settings.max_queued_per_owner
+        ),
+        max_time_limit_s=settings.max_time_limit_s,
+        s3=s3,
+    )
+
+
+def create_app(
+    settings: ApiSettings, platform: LocalPlatform | None = None, tokens: TokenStore | None = None
+) -> FastAPI:
+    """The app. Without `platform`/`tokens` it makes its own from `settings`, started and stopped
+    with the app's lifespan; given ones are left to their owner."""
+    owns_platform = platform is None
+    platform = platform or LocalPlatform(platform_config(settings))
+    owns_tokens = tokens is None
+    tokens = tokens or TokenStore(settings.data_dir / "tokens.db")
+    state = AppState(
+        platform=platform,
+        tokens=tokens,
+        settings=settings,
+        request_limiter=RateLimiter(settings.requests_per_second, settings.requests_per_second * 2),
+        submission_limiter=RateLimiter(settings.submissions_per_minute / 60, settings.submissions_per_minute),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if owns_platform:
+            platform.start()
+        try:
+            yield
+        finally:
+            if owns_platform:
+                platform.stop()
+            if owns_tokens:
+                tokens.close()
+
+    app = FastAPI(
+        title="RaaS — Reality as a Service",
+        version="1",
+        description="Run controllers written for the Gymnasium environment RaasPendulum-v0 on real pendulum robots.",
+        lifespan=lifespan,
+    )
+    app.state.raas = state
+    metrics = ApiMetrics(platform)
+    app.middleware("http")(metrics.middleware)
+    app.include_router(routes_jobs.router)
+    app.include_router(routes_robots.router)
+    _add_error_handlers(app)
+
+    @app.get("/api/v1/whoami", tags=["auth"], summary="Who the token speaks for")
+    def whoami(who: Caller) -> Identity:
+        return Identity(owner=who.owner, role=who.role.value)
+
+    @app.get("/healthz", tags=["system"], summary="The process is up")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["system"], summary="The server can serve requests", responses={503: {}})
+    def readyz() -> JSONResponse:
+        problems = []
+        try:
+            platform.store.count_by_owner([Phase.QUEUED])
+        except Exception as error:  # any failure of the store means not ready
+            problems.append(f"job store: {error}")
+        if not platform.running:
+            problems.append("the dispatcher is not running")
+        code = status.HTTP_503_SERVICE_UNAVAILABLE if problems else status.HTTP_200_OK
+        return JSONResponse({"status": "not ready" if problems else "ready", "problems": problems}, code)
+
+    @app.get("/metrics", tags=["system"], summary="Prometheus metrics", response_class=Response)
+    def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", include_in_schema=False)
+    def web_page() -> Response:
+        index = STATIC_DIR / "index.html"
+        if not index.exists():
+            return JSONResponse({"detail": "the web page is not installed"}, status.HTTP_404_NOT_FOUND)
+        return FileResponse(index, headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+        problems = error.errors()
+        first: dict[str, Any] = problems[0] if problems else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        detail = f"{where}: {first.get('msg', 'invalid')}" if where else str(first.get("msg", "invalid request"))
+        return JSONResponse(
+            {"detail": detail, "errors": [{"loc": list(p.get("loc", ())), "msg": p.get("msg")} for p in problems]},
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, error: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        return JSONResponse(
+            {"detail": f"internal error: {type(error).__name__}"}, status.HTTP_500_INTERNAL_SERVER_ERROR
+        )

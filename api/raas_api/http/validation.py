@@ -1,0 +1,52 @@
+"""Checks on what users submit, beyond the model's syntax: where code may come from, limits."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from fastapi import HTTPException, status
+
+from raas_api.settings import ApiSettings
+from raas_operator.jobs.model import GitSource, LocalSource, Source
+
+
+def check_source(source: Source, settings: ApiSettings) -> None:
+    """422 unless the source is allowed here: git from an allowed scheme and host, local only in local mode."""
+    if isinstance(source, LocalSource):
+        if not settings.local_mode:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "local folders are accepted only in local mode")
+        return
+    check_git_url(source, settings)
+
+
+def check_git_url(source: GitSource, settings: ApiSettings) -> None:
+    parts = urlsplit(source.url)
+    scheme = parts.scheme.lower()
+    if scheme not in settings.allowed_git_schemes:
+        allowed = ", ".join(settings.allowed_git_schemes)
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"git URL scheme {scheme or '(none)'!r} is not allowed here (allowed: {allowed})",
+        )
+    host = (parts.hostname or "").lower()
+    if not host:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "the git URL has no host")
+    if "*" not in settings.allowed_git_hosts and host not in settings.allowed_git_hosts:
+        allowed = ", ".join(settings.allowed_git_hosts)
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"git host {host!r} is not allowed here (allowed: {allowed})"
+        )
+    if parts.username or parts.password:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "credentials in git URLs are not accepted")
+
+
+def check_time_limit(time_limit_s: int | None, settings: ApiSettings) -> int:
+    """The job's time limit: the default when omitted; 422 above the server's maximum."""
+    if time_limit_s is None:
+        return min(settings.default_time_limit_s, settings.max_time_limit_s)
+    if time_limit_s > settings.max_time_limit_s:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"time_limit_s {time_limit_s} is above this server's maximum of {settings.max_time_limit_s} s",
+        )
+    return time_limit_s

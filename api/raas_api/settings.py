@@ -1,0 +1,45 @@
+"""Every setting of the RaaS API server, in one place (environment variables ``RAAS_*``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from raas_api.local.robots import RobotKind
+
+
+class ApiSettings(BaseSettings):
+    """Server settings; each field can be set as ``RAAS_<FIELD>`` (e.g. ``RAAS_DATA_DIR``).
+
+    Lists are JSON in the environment: ``RAAS_ALLOWED_GIT_HOSTS='["github.com"]'``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="RAAS_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("raas-data"), description="Jobs database, tokens, results, uploads.")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    robots: int = Field(default=3, ge=0, le=64, description="Simulated robots of the local platform.")
+    robot_kind: RobotKind = RobotKind.SIM
+    local_mode: bool = Field(default=True, description="Allow jobs from folders on the server's disk.")
+    allowed_git_hosts: list[str] = Field(
+        default=["github.com", "gitlab.com", "codeberg.org", "bitbucket.org"],
+        description="Hosts git sources may come from; '*' allows any.",
+    )
+    allowed_git_schemes: list[str] = Field(default=["https"], description="URL schemes git sources may use.")
+    default_time_limit_s: int = Field(default=120, ge=1)
+    max_time_limit_s: int = Field(default=600, ge=1)
+    max_upload_bytes: int = Field(default=20 * 1024**2, ge=1024)
+    max_queued_per_owner: int = Field(default=100, ge=1)
+    max_running_per_owner: int = Field(default=2, ge=1)
+    submissions_per_minute: float = Field(default=60.0, gt=0, description="Per owner; bursts up to a minute's worth.")
+    requests_per_second: float = Field(default=50.0, gt=0, description="Per token, all endpoints; bursts of 2 s.")
+    s3_endpoint: str | None = Field(
+        default=None, description="host:port of S3/MinIO for results; the data dir if unset."
+    )
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    s3_bucket: str = "raas-results"
+    s3_secure: bool = True
