@@ -22,7 +22,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from agent_fixtures import running_agent
 
+from gym_raas.params import PendulumParams
+from raas_node.drivers.sim_driver import SimDriver
 from raas_node.runner.container import (
     CONTAINER_AGENT_SOCKET,
     NAME_PREFIX,
@@ -30,7 +33,7 @@ from raas_node.runner.container import (
     remove_leftover_containers,
     run_in_container,
 )
-from raas_node.runner.image import ensure_runtime_image
+from raas_node.runner.image import IMAGE_PYTHON, ensure_runtime_image
 from raas_node.runner.launch import RunLimits, RunOutcome, RunRequest, RunVerdict
 
 FAST = RunLimits(time_limit_s=30, memory_bytes=512 * 1024**2, max_processes=32, max_output_bytes=64 * 1024)
@@ -324,6 +327,30 @@ def test_the_run_talks_to_a_unix_socket_server_on_the_host(tmp_path: Path, image
     assert stdout(tmp_path) == f"{CONTAINER_AGENT_SOCKET} echo:hello agent\n"
 
 
+def test_a_controller_in_the_container_drives_the_robot_agent_on_the_host(tmp_path: Path, image: str) -> None:
+    """The real agent (simulated robot, real time) behind the mounted socket, gym_raas's robot backend inside."""
+    source = """
+        import gymnasium as gym
+        import gym_raas
+        env = gym.make("RaasPendulum-v0")
+        observation, info = env.reset(seed=0)
+        for _ in range(10):
+            observation, reward, terminated, truncated, info = env.step([1.0])
+        env.close()
+        print(type(env.unwrapped.backend).__name__)
+    """
+    with running_agent(SimDriver(PendulumParams())) as agent:
+        token = agent.expect("job-container")
+        environment = {"RAAS_AGENT_SOCKET": str(agent.config.socket_path), "RAAS_SESSION_TOKEN": token}
+        outcome = run(tmp_path, image, source, environment=environment)
+        session = agent.end_job("job-container")
+    assert outcome.verdict is RunVerdict.COMPLETED, (tmp_path / "stderr.txt").read_text()
+    assert stdout(tmp_path) == "RobotBackend\n"
+    assert session is not None
+    assert session.steps == 10
+    assert session.outcome == "completed"
+
+
 def test_a_missing_image_is_a_launch_failure_that_says_so(tmp_path: Path, image: str) -> None:
     outcome = run(tmp_path, "localhost/raas-runtime:does-not-exist", "print('never')\n")
     assert outcome.verdict is RunVerdict.LAUNCH_FAILED
@@ -347,7 +374,8 @@ def test_a_finished_run_leaves_no_container_and_no_process(tmp_path: Path, image
     )
     assert not [name for name in listing.stdout.split() if name.startswith(NAME_PREFIX)]
     time.sleep(0.2)
-    sleepers = [pid for pid in os.listdir("/proc") if pid.isdigit() and _cmdline(pid).endswith("run.py")]
+    # The image's interpreter path tells the run's processes from anything else on the machine.
+    sleepers = [pid for pid in os.listdir("/proc") if pid.isdigit() and _cmdline(pid).startswith(IMAGE_PYTHON)]
     assert sleepers == []
 
 
