@@ -168,6 +168,15 @@ def test_huge_output_is_cut_at_the_limit_and_the_run_stopped(tmp_path: Path, ima
     assert (tmp_path / "stdout.txt").stat().st_size == FAST.max_output_bytes
 
 
+def test_a_file_cannot_grow_past_the_file_size_limit(tmp_path: Path, image: str) -> None:
+    limits = RunLimits(time_limit_s=20, memory_bytes=512 * 1024**2, max_processes=16, max_file_bytes=1024**2)
+    outcome = run(tmp_path, image, "open('big.bin', 'wb').write(bytes(2 * 1024**2))\n", limits)
+    # Python ignores SIGXFSZ, so the write fails with EFBIG (as under the subprocess launcher).
+    assert outcome.verdict is RunVerdict.NONZERO_EXIT
+    assert "File too large" in outcome.message
+    assert (tmp_path / "scratch" / "work" / "big.bin").stat().st_size <= 1024**2
+
+
 def test_the_run_has_no_network_not_even_the_hosts_loopback(tmp_path: Path, image: str) -> None:
     with socket.create_server(("127.0.0.1", 0)) as server:
         port = server.getsockname()[1]

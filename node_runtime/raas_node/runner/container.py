@@ -133,7 +133,7 @@ def run_in_container(request: RunRequest, cancel: threading.Event | None, image:
 
 
 def plan_container(request: RunRequest, image: str, name: str, *, cgroup_parent: str | None = None) -> ContainerPlan:
-    """The ``podman run`` command for `request` (pure: touches nothing)."""
+    """The ``podman run`` command for `request`; no side effects (it only reads host limits)."""
     limits = request.limits
     mounts = [_bind(request.scratch_dir, CONTAINER_SCRATCH, read_only=False)]
     python_path = []
@@ -188,6 +188,8 @@ def remove_leftover_containers() -> list[str]:
 def _check_podman(image: str) -> None:
     if shutil.which("podman") is None or shutil.which(PODMAN_RUNTIME) is None:
         raise _LaunchError("podman or runc is not installed: run scripts/install-system-deps as root")
+    if os.geteuid() != 0:
+        raise _LaunchError("the container launcher needs root (rootful podman, scratch folders owned by uid 65534)")
     if not image_exists(image):
         raise _LaunchError(f"the container image {image} does not exist: build it with ensure_runtime_image()")
 
