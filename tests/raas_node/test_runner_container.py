@@ -374,7 +374,7 @@ def test_a_missing_agent_socket_is_a_launch_failure(tmp_path: Path, image: str) 
 
 
 def test_a_finished_run_leaves_no_container_and_no_process(tmp_path: Path, image: str) -> None:
-    limits = RunLimits(time_limit_s=2, memory_bytes=512 * 1024**2, max_processes=16)
+    limits = RunLimits(time_limit_s=2, memory_bytes=512 * 1024**2, max_processes=32)  # 16 + the init
     source = "import os, time\nfor _ in range(4):\n    os.fork()\ntime.sleep(120)\n"
     outcome = run(tmp_path, image, source, limits)
     assert outcome.verdict is RunVerdict.TIME_LIMIT

@@ -42,6 +42,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -112,24 +113,28 @@ def run_in_container(request: RunRequest, cancel: threading.Event | None, image:
         plan = plan_container(request, image, name, cgroup_parent=witness.cgroup_parent)
     except (_LaunchError, OSError) as error:
         return RunOutcome(RunVerdict.LAUNCH_FAILED, None, 0.0, str(error), 0, 0)
-    start = time.monotonic()
-    try:
-        process = subprocess.Popen(
-            plan.arguments,
-            env=plan.podman_environment,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            close_fds=True,
-        )
-    except OSError as error:
-        return RunOutcome(RunVerdict.LAUNCH_FAILED, None, 0.0, f"cannot start podman: {error}", 0, 0)
-    try:
-        return _supervise(process, request, name, witness, cancel, start)
-    finally:
-        _podman("rm", "--force", "--time", "0", name, timeout_s=60)
-        witness.remove()
+    # conmon writes an "oom" file into its working folder on cgroup v1 (where podman never reads
+    # it): give podman a private one, so that the file litters nothing and can be read.
+    with tempfile.TemporaryDirectory(prefix="raas-podman-") as podman_folder:
+        start = time.monotonic()
+        try:
+            process = subprocess.Popen(
+                plan.arguments,
+                cwd=podman_folder,
+                env=plan.podman_environment,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as error:
+            return RunOutcome(RunVerdict.LAUNCH_FAILED, None, 0.0, f"cannot start podman: {error}", 0, 0)
+        try:
+            return _supervise(process, request, name, witness, Path(podman_folder) / "oom", cancel, start)
+        finally:
+            _podman("rm", "--force", "--time", "0", name, timeout_s=60)
+            witness.remove()
 
 
 def plan_container(request: RunRequest, image: str, name: str, *, cgroup_parent: str | None = None) -> ContainerPlan:
@@ -239,6 +244,7 @@ def _supervise(
     request: RunRequest,
     name: str,
     witness: MemoryWitness,
+    conmon_oom_file: Path,
     cancel: threading.Event,
     start: float,
 ) -> RunOutcome:
@@ -276,8 +282,9 @@ def _supervise(
         detail = last[-1].strip() if last else f"podman exited with status {process.returncode}"
         return RunOutcome(RunVerdict.LAUNCH_FAILED, None, duration, f"the container did not start: {detail}", *written)
     returncode = _as_signal_code(process.returncode)
-    killed = returncode == -signal.SIGKILL
-    if stopped_for is None and (state.get("OOMKilled") or (killed and witness.hit_limit(limits.memory_bytes))):
+    reported = bool(state.get("OOMKilled")) or conmon_oom_file.exists()
+    witnessed = returncode == -signal.SIGKILL and witness.hit_limit(limits.memory_bytes)
+    if stopped_for is None and (reported or witnessed):
         stopped_for = RunVerdict.MEMORY_LIMIT
     verdict, message = judge_outcome(returncode, stopped_for, stderr.tail, limits, request.entrypoint)
     return RunOutcome(verdict, returncode, duration, message, *written)

@@ -176,10 +176,17 @@ def _ensure_base_image(rootfs: Path, mirror: str, timeout_s: float) -> None:
 def _ensure_wheelhouse(wheelhouse: Path, source: Path, timeout_s: float) -> Path:
     if (wheelhouse / _COMPLETE_MARKER).exists():
         return wheelhouse
+    wheelhouse.parent.mkdir(parents=True, exist_ok=True)
     partial = wheelhouse.with_name(wheelhouse.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
-    _run([*pip, "wheel", "--quiet", "--no-deps", "--wheel-dir", str(partial), str(source)], timeout_s, step="pip wheel")
+    with tempfile.TemporaryDirectory(dir=wheelhouse.parent, prefix="source-") as copy:
+        # Building from a copy: setuptools would leave build/ and *.egg-info in the source tree.
+        tree = Path(copy) / "gym_raas"
+        shutil.copytree(source, tree, ignore=shutil.ignore_patterns("build", "dist", "*.egg-info", "__pycache__"))
+        _run(
+            [*pip, "wheel", "--quiet", "--no-deps", "--wheel-dir", str(partial), str(tree)], timeout_s, step="pip wheel"
+        )
     own_wheels = [str(path) for path in partial.glob("*.whl")]
     platforms = [f"manylinux_2_{minor}_{_machine()}" for minor in range(17, _GLIBC_MINOR + 1)]
     target = [

@@ -1,8 +1,9 @@
 """Whether a container hit its memory limit, where podman cannot tell.
 
-Podman reports a cgroup OOM kill as ``OOMKilled`` in ``podman inspect``, but only when conmon
-sees the kernel's OOM event; on cgroup v1 hosts (such as these machines' hybrid cgroups) it
-never does, and the container's own cgroup is gone once it exits. `MemoryWitness` gives each
+Podman reports a cgroup OOM kill as ``OOMKilled`` in ``podman inspect``; on cgroup v1 hosts
+(such as these machines' hybrid cgroups) it never does: conmon 2.1 writes its ``oom`` file into
+its working folder instead of where podman looks (the container launcher reads it there), and
+the container's own cgroup is gone once it exits. `MemoryWitness` gives each
 run a parent cgroup of its own (``--cgroup-parent``, cgroupfs manager only) that outlives the
 container and whose counters are hierarchical: peak memory on v1, the ``oom_kill`` count on v2.
 After the run it says whether the limit was reached, then removes the folders.
