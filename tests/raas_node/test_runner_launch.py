@@ -129,13 +129,14 @@ def test_a_fork_bomb_hits_the_process_limit_and_leaves_nothing_behind(tmp_path: 
     outcome = run(tmp_path, source, limits)
     assert outcome.verdict in (RunVerdict.PROCESS_LIMIT, RunVerdict.TIME_LIMIT)
     time.sleep(0.2)
-    sleepers = [pid for pid in os.listdir("/proc") if pid.isdigit() and _cmdline(pid).endswith("run.py")]
+    # Only this run's processes (by working folder): other test runs on the machine also run run.py.
+    sleepers = [pid for pid in os.listdir("/proc") if pid.isdigit() and _cwd(pid).startswith(str(tmp_path))]
     assert sleepers == []
 
 
-def _cmdline(pid: str) -> str:
+def _cwd(pid: str) -> str:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        return os.readlink(f"/proc/{pid}/cwd")
     except OSError:
         return ""
 

@@ -123,10 +123,10 @@ def run_entrypoint(request: RunRequest, cancel: threading.Event | None = None) -
 
 def _run(request: RunRequest, cancel: threading.Event | None) -> RunOutcome:
     cancel = cancel or threading.Event()
-    workdir = _prepare_scratch(request)
+    workdir = prepare_scratch(request)
     uid = _sandbox_uid(request)
     if uid is not None:
-        _give_to(request.scratch_dir, uid)
+        give_to(request.scratch_dir, uid)
     environment = _scrubbed_environment(request, workdir)
     start = time.monotonic()
     try:
@@ -150,7 +150,8 @@ def _run(request: RunRequest, cancel: threading.Event | None) -> RunOutcome:
     return _supervise(process, request, uid, cancel, start)
 
 
-def _prepare_scratch(request: RunRequest) -> Path:
+def prepare_scratch(request: RunRequest) -> Path:
+    """Copy the code into ``scratch/work`` and make ``scratch/tmp``; returns the working folder."""
     request.scratch_dir.mkdir(parents=True, exist_ok=True)
     workdir = request.scratch_dir / "work"
     shutil.copytree(request.code_dir, workdir, dirs_exist_ok=True)
@@ -210,17 +211,30 @@ def _process_count(uid: int) -> int:
     return count
 
 
-def _give_to(folder: Path, uid: int) -> None:
+def give_to(folder: Path, uid: int) -> None:
+    """Make `uid` (and its same-numbered group) own `folder` and everything in it."""
     for path in [folder, *folder.rglob("*")]:
         os.chown(path, uid, uid, follow_symlinks=False)
 
 
 def _scrubbed_environment(request: RunRequest, workdir: Path) -> dict[str, str]:
-    python_bin = str(Path(request.python_executable).parent)
+    return sandbox_environment(
+        search_path=f"{Path(request.python_executable).parent}:/usr/local/bin:/usr/bin:/bin",
+        home=str(request.scratch_dir),
+        tmpdir=str(request.scratch_dir / "tmp"),
+        python_path=[str(path) for path in request.python_path],
+        extra=request.environment,
+    )
+
+
+def sandbox_environment(
+    *, search_path: str, home: str, tmpdir: str, python_path: Sequence[str], extra: Mapping[str, str]
+) -> dict[str, str]:
+    """The whole environment of a run: fixed, credential-free variables, then `extra` (which wins)."""
     environment = {
-        "PATH": f"{python_bin}:/usr/local/bin:/usr/bin:/bin",
-        "HOME": str(request.scratch_dir),
-        "TMPDIR": str(request.scratch_dir / "tmp"),
+        "PATH": search_path,
+        "HOME": home,
+        "TMPDIR": tmpdir,
         "LANG": "C.UTF-8",
         "PYTHONUNBUFFERED": "1",
         "PYTHONDONTWRITEBYTECODE": "1",
@@ -229,9 +243,9 @@ def _scrubbed_environment(request: RunRequest, workdir: Path) -> dict[str, str]:
         "OPENBLAS_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",
     }
-    if request.python_path:
-        environment["PYTHONPATH"] = os.pathsep.join(str(path) for path in request.python_path)
-    environment.update(request.environment)
+    if python_path:
+        environment["PYTHONPATH"] = os.pathsep.join(python_path)
+    environment.update(extra)
     return environment
 
 
@@ -247,7 +261,7 @@ def _limits_setter(limits: RunLimits, processes_already_running: int) -> Callabl
     return apply
 
 
-class _StreamCopier(threading.Thread):
+class StreamCopier(threading.Thread):
     """Copies a pipe to a file, counting bytes; flags when the limit is passed."""
 
     def __init__(self, pipe: IO[bytes], path: Path, limit: int, over_limit: threading.Event) -> None:
@@ -276,8 +290,8 @@ def _supervise(
     over_limit = threading.Event()
     assert process.stdout is not None
     assert process.stderr is not None
-    stdout = _StreamCopier(process.stdout, request.stdout_path, limits.max_output_bytes, over_limit)
-    stderr = _StreamCopier(process.stderr, request.stderr_path, limits.max_output_bytes, over_limit)
+    stdout = StreamCopier(process.stdout, request.stdout_path, limits.max_output_bytes, over_limit)
+    stderr = StreamCopier(process.stderr, request.stderr_path, limits.max_output_bytes, over_limit)
     stdout.start()
     stderr.start()
     deadline = start + limits.time_limit_s
@@ -300,7 +314,7 @@ def _supervise(
     stderr.join(timeout=5)
     if stopped_for is None and over_limit.is_set():
         stopped_for = RunVerdict.OUTPUT_LIMIT
-    verdict, message = _judge(process.returncode, stopped_for, stderr.tail, limits, request.entrypoint)
+    verdict, message = judge_outcome(process.returncode, stopped_for, stderr.tail, limits, request.entrypoint)
     return RunOutcome(verdict, process.returncode, duration, message, stdout.written, stderr.written)
 
 
@@ -335,9 +349,15 @@ def _kill_leftovers(process: subprocess.Popen[bytes], uid: int | None, python_ex
     )
 
 
-def _judge(
+def judge_outcome(
     returncode: int | None, stopped_for: RunVerdict | None, stderr_tail: bytes, limits: RunLimits, entrypoint: str
 ) -> tuple[RunVerdict, str]:
+    """The verdict and a one-line message for a run that ended.
+
+    `returncode` is ``-N`` for a run killed by signal N; `stopped_for` is why the supervisor
+    stopped it (cancel, time, output) or a limit it learnt of otherwise (memory: a cgroup OOM
+    kill); `stderr_tail` is the last bytes of stderr, searched for MemoryError and fork failures.
+    """
     tail = stderr_tail.decode("utf-8", "replace")
     if stopped_for is RunVerdict.CANCELLED:
         return stopped_for, "the job was cancelled"
@@ -347,7 +367,8 @@ def _judge(
         return stopped_for, f"{entrypoint} wrote more than {limits.max_output_bytes} bytes to stdout or stderr"
     if returncode == 0:
         return RunVerdict.COMPLETED, f"{entrypoint} finished"
-    if "MemoryError" in tail or "Cannot allocate memory" in tail or "std::bad_alloc" in tail:
+    out_of_memory = any(sign in tail for sign in ("MemoryError", "Cannot allocate memory", "std::bad_alloc"))
+    if stopped_for is RunVerdict.MEMORY_LIMIT or out_of_memory:
         return RunVerdict.MEMORY_LIMIT, f"{entrypoint} ran out of its {limits.memory_bytes // 1024**2} MiB memory limit"
     if "BlockingIOError" in tail and "Resource temporarily unavailable" in tail:
         return RunVerdict.PROCESS_LIMIT, f"{entrypoint} tried to start more than {limits.max_processes} processes"
