@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from raas_api.local.platform import Isolation
 from raas_api.local.robots import RobotKind
 
 
@@ -23,6 +24,9 @@ class ApiSettings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     robots: int = Field(default=3, ge=0, le=64, description="Simulated robots of the local platform.")
     robot_kind: RobotKind = RobotKind.SIM
+    isolation: Isolation = Field(
+        default=Isolation.PROCESS, description="Users' programs as limited subprocesses, or in podman containers."
+    )
     local_mode: bool = Field(default=True, description="Allow jobs from folders on the server's disk.")
     allowed_git_hosts: list[str] = Field(
         default=["github.com", "gitlab.com", "codeberg.org", "bitbucket.org"],

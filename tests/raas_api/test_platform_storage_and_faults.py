@@ -15,7 +15,7 @@ from wheels import make_wheel
 
 from gym_raas.results.layout import ResultFile, result_key
 from gym_raas.results.store import S3ResultStore
-from raas_api.local.platform import LocalPlatform, PlatformConfig
+from raas_api.local.platform import Isolation, LocalPlatform, PlatformConfig
 from raas_api.local.results import S3Settings
 from raas_api.local.robots import RobotKind
 from raas_operator.jobs.model import FailureClass, JobSpec, Phase
@@ -142,3 +142,33 @@ def test_a_robot_that_fails_mid_run_is_excluded_and_the_job_retried_once_on_anot
         assert done.status.summary.steps == 250
         faulty = next(robot for robot in platform.robots() if robot.name == first_robot)
         assert not faulty.schedulable  # nothing more is sent to the robot that failed
+
+
+def _podman_usable() -> bool:
+    import os
+
+    return os.geteuid() == 0 and shutil.which("podman") is not None and shutil.which("debootstrap") is not None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _podman_usable(), reason="container isolation needs root, podman and debootstrap")
+def test_container_isolation_runs_the_controller_in_podman_against_the_robot(tmp_path: Path) -> None:
+    folder = controller(tmp_path, 25)
+    (folder / "run.py").write_text(
+        "import os, socket\n"
+        "print('uid', os.getuid())\n"
+        "try:\n"
+        "    socket.create_connection(('1.1.1.1', 53), timeout=2)\n"
+        "    print('network: reachable')\n"
+        "except OSError:\n"
+        "    print('network: none')\n" + (folder / "run.py").read_text()
+    )
+    config = PlatformConfig(data_dir=tmp_path / "platform", robots=1, isolation=Isolation.CONTAINER)
+    with LocalPlatform(config) as platform:
+        done = platform.wait(platform.submit(job("ada", folder)).job_id, timeout_s=300)
+        assert done.status.phase is Phase.SUCCEEDED, done.status
+        assert done.status.summary is not None
+        assert done.status.summary.steps == 25  # the robot was driven from inside the container
+        stdout = platform.results.get_bytes(result_key(done.job_id, ResultFile.STDOUT)).decode()
+        assert "uid 65534" in stdout
+        assert "network: none" in stdout

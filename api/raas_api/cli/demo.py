@@ -15,7 +15,7 @@ from typing import Any
 
 from gym_raas.cli.demo import example_controller
 from gym_raas.results.layout import ResultFile, result_key
-from raas_api.local.platform import LocalPlatform, PlatformConfig
+from raas_api.local.platform import Isolation, LocalPlatform, PlatformConfig
 from raas_operator.jobs.model import JobSpec, LocalSource, Phase
 
 
@@ -25,6 +25,12 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument("--output", type=Path, default=None, help="results folder (default: results/<time>-swingup)")
     parser.add_argument("--robots", type=int, default=3, help="simulated robots to start")
+    parser.add_argument(
+        "--isolation",
+        choices=[isolation.value for isolation in Isolation],
+        default=Isolation.PROCESS.value,
+        help="run the controller as a limited subprocess (default) or in a podman container",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -32,7 +38,9 @@ def run(arguments: argparse.Namespace) -> int:
     output: Path = arguments.output or Path("results") / f"{time.strftime('%Y%m%d-%H%M%S')}-swingup"
     output.mkdir(parents=True, exist_ok=True)
     print(f"RaaS demo: local platform with {arguments.robots} simulated robots (real agents, real time)")
-    config = PlatformConfig(data_dir=(output / "platform").resolve(), robots=arguments.robots)
+    config = PlatformConfig(
+        data_dir=(output / "platform").resolve(), robots=arguments.robots, isolation=Isolation(arguments.isolation)
+    )
     with LocalPlatform(config) as platform:
         spec = JobSpec(owner="demo", source=LocalSource(path=str(example_controller().parent)))
         record = platform.submit(spec)

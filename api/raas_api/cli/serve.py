@@ -29,6 +29,9 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--port", type=int, default=None, help="TCP port (default 8000; 0 picks a free one)")
     parser.add_argument("--robots", type=int, default=None, help="simulated robots (default 3)")
     parser.add_argument("--robot-kind", choices=[kind.value for kind in RobotKind], default=None)
+    parser.add_argument(
+        "--isolation", choices=["process", "container"], default=None, help="how users' programs are contained"
+    )
     parser.add_argument("--save-login", action="store_true", help="write server and token to the CLI config file")
     parser.set_defaults(handler=run)
 
@@ -47,6 +50,7 @@ def run(arguments: argparse.Namespace) -> int:
             ("port", arguments.port),
             ("robots", arguments.robots),
             ("robot_kind", arguments.robot_kind),
+            ("isolation", arguments.isolation),
         )
         if value is not None
     }
@@ -92,5 +96,9 @@ def _save_login(url: str, token: str) -> Path:
 
 if __name__ == "__main__":
     sys.exit(
-        run(argparse.Namespace(data_dir=None, host=None, port=None, robots=None, robot_kind=None, save_login=False))
+        run(
+            argparse.Namespace(
+                data_dir=None, host=None, port=None, robots=None, robot_kind=None, isolation=None, save_login=False
+            )
+        )
     )

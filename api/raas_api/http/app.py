@@ -52,6 +52,7 @@ def platform_config(settings: ApiSettings) -> PlatformConfig:
         data_dir=settings.data_dir.resolve(),
         robots=settings.robots,
         robot_kind=settings.robot_kind,
+        isolation=settings.isolation,
         quotas=Quotas(
             max_running_per_owner=settings.max_running_per_owner, max_queued_per_owner=settings.max_queued_per_owner
         ),

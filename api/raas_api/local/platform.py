@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import logging
 import shutil
@@ -29,6 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +44,9 @@ from raas_api.local.robots import LocalRobot, RobotKind, make_robot
 from raas_api.stores.base import ConflictError, JobNotFoundError, JobRecord
 from raas_api.stores.sqlite import SqliteJobStore
 from raas_node.agent.agent import AgentConfig, AgentState, LiveReading, RobotAgent
+from raas_node.runner.container import run_in_container
 from raas_node.runner.fetch import FetchError, fetch_git, fetch_local, resolve_ref
+from raas_node.runner.image import ensure_runtime_image
 from raas_node.runner.launch import RunLimits, RunRequest, RunVerdict, run_entrypoint
 from raas_node.runner.requirements import build_wheelhouse, install_offline
 from raas_operator.jobs.model import (
@@ -61,6 +65,15 @@ from raas_operator.scheduling.core import Quotas, RobotView, WaitingJob, admit, 
 log = logging.getLogger(__name__)
 
 ACTIVE_PHASES = (Phase.PENDING, Phase.FETCHING, Phase.QUEUED, Phase.STARTING, Phase.RUNNING, Phase.UPLOADING)
+
+
+class Isolation(str, Enum):
+    """How users' programs are contained."""
+
+    PROCESS = "process"
+    """A subprocess with resource limits and its own uid (nothing to install)."""
+    CONTAINER = "container"
+    """A podman container: no network, read-only root, no capabilities, non-root, cgroup limits."""
 
 
 class SubmissionRefusedError(ValueError):
@@ -104,6 +117,9 @@ class PlatformConfig:
     s3: S3Settings | None = None
     """Keep results in S3/MinIO (spooled in ``data_dir/spool`` while it is down); None: ``data_dir/results``."""
     spool_flush_interval_s: float = 2.0
+    isolation: Isolation = Isolation.PROCESS
+    container_image: str | None = None
+    """Image for ``isolation=container``; built (once per machine, cached) at start when None."""
     max_concurrent_fetches: int = 4
     """Fetch workers at a time (a burst of submissions waits as Pending, not as a thread each)."""
     pip_index_arguments: tuple[str, ...] = ()
@@ -123,6 +139,7 @@ class LocalPlatform:
         self.robot_parts: dict[str, LocalRobot] = {}
         self._busy: dict[str, str] = {}
         self._fetching: set[str] = set()
+        self._image = config.container_image
         self._workers: dict[str, threading.Thread] = {}
         self._cancels: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
@@ -133,6 +150,8 @@ class LocalPlatform:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> LocalPlatform:
+        if self.config.isolation is Isolation.CONTAINER and self._image is None:
+            self._image = ensure_runtime_image()
         sockets = Path(tempfile_dir(self.config.data_dir))
         for index in range(1, self.config.robots + 1):
             name = f"{'sim' if self.config.robot_kind is RobotKind.SIM else 'rig'}-{index}"
@@ -431,7 +450,8 @@ class LocalPlatform:
         self._update(job_id, lambda status: transition(status, Phase.RUNNING, reason="Running", robot=robot))
         started = datetime.now(timezone.utc)
         limits = dataclasses.replace(self.config.run_limits, time_limit_s=float(record.spec.time_limit_s))
-        outcome = run_entrypoint(
+        launch = run_entrypoint if self._image is None else functools.partial(run_in_container, image=self._image)
+        outcome = launch(
             RunRequest(
                 code_dir=workdir / "code",
                 entrypoint=record.spec.entrypoint,
