@@ -1,7 +1,7 @@
 """Local platform: dispatch latency, controller exit → results available, bundle size.
 
-* Dispatch latency: one robot, two jobs queued; from the moment the first job's robot is free
-  again (its job terminal: session closed, pendulum reset) to the first line of the second
+* Dispatch latency: one robot, two jobs queued; from the moment the robot is free again (idle
+  after the first job: session closed, pendulum reset) to the first line of the second
   controller running. Peer: starting a bare ``python -c pass`` in the same run, the floor of
   any launcher that starts a fresh interpreter.
 * Results: a controller drives a swinging pendulum for 60 s (10 s with ``--quick``); from its
@@ -23,6 +23,7 @@ from pathlib import Path
 from benchmarks.report import Report
 from gym_raas.results.layout import job_prefix
 from raas_api.local.platform import LocalPlatform, PlatformConfig
+from raas_node.agent.agent import AgentState
 from raas_operator.jobs.model import JobSpec, Phase
 
 SECTION = "Local platform (raas_api.local)"
@@ -88,9 +89,10 @@ def _measure(report: Report, run_s: float, dispatch_pairs: int) -> None:
                 for record in (first, second):
                     done = platform.wait(record.job_id, timeout_s=120)
                     assert done.status.phase is Phase.SUCCEEDED, done.status
-                latencies.append(
-                    _printed_time(platform, second.job_id, "started") - _terminal_time(platform, first.job_id)
-                )
+                started = _printed_time(platform, second.job_id, "started")
+                agent = platform.agents[platform.get(second.job_id).status.robot or ""]
+                free_at = max(at for at, state in agent.state_changes if state is AgentState.IDLE and at < started)
+                latencies.append(started - free_at)
             dispatch = statistics.median(latencies)
             floor = _python_start_s()
             report.figure(

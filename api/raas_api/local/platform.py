@@ -158,7 +158,9 @@ class LocalPlatform:
             config = AgentConfig(name, sockets / f"{name}.sock", self.config.data_dir / "recordings" / name)
             robot = make_robot(name, self.config.robot_kind, self.config.robot_params)
             self.robot_parts[name] = robot
-            self.agents[name] = RobotAgent(robot.driver, config).start()
+            agent = RobotAgent(robot.driver, config)
+            agent.on_idle = self._wake.set  # a robot free again is scheduled at once, not at the next tick
+            self.agents[name] = agent.start()
         self._recover()
         self._dispatcher = threading.Thread(target=self._dispatch_loop, name="raas-dispatcher", daemon=True)
         self._dispatcher.start()

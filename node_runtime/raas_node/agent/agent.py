@@ -18,6 +18,7 @@ pendulum; a failed reset, a stuck encoder or a hot motor make the robot unhealth
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import os
@@ -25,6 +26,7 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
@@ -151,6 +153,10 @@ class RobotAgent:
         self._duty = 0.0
         self._last_reading: SensorReading = driver.read()
         self.boundary_index = 0
+        self.state_changes: collections.deque[tuple[float, AgentState]] = collections.deque(maxlen=64)
+        """Recent (wall-clock time, new state) changes, newest last."""
+        self.on_idle: Callable[[], None] | None = None
+        """Called (under the agent's lock: keep it short) whenever the robot becomes idle, i.e. Ready."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -435,8 +441,12 @@ class RobotAgent:
             session.deadline_s = boundary + self.dt  # the next command is due by the next boundary
 
     def _set_state(self, state: AgentState) -> None:
+        if state is not self.state:
+            self.state_changes.append((time.time(), state))
         self.state = state
         self.metrics.set_state(state.value)
+        if state is AgentState.IDLE and self.on_idle is not None:
+            self.on_idle()
 
     # -- session server ----------------------------------------------------------------------
 
