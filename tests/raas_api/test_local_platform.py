@@ -130,3 +130,21 @@ def test_requests_no_robot_can_serve_and_over_quota_submissions_are_refused(
     assert record.status.reason == "NoMatchingRobot"
     with pytest.raises(SubmissionRefusedError, match="maximum"):
         platform.submit(job("ada", folder, time_limit_s=3600))
+
+
+@pytest.mark.slow
+def test_cancelling_a_job_before_it_opens_its_robot_session_ends_it_at_once(
+    platform: LocalPlatform, tmp_path: Path
+) -> None:
+    folder = controller(tmp_path, "sleeper", "import time\ntime.sleep(60)\n")
+    record = platform.submit(job("ada", folder))
+    deadline = time.monotonic() + 60
+    while platform.get(record.job_id).status.phase is not Phase.RUNNING:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    started = time.monotonic()
+    done = platform.cancel(record.job_id)
+    assert done.status.phase is Phase.CANCELLED, done.status
+    assert time.monotonic() - started < 10
+    robot = next(view for view in platform.robots() if view.name == done.status.robot)
+    assert robot.schedulable

@@ -149,3 +149,13 @@ def test_cancelling_a_session_stops_the_motor_and_ends_the_client(monkeypatch: p
         result = agent.wait_session("job-cancel", timeout_s=30)
         assert result is not None
         assert result.outcome == "cancelled"
+
+
+def test_ending_a_job_that_never_connected_returns_at_once_even_after_a_cancel() -> None:
+    with running_agent(SimDriver(PendulumParams())) as agent:
+        agent.expect("job-never")
+        agent.cancel("job-never")  # cancelled before its program opened a session
+        started = time.monotonic()
+        assert agent.end_job("job-never", timeout_s=30) is None
+        assert agent.end_job("job-unknown", timeout_s=30) is None
+        assert time.monotonic() - started < 1.0

@@ -126,3 +126,29 @@ def test_archives_unpack_but_cannot_escape_the_code_folder(tmp_path: Path) -> No
     with pytest.raises(FetchError) as caught_garbage:
         fetch_local(garbage, "run.py", tmp_path / "c")
     assert caught_garbage.value.reason == "BadArchive"
+
+
+def test_a_tar_gz_of_plain_files_unpacks_with_its_subfolders(tmp_path: Path) -> None:
+    archive = tmp_path / "code.tar.gz"
+    with tarfile.open(archive, "w:gz") as bundle:
+        for name, text in (("run.py", RUN_PY), ("lib/helper.py", "X = 1\n")):
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            bundle.addfile(info, io.BytesIO(data))
+    code = fetch_local(archive, "run.py", tmp_path / "work").directory
+    assert (code / "run.py").read_text() == RUN_PY
+    assert (code / "lib" / "helper.py").read_text() == "X = 1\n"
+
+
+def test_an_archive_of_a_folder_is_lifted_to_its_contents(tmp_path: Path) -> None:
+    """``zip -r ctl.zip ctl/`` (or a desktop's "compress") stores ``ctl/run.py``."""
+    archive = tmp_path / "ctl.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        bundle.writestr("ctl/run.py", RUN_PY)
+        bundle.writestr("ctl/lib/helper.py", "X = 1\n")
+    code = fetch_local(archive, "run.py", tmp_path / "work").directory
+    assert sorted(path.relative_to(code).as_posix() for path in code.rglob("*.py")) == ["lib/helper.py", "run.py"]
+    # An entrypoint that names the folder keeps the layout as it is.
+    kept = fetch_local(archive, "ctl/run.py", tmp_path / "kept").directory
+    assert (kept / "ctl" / "run.py").exists()

@@ -43,7 +43,13 @@ def sandboxed() -> bool:
     return sandbox_python() is not None
 
 
-def run(tmp_path: Path, source: str, limits: RunLimits = FAST, **request: object) -> RunOutcome:
+def run(
+    tmp_path: Path,
+    source: str,
+    limits: RunLimits = FAST,
+    cancel_event: threading.Event | None = None,
+    **request: object,
+) -> RunOutcome:
     code = tmp_path / "code"
     code.mkdir(exist_ok=True)
     (code / "run.py").write_text(textwrap.dedent(source))
@@ -57,7 +63,8 @@ def run(tmp_path: Path, source: str, limits: RunLimits = FAST, **request: object
             stderr_path=tmp_path / "stderr.txt",
             limits=limits,
             **request,  # type: ignore[arg-type]
-        )
+        ),
+        cancel_event,
     )
     return outcome
 
@@ -218,3 +225,26 @@ def test_uid_leases_are_exclusive_until_released() -> None:
             pass
     with lease_sandbox_uid(first=62000, count=2) as again:
         assert again == 62000
+
+
+def test_a_run_that_fails_because_it_was_cancelled_is_reported_cancelled(tmp_path: Path) -> None:
+    """The agent ends a cancelled job's session first: the program then fails on its own."""
+    cancel = threading.Event()
+    source = "import sys, time\ntime.sleep(0.5)\nsys.exit('RobotSessionError: the job was cancelled')\n"
+    threading.Timer(0.2, cancel.set).start()
+    outcome = run(tmp_path, source, cancel_event=cancel)
+    assert outcome.verdict is RunVerdict.CANCELLED
+
+
+def test_output_is_readable_while_the_program_runs(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    def peek() -> None:
+        time.sleep(1.5)
+        seen.append((tmp_path / "stdout.txt").read_text())
+
+    watcher = threading.Thread(target=peek)
+    watcher.start()
+    run(tmp_path, "import time\nprint('early', flush=True)\ntime.sleep(3)\n")
+    watcher.join()
+    assert seen == ["early\n"]

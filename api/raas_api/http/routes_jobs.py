@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import tempfile
 import time
@@ -104,7 +105,9 @@ def upload_job(
     suffix = next((ending for magic, ending in _ARCHIVE_MAGIC.items() if head.startswith(magic)), None)
     if suffix is None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "the upload must be a .zip or .tar.gz archive")
-    target = uploads / f"{secrets.token_hex(8)}{suffix}"
+    original = Path(archive.filename or "").name
+    readable = re.sub(r"[^A-Za-z0-9._-]", "_", original)[:80] if original.endswith(suffix) else f"upload{suffix}"
+    target = uploads / f"{secrets.token_hex(6)}-{readable}"
     size = len(head)
     with target.open("wb") as sink:
         sink.write(head)

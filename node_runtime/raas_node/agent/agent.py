@@ -145,6 +145,8 @@ class RobotAgent:
         self._session: _Session | None = None
         self._expected: dict[str, str] = {}
         self._results: dict[str, SessionResult] = {}
+        self._opened: set[str] = set()
+        """Jobs that opened a session (their result comes, even if not yet)."""
         self._reset: ResetRoutine | None = None
         self._last_reset: ResetReport | None = None
         self._stop = threading.Event()
@@ -226,8 +228,9 @@ class RobotAgent:
         soon as the recording is written (the robot's reset follows: `SessionResult.reset` says
         how it went once `wait_reset` returns); None if the job never opened a session."""
         with self._lock:
-            if self._expected.pop(job_id, None) is not None:
-                return self._results.get(job_id)
+            self._expected.pop(job_id, None)
+            if job_id not in self._opened:  # never connected (or cancelled before it did)
+                return None
         self.cancel(job_id)
         return self.wait_session(job_id, timeout_s)
 
@@ -509,6 +512,7 @@ class RobotAgent:
                 return None
             assert job_id is not None
             del self._expected[job_id]
+            self._opened.add(job_id)
             session = _Session(job_id=job_id, started_s=time.monotonic(), connection=connection)
             self._session = session
             self._reset = None

@@ -275,6 +275,8 @@ def _supervise(
     stderr.join(timeout=5)
     if stopped_for is None and over_limit.is_set():
         stopped_for = RunVerdict.OUTPUT_LIMIT
+    if stopped_for is None and cancel.is_set():  # it ended on its own meanwhile, e.g. its session was cancelled
+        stopped_for = RunVerdict.CANCELLED
     state = _inspect(name)
     written = (stdout.written, stderr.written)
     if stopped_for is None and not _started(state):

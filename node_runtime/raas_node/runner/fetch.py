@@ -127,9 +127,25 @@ def fetch_local(source: Path, entrypoint: str, workdir: Path, limits: FetchLimit
     elif source.is_file():
         code.mkdir(parents=True)
         unpack_archive(source, code, limits)
+        _lift_single_folder(code, entrypoint)
     else:
         raise FetchError("SourceNotFound", f"{source} is neither a folder nor an archive")
     return _finish(code, workdir, entrypoint, None, limits)
+
+
+def _lift_single_folder(code: Path, entrypoint: str) -> None:
+    """An archive of a folder (``zip -r ctl.zip ctl/``, a desktop's "compress") holds one top folder:
+    when the entrypoint is inside it rather than at the top, its contents become the code."""
+    children = list(code.iterdir())
+    if (code / entrypoint).exists() or len(children) != 1 or not children[0].is_dir():
+        return
+    folder = children[0]
+    if not (folder / entrypoint).is_file():
+        return
+    lifted = code.with_name(code.name + ".lifted")
+    folder.rename(lifted)
+    code.rmdir()
+    lifted.rename(code)
 
 
 def unpack_archive(archive: Path, destination: Path, limits: FetchLimits = FetchLimits()) -> None:
@@ -153,7 +169,14 @@ def unpack_archive(archive: Path, destination: Path, limits: FetchLimits = Fetch
                 raise FetchError("UnsafeArchive", "the archive contains links or device files; pack plain files only")
             entries = [(PurePosixPath(member.name), member.size) for member in members]
             _check_entries(entries, limits)
-            bundle.extractall(destination, members=members, filter="data")
+            for member in members:  # plain files only, paths checked: no tarfile extraction filter needed
+                target = destination / _safe_relative(PurePosixPath(member.name))
+                target.parent.mkdir(parents=True, exist_ok=True)
+                content = bundle.extractfile(member)
+                if content is None:
+                    continue
+                with content, target.open("wb") as sink:
+                    shutil.copyfileobj(content, sink)
     except (tarfile.TarError, zipfile.BadZipFile, EOFError) as error:
         raise FetchError("BadArchive", f"{archive.name} is not a readable .tar.gz or .zip archive: {error}") from None
 

@@ -276,6 +276,7 @@ class StreamCopier(threading.Thread):
                 room = self.limit - self.written
                 if room > 0:
                     sink.write(chunk[:room])
+                    sink.flush()  # readable while the run goes on (live logs)
                     self.written += min(len(chunk), room)
                 self.tail = (self.tail + chunk)[-_STDERR_TAIL_BYTES:]
                 if len(chunk) > room:
@@ -314,6 +315,8 @@ def _supervise(
     stderr.join(timeout=5)
     if stopped_for is None and over_limit.is_set():
         stopped_for = RunVerdict.OUTPUT_LIMIT
+    if stopped_for is None and cancel.is_set():  # it ended on its own meanwhile, e.g. its session was cancelled
+        stopped_for = RunVerdict.CANCELLED
     verdict, message = judge_outcome(process.returncode, stopped_for, stderr.tail, limits, request.entrypoint)
     return RunOutcome(verdict, process.returncode, duration, message, stdout.written, stderr.written)
 
