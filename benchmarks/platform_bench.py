@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from benchmarks.report import Report
+from gym_raas.params import PendulumParams
 from gym_raas.results.layout import job_prefix
 from raas_api.local.platform import LocalPlatform, PlatformConfig
 from raas_node.agent.agent import AgentState
@@ -104,7 +105,7 @@ def _measure(report: Report, run_s: float, dispatch_pairs: int) -> None:
             report.figure(SECTION, "  peer: bare `python -c pass` start", f"{floor * 1e3:.0f} ms")
             report.figure(SECTION, "  dispatch / bare interpreter start", f"{dispatch / floor:.2f}×")
 
-            steps = int(run_s * 50)
+            steps = round(run_s / PendulumParams().control_period_s)
             long = _controller(root / "long", steps)
             record = platform.submit(
                 JobSpec.model_validate(

@@ -1,0 +1,151 @@
+"""REST API under 100 concurrent clients: ``GET /api/v1/jobs`` over 10,000 stored jobs and
+``POST /api/v1/jobs``, against ``raas serve`` (uvicorn, one process) started for the run.
+
+Peer: ``GET /healthz`` under the same load, the framework's floor on this machine (no auth, no
+store); the ratios say what the API's own work costs. The load comes from ``wrk`` (C, two
+threads, keep-alive), which shares the machine's two cores with the server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from benchmarks.report import Report
+from raas_api.auth.tokens import TokenStore
+from raas_api.stores.sqlite import SqliteJobStore
+from raas_operator.jobs.model import JobSpec, JobStatus, Phase
+
+SECTION = "REST API (raas_api.http), 100 concurrent clients"
+CLIENTS = 100
+
+
+def _seed(data_dir: Path, jobs: int) -> str:
+    """Store finished jobs of 20 owners; returns a token of one of them."""
+    store = SqliteJobStore(data_dir / "jobs.db")
+    owners = [f"user-{index}" for index in range(20)]
+    for index in range(jobs):
+        spec = JobSpec.model_validate(
+            {"owner": owners[index % 20], "source": {"kind": "local", "path": "/nonexistent"}}
+        )
+        store.create(spec, JobStatus(phase=Phase.SUCCEEDED, reason="Completed"))
+    store.close()
+    tokens = TokenStore(data_dir / "tokens.db")
+    token, _ = tokens.create("user-0")
+    tokens.close()
+    return token
+
+
+def _start_server(data_dir: Path) -> tuple[subprocess.Popen[str], str]:
+    environment = dict(
+        os.environ,
+        RAAS_MAX_QUEUED_PER_OWNER="1000000",
+        RAAS_SUBMISSIONS_PER_MINUTE="1000000",
+        RAAS_REQUESTS_PER_SECOND="1000000",
+    )
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gym_raas.cli.main",
+            "serve",
+            "--data-dir",
+            str(data_dir),
+            "--port",
+            "0",
+            "--robots",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=environment,
+    )
+    assert server.stdout is not None
+    url = server.stdout.readline().split()[-1]
+    deadline = time.monotonic() + 30
+    while True:  # the address is printed before the server accepts connections
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=1):
+                break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    return server, url
+
+
+def _wrk(url: str, path: str, seconds: int, script: str | None = None) -> tuple[float, float, float, int]:
+    """p50 (s), p99 (s), requests/s and non-2xx count of `wrk` on `path` with CLIENTS connections."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
+        arguments = ["wrk", "-t2", f"-c{CLIENTS}", f"-d{seconds}s", "--latency"]
+        if script is not None:
+            lua.write(script)
+            lua.flush()
+            arguments += ["-s", lua.name]
+        output = subprocess.run([*arguments, url + path], capture_output=True, text=True, check=True).stdout
+    figures = dict(re.findall(r"^\s*(50%|99%)\s+([\d.]+\w+)", output, re.MULTILINE))
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    return _seconds(figures["50%"]), _seconds(figures["99%"]), rate, int(errors.group(1)) if errors else 0
+
+
+def _seconds(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
+
+
+def _report(
+    report: Report, name: str, result: tuple[float, float, float, int], goal_p99: str = "", goal_rate: str = ""
+) -> float:
+    p50, p99, rate, failures = result
+    report.figure(SECTION, f"{name}: p50 / p99", f"{p50 * 1e3:.1f} / {p99 * 1e3:.1f} ms", goal_p99)
+    report.figure(SECTION, f"{name}: throughput", f"{rate:.0f} req/s", goal_rate)
+    if failures:
+        report.figure(SECTION, f"{name}: failed requests", str(failures))
+    return rate
+
+
+def _measure(report: Report, stored: int, seconds: int) -> None:
+    report.section(SECTION)
+    with tempfile.TemporaryDirectory(prefix="raas-api-bench-") as scratch:
+        data_dir = Path(scratch)
+        token = _seed(data_dir, stored)
+        server, url = _start_server(data_dir)
+        try:
+            code = data_dir / "code"
+            code.mkdir()
+            (code / "run.py").write_text("print('hi')\n")
+            body = {"source": {"kind": "local", "path": str(code)}}
+
+            auth = f'wrk.headers["Authorization"] = "Bearer {token}"\n'
+            submit_script = (
+                auth + 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                f"wrk.body = '{json.dumps(body)}'\n"
+            )
+            floor = _wrk(url, "/healthz", seconds)
+            listing = _wrk(url, "/api/v1/jobs", seconds, auth)
+            submit = _wrk(url, "/api/v1/jobs", seconds, submit_script)
+            report.figure(SECTION, "jobs stored", f"{stored:,}")
+            peer = _report(report, "peer: GET /healthz", floor)
+            listed = _report(report, "GET /api/v1/jobs (50 per page)", listing, "p99 ≤ 50 ms")
+            submitted = _report(report, "POST /api/v1/jobs", submit, goal_rate="≥ 300 jobs/s")
+            report.figure(SECTION, "list / healthz throughput", f"{listed / peer:.2f}×")
+            report.figure(SECTION, "submit / healthz throughput", f"{submitted / peer:.2f}×")
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+def run(report: Report) -> None:
+    _measure(report, stored=10_000, seconds=10)
+
+
+def run_quick(report: Report) -> None:
+    _measure(report, stored=10_000, seconds=4)
