@@ -10,14 +10,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from api_fixtures import ApiHarness, api_harness, controller_zip
+from api_fixtures import BACKENDS, ApiHarness, api_harness, controller_zip
 from git_server import GitServer, running_git_server
 
 from gym_raas.params import calibration_from_document
 
 
-@pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiHarness]:
+@pytest.fixture(scope="module", params=BACKENDS)
+def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiHarness]:
+    """The API on each job-store backend (the Kubernetes store joins `BACKENDS` when it exists)."""
+    assert request.param == "local"
     with api_harness(tmp_path_factory.mktemp("api"), allowed_git_schemes=["https", "git"]) as harness:
         yield harness
 

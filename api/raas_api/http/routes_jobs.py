@@ -148,7 +148,7 @@ def check_job_source(body: SourceCheck, state: State, who: Caller) -> SourceChec
     return SourceCheckResult(ok=True, commit=commit, message=f"{body.entrypoint} found at {commit[:12]}")
 
 
-@router.get("", summary="List jobs (newest first)")
+@router.get("", summary="List jobs (newest first)", response_model=JobList)
 def list_jobs(
     state: State,
     who: Caller,
@@ -157,7 +157,7 @@ def list_jobs(
     robot: Annotated[str | None, Query(max_length=63)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
-) -> JobList:
+) -> Response:
     if who.role.value != "admin":
         if owner is not None and owner != who.owner:
             raise HTTPException(status.HTTP_403_FORBIDDEN, "only admins can list other owners' jobs")
@@ -166,7 +166,10 @@ def list_jobs(
         page = state.platform.store.list_jobs(owner=owner, phases=phase, robot=robot, limit=limit, cursor=cursor)
     except ValueError as error:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"bad cursor: {error}") from None
-    return JobList(jobs=[job_view(record, state.platform) for record in page.jobs], next_cursor=page.next_cursor)
+    listing = JobList(jobs=[job_view(record, state.platform) for record in page.jobs], next_cursor=page.next_cursor)
+    # Serialised once here: FastAPI would validate the (already valid) page again, which costs a
+    # third of the request at 50 jobs a page.
+    return Response(listing.model_dump_json(), media_type="application/json")
 
 
 @router.get("/{job_id}", summary="A job's status")
