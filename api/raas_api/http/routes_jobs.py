@@ -117,7 +117,7 @@ def upload_job(
                 sink.close()
                 target.unlink(missing_ok=True)
                 raise HTTPException(
-                    status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+                    status.HTTP_413_CONTENT_TOO_LARGE,
                     f"the archive is larger than this server's limit of {limit} bytes",
                 )
             sink.write(chunk)
