@@ -26,8 +26,9 @@ class JobRecord:
     spec: JobSpec
     status: JobStatus
     created_at: datetime
-    version: int
-    """Increases with every status update (the optimistic-concurrency token)."""
+    version: int | str
+    """The optimistic-concurrency token: changes with every status update (SQLite: a counter;
+    Kubernetes: the object's resourceVersion, opaque)."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class JobStore(Protocol):
         """The job, or `JobNotFoundError`."""
         ...
 
-    def update_status(self, job_id: str, status: JobStatus, expected_version: int) -> JobRecord:
+    def update_status(self, job_id: str, status: JobStatus, expected_version: int | str) -> JobRecord:
         """Replace the status if the job is still at `expected_version`, else `ConflictError`."""
         ...
 

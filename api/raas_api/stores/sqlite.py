@@ -84,7 +84,7 @@ class SqliteJobStore:
             raise JobNotFoundError(job_id)
         return _record(row)
 
-    def update_status(self, job_id: str, status: JobStatus, expected_version: int) -> JobRecord:
+    def update_status(self, job_id: str, status: JobStatus, expected_version: int | str) -> JobRecord:
         with self._lock:
             cursor = self._connection.execute(
                 "UPDATE jobs SET status = ?, phase = ?, robot = ?, version = version + 1"

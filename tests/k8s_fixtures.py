@@ -1,0 +1,79 @@
+"""The Kubernetes emulator (kmock + `k8s_emulator.RealisticEmulator`) over real HTTP, for tests.
+
+No real API server can run here (../shared/TESTING.md): the emulator stores objects and speaks
+the Kubernetes REST API (resourceVersions, 409 conflicts, selectors, status subresources) but has
+no scheduler, kubelet, garbage collection, admission or CRD schema enforcement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import kmock
+from k8s_emulator import RealisticEmulator
+from kubernetes import client
+
+RAASJOBS = "raas.dev/v1alpha1/raasjobs"
+ROBOTS = "raas.dev/v1alpha1/robots"
+
+
+@dataclass
+class Emulator:
+    emulator: Any
+    url: str
+
+    def api_client(self) -> client.ApiClient:
+        """An API client of the official library pointed at the emulator (no global config touched)."""
+        configuration = client.Configuration(host=self.url)
+        configuration.api_key = {"authorization": "Bearer test"}
+        return client.ApiClient(configuration)
+
+
+def _seed(emulator: Any, namespace: str) -> None:
+    emulator.resources.load_bundled()
+    verbs = {"get", "list", "watch", "create", "update", "patch", "delete"}
+    emulator.resources[RAASJOBS] = kmock.ResourceInfo(
+        kind="RaasJob", singular="raasjob", namespaced=True, verbs=verbs, subresources={"status"}
+    )
+    emulator.resources[ROBOTS] = kmock.ResourceInfo(
+        kind="Robot", singular="robot", namespaced=False, verbs=verbs, subresources={"status"}
+    )
+    emulator.objects["v1/namespaces", None, namespace] = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": namespace, "resourceVersion": "1"},
+    }
+
+
+@contextmanager
+def running_emulator(namespace: str = "raas") -> Iterator[Emulator]:
+    """The emulator on a free loopback port, in a thread with its own event loop."""
+    box: dict[str, Any] = {}
+    started = threading.Event()
+
+    async def serve() -> None:
+        async with RealisticEmulator() as emulator, kmock.Server(emulator) as server:
+            _seed(emulator, namespace)
+            box.update(
+                emulator=emulator,
+                url=str(server.url).rstrip("/"),
+                loop=asyncio.get_running_loop(),
+                stop=asyncio.Event(),
+            )
+            started.set()
+            await box["stop"].wait()
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
+    thread.start()
+    if not started.wait(10):
+        raise RuntimeError("the Kubernetes emulator did not start")
+    try:
+        yield Emulator(box["emulator"], box["url"])
+    finally:
+        box["loop"].call_soon_threadsafe(box["stop"].set)
+        thread.join(timeout=10)
