@@ -159,3 +159,24 @@ def test_ending_a_job_that_never_connected_returns_at_once_even_after_a_cancel()
         assert agent.end_job("job-never", timeout_s=30) is None
         assert agent.end_job("job-unknown", timeout_s=30) is None
         assert time.monotonic() - started < 1.0
+
+
+def test_boundaries_while_a_session_closes_are_not_recorded_as_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: between the client's close and the session's end the control loop went on
+    recording, replaying the last fresh command as a step (21 steps for a 20-step run)."""
+    with running_agent(SimDriver(PendulumParams())) as agent:
+        send = agent._send
+
+        def slow_goodbye(connection: object, kind: str, **fields: object) -> None:
+            if kind == "bye":
+                time.sleep(0.3)  # six boundaries pass between close and the session's end
+            send(connection, kind, **fields)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(agent, "_send", slow_goodbye)
+        seen = run_session(robot_env(agent, "job-closing", monkeypatch), 10)
+        result = agent.wait_session("job-closing", timeout_s=30)
+        assert result is not None
+        assert result.steps == len(seen) == 10
+        assert result.trajectory_path is not None
+        rows = read_trajectory(result.trajectory_path)
+        assert sum(requested is not None for requested in rows["requested_command"]) == 10

@@ -354,7 +354,9 @@ class RobotAgent:
             self.boundary_index += 1
             self._last_reading = reading
             session = self._session
-            if session is not None and session.stepping and session.end_reason is None:
+            stepped = session is not None and session.stepping and session.end_reason is None
+            if stepped:
+                assert session is not None
                 duty, events = self._session_boundary(session, reading, boundary)
             elif self._reset is not None:
                 duty, events = self._reset_boundary(reading)
@@ -363,7 +365,8 @@ class RobotAgent:
             self._duty = self.driver.apply_duty(duty)
             self.driver.feed_deadman()
             latency = time.monotonic() - boundary
-            if session is not None and session.stepping:
+            if stepped:  # a session that is ending records no more boundaries (nor replays the last one)
+                assert session is not None
                 self._record(session, reading, boundary, events, latency)
             self._lock.notify_all()
         self.metrics.observe_step_latency(latency)
