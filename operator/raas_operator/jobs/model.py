@@ -32,6 +32,11 @@ NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 GIT_REF_PATTERN = r"^[A-Za-z0-9._/@{}+-]{1,255}$"
 ENTRYPOINT_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_./-]{0,254}\.py$"
 LABEL_KEY_PATTERN = r"^([a-z0-9.-]{1,253}/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+CONDITION_TYPE_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
+)
+CONDITION_REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+"""Both as in Kubernetes' ``metav1.Condition``."""
 
 
 class Phase(str, Enum):
@@ -190,6 +195,36 @@ class JobSummary(_Model):
     sim_to_real_rmse_rad: float | None = None
 
 
+class ConditionStatus(str, Enum):
+    """Whether a condition holds."""
+
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(_Model):
+    """A standard Kubernetes condition (``metav1.Condition``), e.g. ``Scheduled`` or ``ResultsStored``.
+
+    Field names are camelCase on the wire (as every Kubernetes condition), snake_case in Python.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, serialize_by_alias=True)
+
+    type: Annotated[str, Field(max_length=316, pattern=CONDITION_TYPE_PATTERN, description="CamelCase kind.")]
+    status: ConditionStatus
+    observed_generation: Annotated[
+        int | None, Field(ge=0, alias="observedGeneration", description="metadata.generation it was set for.")
+    ] = None
+    last_transition_time: Annotated[
+        datetime, Field(alias="lastTransitionTime", description="When the status last changed.")
+    ]
+    reason: Annotated[
+        str, Field(min_length=1, max_length=1024, pattern=CONDITION_REASON_PATTERN, description="CamelCase cause.")
+    ]
+    message: Annotated[str, Field(max_length=32768, description="Human-readable details.")] = ""
+
+
 class JobStatus(_Model):
     """What happened so far. Written only by the platform."""
 
@@ -210,6 +245,8 @@ class JobStatus(_Model):
     uploaded when it returns (then this drops to 0). Nothing is lost meanwhile."""
     summary: JobSummary | None = None
     history: tuple[PhaseChange, ...] = ()
+    conditions: tuple[Condition, ...] = ()
+    """Standard conditions, one per type (``kubectl wait --for=condition=...``)."""
 
     @model_validator(mode="after")
     def _failure_class_only_when_not_succeeded(self) -> JobStatus:
