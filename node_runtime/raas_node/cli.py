@@ -1,6 +1,6 @@
 """``raas-agent``: run a robot agent, a virtual rig, or a calibration.
 
-raas-agent run --robot pendulum-1 --driver pigpio --socket /run/raas/agent.sock
+raas-agent run --robot pendulum-1 --driver pigpio --socket /run/raas/agent.sock [--kubernetes]
 raas-agent virtual-rig --port 8888
 raas-agent calibrate --robot pendulum-1 --driver pigpio --output pendulum-1.json
 """
@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gym_raas.params import PendulumParams, load_calibration
 from raas_node import virtual_rig
@@ -20,6 +22,9 @@ from raas_node.agent.calibration import calibrate_robot
 from raas_node.agent.metrics import AgentMetrics
 from raas_node.drivers.base import RobotDriver
 from raas_node.drivers.config import PigpioDriverConfig
+
+if TYPE_CHECKING:
+    from raas_node.agent.cluster import RobotHeartbeat
 
 
 def _driver(arguments: argparse.Namespace) -> RobotDriver:
@@ -47,16 +52,38 @@ def _run(arguments: argparse.Namespace) -> int:
     metrics.robot_info("pendulum", arguments.driver, "0.1.0")
     config = AgentConfig(robot=arguments.robot, socket_path=arguments.socket, recordings_dir=arguments.recordings)
     agent = RobotAgent(driver, config, metrics).start()
+    heartbeat = _heartbeat(arguments, agent).start() if arguments.kubernetes else None
     port = metrics.serve(arguments.metrics_host, arguments.metrics_port)
     logging.getLogger(__name__).info("agent %s serving %s, metrics on port %d", arguments.robot, arguments.socket, port)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     stop.wait()
+    if heartbeat is not None:
+        heartbeat.stop()
     agent.stop()
     metrics.stop_serving()
     driver.close()
     return 0
+
+
+def _heartbeat(arguments: argparse.Namespace, agent: RobotAgent) -> RobotHeartbeat:
+    """The Robot heartbeat, with the pod's service account in a pod, else the kubeconfig."""
+    from kubernetes import client, config
+
+    from raas_node.agent.cluster import RobotHeartbeat
+
+    configuration = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    configuration.retries = 0  # the next beat is the retry (and an outage logs one line, not three a beat)
+    api = client.CustomObjectsApi(client.ApiClient(configuration))
+    return RobotHeartbeat(
+        agent, api, robot=arguments.robot, node=arguments.node_name, interval_s=arguments.heartbeat_interval,
+        robot_type=agent.config.robot_type,
+    )  # fmt: skip
 
 
 def _calibrate(arguments: argparse.Namespace) -> int:
@@ -81,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--recordings", type=Path, default=Path("/var/lib/raas/recordings"))
     run.add_argument("--metrics-host", default="0.0.0.0")
     run.add_argument("--metrics-port", type=int, default=9105)
+    run.add_argument("--kubernetes", action="store_true", help="create and heartbeat this robot's Robot object")
+    run.add_argument("--node-name", default=os.environ.get("NODE_NAME"), help="Kubernetes node (default: $NODE_NAME)")
+    run.add_argument("--heartbeat-interval", type=float, default=5.0, help="seconds between Robot status updates")
     run.set_defaults(handler=_run)
     calibrate = commands.add_parser("calibrate", help="run calibration experiments and fit the robot's model")
     _add_robot_arguments(calibrate)
@@ -96,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         return virtual_rig.main(rest)
     if rest:
         parser.error(f"unrecognised arguments: {' '.join(rest)}")
+    if arguments.command == "run" and arguments.kubernetes and not arguments.node_name:
+        parser.error("--kubernetes needs the node's name: pass --node-name or set NODE_NAME (downward API)")
+    if arguments.command == "run" and arguments.heartbeat_interval <= 0:
+        parser.error("--heartbeat-interval must be a positive number of seconds")
     return int(arguments.handler(arguments))
 
 

@@ -262,6 +262,11 @@ class RobotAgent:
             session = self._session
             return session.steps if session is not None and session.job_id == job_id else None
 
+    def current_job(self) -> str | None:
+        """The job whose session is open now, or None between sessions."""
+        with self._lock:
+            return self._session.job_id if self._session is not None else None
+
     def live_state(self, job_id: str) -> LiveReading | None:
         """The latest state of `job_id`'s open session (for live views), or None if it has none."""
         with self._lock:

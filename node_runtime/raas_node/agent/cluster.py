@@ -1,0 +1,341 @@
+"""The agent's ``Robot`` object in the cluster: created once, its status heartbeated.
+
+`RobotHeartbeat` keeps the cluster-scoped Robot (``raas.dev/v1alpha1``, contract 3 of the
+architecture; schema in ``manifests/crds/robots.raas.dev.yaml``) named like the robot in step
+with its agent, from a daemon thread, every ``interval_s``:
+
+* **spec**, written only when the Robot is missing (first beat, or after someone deleted it):
+  the node, the robot type, the safety limits the agent enforces and its calibration
+  (``agent.params.to_dict()``). A Robot that exists is never overwritten: the lab owns its spec.
+* **status**, every beat, through the status subresource (a JSON merge patch; ``None`` fields
+  are left out): ``phase``, ``current_job`` (``<namespace>/<name>``), ``last_heartbeat`` (UTC,
+  microseconds: the operator marks a robot whose heartbeat is stale Offline), ``health`` and
+  ``jobs_completed`` (every session that ended, whatever its outcome, counted on top of the
+  value the Robot already had when this agent started).
+* **maintenance**: while ``spec.maintenance`` is true the agent is put in maintenance (as soon
+  as no session runs: a running job is let finish) and the phase says Maintenance; when the flag
+  goes back to false the agent leaves maintenance, which resets the pendulum, then is Ready.
+
+Phase, from the agent's state and health:
+
+============================================  ===========
+agent                                         phase
+============================================  ===========
+maintenance, or ``spec.maintenance`` true     Maintenance
+fault                                         Unhealthy
+in a session                                  Busy
+resetting                                     Resetting
+idle and healthy                              Ready
+idle, not healthy (encoder, motor, reset)     Unhealthy
+============================================  ===========
+
+API failures (server unreachable, timeouts, 409 conflicts, refusals) never reach the agent: the
+beat is skipped, a warning is logged once per run of failures, and the next beat tries again.
+
+The documents are plain dicts matching the CRD: ``raas_node`` does not import
+``raas_operator`` (ARCHITECTURE.md, "Dependency direction"); a test validates them against
+``raas_operator.robots.model`` and the CRD schema.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from datetime import datetime, timezone
+from types import TracebackType
+from typing import Any, cast
+
+import urllib3
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from gym_raas.protocol.tokens import session_token
+from raas_node.agent.agent import AgentState, RobotAgent
+from raas_node.agent.health import RobotHealth
+
+BOOKING_ANNOTATION = "raas.dev/booked-job"
+"""Set by the operator on the Robot it gives a job (the agent only reads it)."""
+log = logging.getLogger(__name__)
+
+GROUP = "raas.dev"
+VERSION = "v1alpha1"
+PLURAL = "robots"
+KIND = "Robot"
+ROBOT_LABEL = "raas.dev/robot"
+JOB_REF_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$")
+"""``status.current_job`` as the CRD accepts it: ``<namespace>/<name>``."""
+MAX_REASONS = 32
+"""The CRD's bound on ``status.health.reasons``."""
+
+_API_ERRORS = (ApiException, urllib3.exceptions.HTTPError, OSError)
+"""What a request to an unreachable, slow or refusing API server raises."""
+
+
+def robot_spec(agent: RobotAgent, *, node: str, robot_type: str = "pendulum") -> dict[str, Any]:
+    """The spec of a new Robot for `agent` on `node`: its enforced limits and its calibration."""
+    limits, params = agent.config.limits, agent.params
+    return {
+        "node_name": node,
+        "robot_type": robot_type,
+        "maintenance": False,
+        "limits": {
+            "max_command": params.max_command * limits.max_duty,
+            "max_speed_rad_per_s": limits.velocity_limit_rad_per_s,
+            "watchdog_ms": round(limits.watchdog_timeout_s * 1000),
+            "thermal_limit_celsius": limits.stop_celsius,
+        },
+        "calibration": {name: float(value) for name, value in params.to_dict().items()},
+    }
+
+
+def robot_phase(health: RobotHealth, *, maintenance: bool) -> str:
+    """The Robot phase of an agent whose `health` this is (`maintenance`: the spec's flag)."""
+    state = AgentState(health.state)
+    if maintenance or state is AgentState.MAINTENANCE:
+        return "Maintenance"
+    if state is AgentState.FAULT:
+        return "Unhealthy"
+    if state is AgentState.BUSY:
+        return "Busy"
+    if state is AgentState.RESETTING:
+        return "Resetting"
+    return "Ready" if health.ready else "Unhealthy"
+
+
+def health_summary(health: RobotHealth) -> dict[str, Any]:
+    """``status.health``: why the robot is not Ready, encoder, motor temperature, last reset."""
+    return {
+        "reasons": list(health.reasons[:MAX_REASONS]),
+        "encoder_ok": health.encoder_ok,
+        "motor_temperature_celsius": round(min(max(health.motor_temperature_celsius, -50.0), 300.0), 2),
+        "last_reset_ok": health.last_reset_ok,
+        "last_reset_duration_s": (
+            None if health.last_reset_duration_s is None else round(max(health.last_reset_duration_s, 0.0), 3)
+        ),
+    }
+
+
+def utc_timestamp(moment: datetime) -> str:
+    """RFC 3339 in UTC with microseconds (``2025-03-01T12:00:00.123456Z``)."""
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+class RobotHeartbeat:
+    """Keeps the Robot named `robot` in step with `agent`. `start` it; `stop` it before the agent.
+
+    `api` decides which cluster (in a pod: the in-cluster configuration). A bare job id of the
+    agent (``job-7``) is reported as ``<job_namespace>/job-7``; one with a slash as it is.
+    `request_timeout_s` bounds each API request (default: the interval, between 1 s and 10 s).
+    """
+
+    def __init__(
+        self,
+        agent: RobotAgent,
+        api: client.CustomObjectsApi,
+        *,
+        robot: str,
+        node: str,
+        interval_s: float = 5.0,
+        robot_type: str = "pendulum",
+        job_namespace: str = "raas",
+        request_timeout_s: float | None = None,
+        session_key: bytes | None = None,
+        labels: dict[str, str] | None = None,
+    ) -> None:
+        if interval_s <= 0:
+            raise ValueError(f"the heartbeat interval must be positive, got {interval_s} s")
+        self.agent = agent
+        self.api = api
+        self.robot = robot
+        self.node = node
+        self.interval_s = interval_s
+        self.robot_type = robot_type
+        self.job_namespace = job_namespace
+        self.request_timeout_s = request_timeout_s or min(max(interval_s, 1.0), 10.0)
+        self.session_key = session_key
+        """Shared with the operator: the job booked on this robot opens its session with
+        ``session_token(key, robot, job)`` (None: the agent takes no jobs from the cluster)."""
+        self.labels = dict(labels or {})
+        """Labels of a Robot this agent creates (jobs select robots by them)."""
+        self._expected_job: str | None = None
+        self.beats = 0
+        """Beats that reached the API server (the status was written)."""
+        self._jobs_completed: int | None = None
+        """None until read from the Robot (the count survives agent restarts)."""
+        self._seen_change: tuple[float, AgentState] | None = None
+        self._seen_state: AgentState | None = None
+        self._spec_maintenance = False
+        self._failing = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> RobotHeartbeat:
+        """Beat now and then every `interval_s`, in a daemon thread."""
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name=f"{self.robot}-heartbeat", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop beating (the operator marks the Robot Offline once its heartbeat is stale)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.request_timeout_s * 4 + 1)
+            self._thread = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def __enter__(self) -> RobotHeartbeat:
+        return self.start()
+
+    def __exit__(self, *_: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.beat_once()
+            except Exception:  # a bug or a malformed Robot: keep beating, say so once
+                if not self._failing:
+                    log.exception("heartbeat of Robot %s failed; retrying every %.1f s", self.robot, self.interval_s)
+                self._failing = True
+            self._stop.wait(self.interval_s)
+
+    # -- one beat ----------------------------------------------------------------------------
+
+    def beat_once(self) -> bool:
+        """Create the Robot if missing, follow its maintenance flag, write the status.
+
+        Returns whether the API server took the status; API failures are logged (once per run
+        of failures), never raised.
+        """
+        try:
+            document = self._read_or_create()
+            spec = document.get("spec") or {}
+            self._follow_maintenance(bool(spec.get("maintenance", False)))
+            self._expect_booked_job((document.get("metadata") or {}).get("annotations") or {})
+            if self._jobs_completed is None:
+                previous = (document.get("status") or {}).get("jobs_completed")
+                self._jobs_completed = previous if isinstance(previous, int) and previous >= 0 else 0
+            self._jobs_completed += self._sessions_ended()
+            self.api.patch_cluster_custom_object_status(
+                GROUP, VERSION, PLURAL, self.robot, {"status": self.status()}, _request_timeout=self.request_timeout_s
+            )
+        except _API_ERRORS as error:
+            if not self._failing:
+                log.warning("cannot heartbeat Robot %s (%s); retrying each beat", self.robot, _describe(error))
+            self._failing = True
+            return False
+        if self._failing:
+            log.info("heartbeat of Robot %s resumed", self.robot)
+        self._failing = False
+        self.beats += 1
+        return True
+
+    def status(self) -> dict[str, Any]:
+        """The Robot status the agent reports now (``None`` where unknown)."""
+        health = self.agent.health()
+        job = self.agent.current_job()
+        return {
+            "phase": robot_phase(health, maintenance=self._spec_maintenance),
+            "current_job": None if job is None else self._job_ref(job),
+            "last_heartbeat": utc_timestamp(datetime.now(timezone.utc)),
+            "health": health_summary(health),
+            "jobs_completed": self._jobs_completed or 0,
+        }
+
+    def _get(self) -> dict[str, Any]:
+        robot = self.api.get_cluster_custom_object(
+            GROUP, VERSION, PLURAL, self.robot, _request_timeout=self.request_timeout_s
+        )
+        return cast(dict[str, Any], robot)
+
+    def _read_or_create(self) -> dict[str, Any]:
+        try:
+            return self._get()
+        except ApiException as error:
+            if error.status != 404:
+                raise
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": KIND,
+            "metadata": {"name": self.robot, "labels": {**self.labels, ROBOT_LABEL: self.robot}},
+            "spec": robot_spec(self.agent, node=self.node, robot_type=self.robot_type),
+        }
+        try:
+            created = self.api.create_cluster_custom_object(
+                GROUP, VERSION, PLURAL, body, _request_timeout=self.request_timeout_s
+            )
+            log.info("created Robot %s for node %s", self.robot, self.node)
+            return cast(dict[str, Any], created)
+        except ApiException as error:
+            if error.status != 409:  # 409: created meanwhile (by the lab): theirs wins
+                raise
+        return self._get()
+
+    def _follow_maintenance(self, wanted: bool) -> None:
+        """Bring the lab's ``spec.maintenance`` to the agent (on: once no session runs)."""
+        was, self._spec_maintenance = self._spec_maintenance, wanted
+        in_maintenance = self.agent.state is AgentState.MAINTENANCE
+        if wanted and not in_maintenance and self.agent.current_job() is None:
+            log.info("Robot %s: maintenance requested by the lab", self.robot)
+            self.agent.set_maintenance(True)
+        elif was and not wanted and in_maintenance:
+            log.info("Robot %s: maintenance over; resetting", self.robot)
+            self.agent.set_maintenance(False)
+
+    def _expect_booked_job(self, annotations: dict[str, str]) -> None:
+        """Let the job the operator booked here open its session (its pod holds the same token)."""
+        booked = annotations.get(BOOKING_ANNOTATION) or None
+        if self.session_key is None or booked == self._expected_job:
+            return
+        if booked is not None:
+            self.agent.expect(booked, session_token(self.session_key, self.robot, booked))
+            log.info("Robot %s: expecting job %s", self.robot, booked)
+        self._expected_job = booked
+
+    def _sessions_ended(self) -> int:
+        """Sessions that ended since the last call, from the agent's recent state changes."""
+        changes = _snapshot(self.agent)
+        start = 0
+        for index in range(len(changes) - 1, -1, -1):
+            if changes[index] is self._seen_change:
+                start = index + 1
+                break
+        ended, state = 0, self._seen_state
+        for _, new_state in changes[start:]:
+            if state is AgentState.BUSY and new_state is not AgentState.BUSY:
+                ended += 1
+            state = new_state
+        if changes:
+            self._seen_change, self._seen_state = changes[-1], state
+        return ended
+
+    def _job_ref(self, job: str) -> str | None:
+        ref = job if "/" in job else f"{self.job_namespace}/{job}"
+        if JOB_REF_PATTERN.match(ref):
+            return ref
+        log.debug("job id %r is not a RaasJob reference; current_job left empty", job)
+        return None
+
+
+def _snapshot(agent: RobotAgent) -> list[tuple[float, AgentState]]:
+    """The agent's recent state changes (a deque the control loop appends to)."""
+    for _ in range(10):
+        try:
+            return list(agent.state_changes)
+        except RuntimeError:  # appended to while copied
+            continue
+    return []
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, ApiException):
+        return f"HTTP {error.status} {error.reason}"
+    return f"{type(error).__name__}: {error}"

@@ -1,0 +1,366 @@
+"""The agent keeps its Robot object in the cluster: created with its spec, heartbeated, following
+the lab's maintenance flag, and indifferent to an API server that goes away.
+
+A real `RobotAgent` on the simulated driver talks to the Kubernetes emulator over real HTTP
+(kmock, tests/k8s_fixtures.py) through the official client. The emulator enforces no CRD schema:
+the documents the agent writes are validated here against the pydantic model and the CRD's
+``openAPIV3Schema`` (jsonschema, as tests/raas_operator/test_crds.py does).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import numpy as np
+import pytest
+import yaml
+from agent_fixtures import running_agent, wait_for_state
+from k8s_fixtures import Emulator, running_emulator
+from kubernetes import client
+from polling import wait_until
+
+from gym_raas.backends.robot import RobotBackend, RobotSessionError
+from gym_raas.params import PendulumParams
+from raas_node.agent.agent import AgentState, RobotAgent
+from raas_node.agent.cluster import GROUP, PLURAL, VERSION, RobotHeartbeat, robot_phase
+from raas_node.agent.health import RobotHealth
+from raas_node.agent.safety import SafetyLimits
+from raas_node.cli import main as agent_cli
+from raas_node.drivers.sim_driver import SimDriver
+from raas_operator.crds import robot_crd
+from raas_operator.robots.model import Robot, RobotPhase
+
+INTERVAL_S = 0.2
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[Emulator]:
+    with running_emulator() as running:
+        yield running
+
+
+@pytest.fixture
+def api(emulator: Emulator) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(emulator.api_client())
+
+
+@pytest.fixture
+def agent(request: pytest.FixtureRequest) -> Iterator[RobotAgent]:
+    """An idle agent named after the test (each test has its own Robot)."""
+    name = "hb-" + request.node.name.removeprefix("test_").replace("_", "-")[:40].rstrip("-")
+    with running_agent(SimDriver(PendulumParams()), robot=name) as running:
+        yield running
+
+
+def heartbeat(agent: RobotAgent, api: client.CustomObjectsApi) -> RobotHeartbeat:
+    return RobotHeartbeat(agent, api, robot=agent.config.robot, node="pi-node-1", interval_s=INTERVAL_S)
+
+
+def get_robot(api: client.CustomObjectsApi, name: str) -> dict[str, Any]:
+    document: dict[str, Any] = api.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)  # type: ignore[assignment]
+    return document
+
+
+def phase_of(api: client.CustomObjectsApi, name: str) -> str | None:
+    try:
+        phase: str | None = get_robot(api, name).get("status", {}).get("phase")
+    except client.ApiException:
+        return None
+    return phase
+
+
+def wait_for_phase(api: client.CustomObjectsApi, name: str, phase: str, timeout_s: float = 10.0) -> dict[str, Any]:
+    assert wait_until(lambda: phase_of(api, name) == phase, timeout_s, 0.05), f"{name} is {phase_of(api, name)}"
+    return get_robot(api, name)
+
+
+def crd_schema_errors(document: dict[str, Any]) -> list[str]:
+    """What the API server's schema check would find wrong (nullable → null type; unknown fields
+    refused, as with strict field validation)."""
+
+    def convert(node: Any) -> Any:
+        if isinstance(node, list):
+            return [convert(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        out = {key: convert(value) for key, value in node.items() if not key.startswith("x-kubernetes-")}
+        if node.get("nullable"):
+            out["type"] = [node["type"], "null"]
+            if "enum" in out:
+                out["enum"] = [*out["enum"], None]
+        if node.get("type") == "object" and "properties" in node:
+            out.setdefault("additionalProperties", False)
+        return out
+
+    schema = convert(robot_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+    validator = jsonschema.Draft4Validator(schema)
+    return [f"{'.'.join(map(str, error.absolute_path))}: {error.message}" for error in validator.iter_errors(document)]
+
+
+def assert_valid(document: dict[str, Any]) -> Robot:
+    """The Robot as the cluster holds it passes the CRD schema and the pydantic model."""
+    assert crd_schema_errors(document) == []
+    return Robot.model_validate(
+        {"name": document["metadata"]["name"], "spec": document["spec"], "status": document.get("status", {})}
+    )
+
+
+def test_the_robot_is_created_with_the_agents_spec_and_becomes_ready(
+    agent: RobotAgent, api: client.CustomObjectsApi
+) -> None:
+    name = agent.config.robot
+    with heartbeat(agent, api):
+        document = wait_for_phase(api, name, "Ready")
+    assert document["kind"] == "Robot"
+    assert document["metadata"]["labels"] == {"raas.dev/robot": name}
+    assert document["spec"] == {
+        "node_name": "pi-node-1",
+        "robot_type": "pendulum",
+        "maintenance": False,
+        "limits": {"max_command": 2.0, "max_speed_rad_per_s": 25.0, "watchdog_ms": 200, "thermal_limit_celsius": 85.0},
+        "calibration": pytest.approx(PendulumParams().to_dict()),
+    }
+    robot = assert_valid(document)
+    assert robot.status.phase is RobotPhase.READY
+    assert robot.status.current_job is None
+    assert robot.status.jobs_completed == 0
+    assert robot.status.health.reasons == ()
+    assert robot.status.health.encoder_ok is True
+    assert robot.status.health.last_reset_ok is True
+    assert robot.status.health.motor_temperature_celsius == pytest.approx(25.0, abs=1.0)
+    assert robot.accepts_jobs(datetime.now(timezone.utc))
+
+
+def test_a_spec_the_lab_wrote_is_never_overwritten_and_the_job_count_carries_on(
+    agent: RobotAgent, api: client.CustomObjectsApi
+) -> None:
+    name = agent.config.robot
+    admin_spec = {
+        "node_name": "pi-lab-7",
+        "robot_type": "pendulum",
+        "maintenance": False,
+        "limits": {"watchdog_ms": 50},
+    }
+    api.create_cluster_custom_object(
+        GROUP, VERSION, PLURAL, {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Robot", "metadata": {"name": name},
+                                 "spec": admin_spec},
+    )  # fmt: skip
+    api.patch_cluster_custom_object_status(GROUP, VERSION, PLURAL, name, {"status": {"jobs_completed": 41}})
+    beat = heartbeat(agent, api)
+    assert beat.beat_once()
+    assert beat.beat_once()
+    document = get_robot(api, name)
+    assert document["spec"] == admin_spec
+    assert document["status"]["phase"] == "Ready"
+    assert document["status"]["jobs_completed"] == 41
+
+
+def test_a_session_makes_the_robot_busy_with_its_job_then_resetting_then_ready(
+    agent: RobotAgent, api: client.CustomObjectsApi
+) -> None:
+    name = agent.config.robot
+    beat = heartbeat(agent, api)  # beats by hand, at the moments that matter
+    assert beat.beat_once()
+    assert get_robot(api, name)["status"]["phase"] == "Ready"
+
+    backend = RobotBackend(str(agent.config.socket_path), token=agent.expect("job-hb-1"))
+    backend.reset(np.random.default_rng(0), None)
+    backend.step(0.5)
+    assert beat.beat_once()
+    busy = get_robot(api, name)
+    assert busy["status"]["phase"] == "Busy"
+    assert busy["status"]["current_job"] == "raas/job-hb-1"
+    assert "robot is busy" in busy["status"]["health"]["reasons"]
+    assert_valid(busy)
+
+    backend.close()
+    assert agent.wait_session("job-hb-1", timeout_s=30) is not None
+    assert beat.beat_once()  # the reset takes at least half a second of stillness
+    resetting = get_robot(api, name)
+    assert resetting["status"]["phase"] == "Resetting"
+    assert "current_job" not in resetting["status"]
+    assert resetting["status"]["jobs_completed"] == 1
+    assert_valid(resetting)
+
+    assert agent.wait_reset("job-hb-1", timeout_s=30) is not None
+    wait_for_state(agent, AgentState.IDLE, 10)
+    assert beat.beat_once()
+    ready = get_robot(api, name)
+    assert ready["status"]["phase"] == "Ready"
+    assert ready["status"]["jobs_completed"] == 1
+    assert_valid(ready)
+
+
+def test_the_labs_maintenance_flag_takes_the_robot_out_and_back(
+    agent: RobotAgent, api: client.CustomObjectsApi
+) -> None:
+    name = agent.config.robot
+    with heartbeat(agent, api):
+        wait_for_phase(api, name, "Ready")
+        api.patch_cluster_custom_object(GROUP, VERSION, PLURAL, name, {"spec": {"maintenance": True}})
+        wait_for_state(agent, AgentState.MAINTENANCE, 5)
+        document = wait_for_phase(api, name, "Maintenance")
+        robot = assert_valid(document)
+        assert not robot.accepts_jobs(datetime.now(timezone.utc))
+        token = agent.expect("job-refused")
+        with pytest.raises(RobotSessionError, match="maintenance"):
+            RobotBackend(str(agent.config.socket_path), token=token).reset(np.random.default_rng(0), None)
+        agent.cancel("job-refused")
+
+        api.patch_cluster_custom_object(GROUP, VERSION, PLURAL, name, {"spec": {"maintenance": False}})
+        wait_for_state(agent, AgentState.IDLE, 15)  # after a reset
+        assert_valid(wait_for_phase(api, name, "Ready"))
+
+
+def test_an_unreachable_api_server_does_not_crash_the_agent_and_beats_resume(
+    agent: RobotAgent, emulator: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = agent.config.robot
+    caplog.set_level(logging.INFO, logger="raas_node.agent.cluster")
+    with running_emulator() as doomed:
+        api_client = doomed.api_client()
+        api = client.CustomObjectsApi(api_client)
+        beat = heartbeat(agent, api).start()
+        try:
+            wait_for_phase(api, name, "Ready")
+        except BaseException:
+            beat.stop()
+            raise
+    try:  # the API server is gone
+        time.sleep(6 * INTERVAL_S)
+        assert beat.running
+        assert agent.state is AgentState.IDLE
+        warnings = [
+            record
+            for record in caplog.records
+            if record.name == "raas_node.agent.cluster" and record.levelno >= logging.WARNING
+        ]
+        assert len(warnings) == 1, [record.getMessage() for record in warnings]
+        assert "cannot heartbeat Robot" in warnings[0].getMessage()
+        beats = beat.beats
+
+        api_client.configuration.host = emulator.url  # an API server is back (here: another one)
+        survivor = client.CustomObjectsApi(emulator.api_client())
+        assert_valid(wait_for_phase(survivor, name, "Ready"))
+        assert wait_until(lambda: beat.beats > beats + 1, 5)
+        assert any("resumed" in record.getMessage() for record in caplog.records)
+    finally:
+        beat.stop()
+
+
+def test_the_heartbeat_advances_while_the_agent_beats_and_goes_stale_when_it_stops(
+    agent: RobotAgent, api: client.CustomObjectsApi
+) -> None:
+    name = agent.config.robot
+
+    def last_heartbeat() -> datetime | None:
+        document = get_robot(api, name) if phase_of(api, name) else None
+        return None if document is None else assert_valid(document).status.last_heartbeat
+
+    with heartbeat(agent, api):
+        assert wait_until(lambda: last_heartbeat() is not None, 10, 0.05)
+        first = last_heartbeat()
+        assert first is not None
+        assert first.tzinfo is not None
+        assert abs(datetime.now(timezone.utc) - first) < timedelta(seconds=5)
+        assert wait_until(lambda: (last_heartbeat() or first) > first, 5, 0.05)
+    stopped_at = last_heartbeat()
+    time.sleep(3 * INTERVAL_S)
+    assert last_heartbeat() == stopped_at
+    robot = assert_valid(get_robot(api, name))
+    assert robot.heartbeat_is_stale(datetime.now(timezone.utc), timeout=timedelta(seconds=2 * INTERVAL_S))
+
+
+def health(state: str, reasons: tuple[str, ...] = ()) -> RobotHealth:
+    return RobotHealth(
+        ready=not reasons and state == "idle", state=state, reasons=reasons, encoder_ok=True, encoder_glitches=0,
+        motor_temperature_celsius=30.0, last_reset_ok=True, last_reset_duration_s=1.0,
+    )  # fmt: skip
+
+
+def test_the_phase_says_unhealthy_for_a_fault_or_an_idle_robot_with_a_health_problem() -> None:
+    assert robot_phase(health("idle"), maintenance=False) == "Ready"
+    assert robot_phase(health("idle", ("motor too hot (90 °C): cooling down",)), maintenance=False) == "Unhealthy"
+    assert robot_phase(health("fault", ("robot is fault",)), maintenance=False) == "Unhealthy"
+    assert robot_phase(health("busy", ("robot is busy",)), maintenance=False) == "Busy"
+    assert robot_phase(health("resetting", ("robot is resetting",)), maintenance=False) == "Resetting"
+    assert robot_phase(health("maintenance", ("robot is maintenance",)), maintenance=False) == "Maintenance"
+    assert robot_phase(health("busy", ("robot is busy",)), maintenance=True) == "Maintenance"
+
+
+def test_custom_safety_limits_go_into_the_spec_of_a_new_robot(api: client.CustomObjectsApi) -> None:
+    limits = SafetyLimits(max_duty=0.5, velocity_limit_rad_per_s=12.0, watchdog_timeout_s=0.1, stop_celsius=70.0)
+    with running_agent(SimDriver(PendulumParams()), robot="hb-custom-limits", limits=limits) as agent:
+        assert heartbeat(agent, api).beat_once()
+    document = get_robot(api, "hb-custom-limits")
+    assert document["spec"]["limits"] == {
+        "max_command": 1.0, "max_speed_rad_per_s": 12.0, "watchdog_ms": 100, "thermal_limit_celsius": 70.0,
+    }  # fmt: skip
+    assert_valid(document)
+
+
+def test_kubernetes_mode_needs_the_node_name(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("NODE_NAME", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        agent_cli(["run", "--robot", "pendulum-x", "--driver", "sim", "--kubernetes"])
+    assert exit_info.value.code == 2
+    assert "NODE_NAME" in capsys.readouterr().err
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_raas_agent_run_with_kubernetes_heartbeats_its_robot_from_the_kubeconfig(
+    emulator: Emulator, api: client.CustomObjectsApi
+) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="raas-hb-"))
+    kubeconfig = folder / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "emulator",
+            "clusters": [{"name": "emulator", "cluster": {"server": emulator.url}}],
+            "users": [{"name": "tester", "user": {"token": "test"}}],
+            "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "tester"}}],
+        })
+    )  # fmt: skip
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("KUBERNETES_SERVICE")}
+    environment.update(KUBECONFIG=str(kubeconfig), NODE_NAME="pi-node-cli")
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "raas_node.cli", "run", "--robot", "hb-cli", "--driver", "sim",
+            "--socket", str(folder / "agent.sock"), "--recordings", str(folder / "rec"),
+            "--metrics-host", "127.0.0.1", "--metrics-port", str(free_port()),
+            "--kubernetes", "--heartbeat-interval", str(INTERVAL_S),
+        ],
+        env=environment,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        document = wait_for_phase(api, "hb-cli", "Ready", timeout_s=30)
+        assert document["spec"]["node_name"] == "pi-node-cli"
+        assert_valid(document)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        shutil.rmtree(folder, ignore_errors=True)
