@@ -96,7 +96,12 @@ class RealisticEmulator(kmock.KubernetesEmulator):
             (obj.get("metadata") or {}).get("labels") or {}, request.params.get("labelSelector")
         ) and match_fields(obj, request.params.get("fieldSelector"))
 
+    pod_logs: dict = attrs.field(factory=dict)
+    """(namespace, pod) → the text ``GET .../pods/NAME/log`` serves (tests' stand-in kubelets write it)."""
+
     async def _handle(self, request: kmock.Request):
+        if request.subresource == "log" and getattr(request.resource, "plural", None) == "pods":
+            return aiohttp.web.Response(text=self.pod_logs.get((request.namespace, request.name), ""))
         if request.resource is not None and request.name is not None and request.method == enums.method.PUT:
             # PUT (replace) -> a JSON-patch replacing the whole document (status kept for non-/status PUTs).
             key = (request.resource, request.namespace, request.name)

@@ -202,3 +202,10 @@ class S3ResultStore:
         if not timedelta(seconds=1) <= expires <= timedelta(days=7):
             raise ValueError("presigned URLs expire after 1 second to 7 days")
         return str(self._call(self._client.presigned_get_object, self.bucket, _check_key(key), expires=expires))
+
+    def upload_url(self, key: str, expires: timedelta = timedelta(hours=1)) -> str:
+        """A presigned URL that lets a credential-less client (a fetch pod) PUT the object once."""
+        if not timedelta(seconds=1) <= expires <= timedelta(days=7):
+            raise ValueError("presigned URLs expire after 1 second to 7 days")
+        self._ensure_bucket()
+        return str(self._call(self._client.presigned_put_object, self.bucket, _check_key(key), expires=expires))

@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from raas_operator.jobs.model import FailureClass, JobSpec, JobStatus, Phase, fail, transition
+from raas_operator.jobs.model import FailureClass, JobSpec, JobStatus, Phase, PhaseChange, fail, transition, utc_now
 from raas_operator.pods.builder import fetch_pod_name, job_pod_name
 from raas_operator.reconcile.pods import PodKind, PodOutcome, PodView
 from raas_operator.robots.model import RobotPhase
@@ -53,6 +53,8 @@ class JobFacts:
     """The current attempt's logs and bundle are in the result store."""
     robot_fault: str | None = None
     """What the robot agent reported about the session, when it failed on the robot's side."""
+    created_at: datetime | None = None
+    """The RaasJob's creation time (the Pending entry of a job applied without a status)."""
 
 
 # -- actions -----------------------------------------------------------------------------------
@@ -127,7 +129,11 @@ def _pending(facts: JobFacts) -> list[Action]:
     actions: list[Action] = []
     if _fetch_pod(facts) is None:
         actions.append(CreateFetchPod(fetch_pod_name(facts.name)))
-    status = transition(facts.status, Phase.FETCHING, reason="Fetching", message="resolving the ref and fetching")
+    status = facts.status
+    if not status.history:  # applied with kubectl: no status yet
+        submitted = PhaseChange(phase=Phase.PENDING, at=facts.created_at or utc_now(), reason="Submitted")
+        status = status.model_copy(update={"reason": "Submitted", "history": (submitted,)})
+    status = transition(status, Phase.FETCHING, reason="Fetching", message="resolving the ref and fetching")
     return [*actions, UpdateStatus(status), RecordEvent("Fetching", f"fetching {_source(facts.spec)}")]
 
 

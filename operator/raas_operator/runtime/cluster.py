@@ -1,0 +1,239 @@
+"""The operator's reads and writes of the cluster and the result store (the I/O the pure
+reconcilers leave out), through the official ``kubernetes`` client.
+
+Every write is idempotent or guarded: pods and Secrets have deterministic names (a create that
+finds one already there is fine), deletes ignore 404, status and booking patches carry the
+resourceVersion they were computed from (a 409 means someone else acted first: look again).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timedelta, timezone
+from typing import Any, cast
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from gym_raas.protocol.tokens import session_token
+from gym_raas.results.layout import ResultFile, result_key
+from gym_raas.results.store import ResultNotFoundError, S3ResultStore
+from raas_operator.jobs.model import JobSpec, JobStatus
+from raas_operator.pods.builder import PodSettings, fetch_pod, job_pod, session_secret
+from raas_operator.reconcile.pods import PodView
+from raas_operator.reconcile.schedule import BOOKING_ANNOTATION, ClusterRobot
+from raas_operator.robots.model import Robot
+from raas_operator.runtime.settings import OperatorSettings
+
+log = logging.getLogger(__name__)
+
+GROUP, VERSION = "raas.dev", "v1alpha1"
+
+
+class ConflictError(Exception):
+    """The object changed since it was read."""
+
+
+class Cluster:
+    """RaasJobs, Robots, pods, Secrets and Events of one namespace, and the result store."""
+
+    def __init__(self, settings: OperatorSettings, api_client: client.ApiClient | None = None) -> None:
+        self.settings = settings
+        self.namespace = settings.namespace
+        self.custom = client.CustomObjectsApi(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self.store = S3ResultStore(
+            settings.s3_endpoint,
+            settings.s3_access_key,
+            settings.s3_secret_key.get_secret_value(),
+            settings.s3_bucket,
+            secure=settings.s3_secure,
+        )
+        self.pod_settings = PodSettings(image=settings.image, python=settings.python)
+        self.key = settings.session_key.get_secret_value().encode()
+
+    # -- jobs ------------------------------------------------------------------------------------
+
+    def jobs(self) -> list[dict[str, Any]]:
+        listing = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, "raasjobs")
+        return list(cast(dict[str, Any], listing).get("items", []))
+
+    def patch_status(self, name: str, status: JobStatus, resource_version: str) -> dict[str, Any]:
+        body = {"metadata": {"resourceVersion": resource_version}, "status": status.model_dump(mode="json")}
+        try:
+            return cast(
+                dict[str, Any],
+                self.custom.patch_namespaced_custom_object_status(
+                    GROUP, VERSION, self.namespace, "raasjobs", name, body
+                ),
+            )
+        except ApiException as error:
+            if error.status == 409:
+                raise ConflictError(name) from None
+            raise
+
+    def delete_job(self, name: str) -> None:
+        self._ignore_missing(
+            lambda: self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, "raasjobs", name)
+        )
+
+    # -- pods ------------------------------------------------------------------------------------
+
+    def pods_of(self, job: str) -> tuple[PodView, ...]:
+        response = self.core.list_namespaced_pod(
+            self.namespace, label_selector=f"raas.dev/job={job}", _preload_content=False
+        )  # the API's own JSON (camelCase), as PodView reads it
+        return tuple(PodView.from_pod(pod) for pod in json.loads(cast(Any, response).data).get("items", []))
+
+    def create_fetch_pod(self, job: dict[str, Any]) -> None:
+        name, uid = job["metadata"]["name"], job["metadata"]["uid"]
+        spec = JobSpec.model_validate(job["spec"])
+        source = spec.source
+        environment = {
+            "RAAS_SOURCE_URL": getattr(source, "url", ""),
+            "RAAS_SOURCE_REF": getattr(source, "ref", "HEAD"),
+            "RAAS_ENTRYPOINT": spec.entrypoint,
+            "RAAS_CODE_UPLOAD_URL": self.store.upload_url(result_key(name, ResultFile.CODE), timedelta(hours=1)),
+        }
+        command = [self.settings.python, "-m", "raas_node.runner.fetch_pod"]
+        pod = fetch_pod(
+            job_name=name, namespace=self.namespace, job_uid=uid, command=command, settings=self.pod_settings,
+            environment=environment,
+        )  # fmt: skip
+        self._create_pod(pod)
+
+    def create_run_pod(self, job: dict[str, Any], robot: str, attempt: int) -> None:
+        name, uid = job["metadata"]["name"], job["metadata"]["uid"]
+        status = JobStatus.model_validate(job.get("status") or {})
+        secret = session_secret(name, self.namespace, uid, session_token(self.key, robot, name))
+        self._ignore_existing(lambda: self.core.create_namespaced_secret(self.namespace, cast(Any, secret)))
+        pod = job_pod(
+            job_name=name,
+            namespace=self.namespace,
+            job_uid=uid,
+            spec=JobSpec.model_validate(job["spec"]),
+            robot=robot,
+            commit=status.commit or "",
+            code_url=self.store.download_url(result_key(name, ResultFile.CODE), timedelta(hours=2)),
+            settings=self.pod_settings,
+            attempt=attempt,
+        )
+        self._create_pod(pod)
+
+    def delete_pod(self, pod: str) -> None:
+        self._ignore_missing(
+            lambda: self.core.delete_namespaced_pod(pod, self.namespace, grace_period_seconds=5, _preload_content=False)
+        )
+
+    def _create_pod(self, pod: dict[str, Any]) -> None:
+        self._ignore_existing(
+            lambda: self.core.create_namespaced_pod(self.namespace, cast(Any, pod), _preload_content=False)
+        )
+
+    # -- results ---------------------------------------------------------------------------------
+
+    def collect_results(self, job: dict[str, Any], pod: str) -> None:
+        """The pod's log (stdout and stderr interleaved, as Kubernetes keeps them) and metadata.json."""
+        name = job["metadata"]["name"]
+        status = JobStatus.model_validate(job.get("status") or {})
+        try:
+            logs = self.core.read_namespaced_pod_log(pod, self.namespace, container="controller")
+        except ApiException as error:
+            logs = f"(no log: {error.reason})\n"
+        self.store.put_bytes(result_key(name, ResultFile.STDOUT), str(logs).encode(), ResultFile.STDOUT.content_type)
+        metadata = {
+            "job": name,
+            "owner": job["spec"]["owner"],
+            "source": job["spec"]["source"],
+            "commit": status.commit,
+            "robot": status.robot,
+            "attempt": status.attempts,
+            "pod": pod,
+            "collected": datetime.now(timezone.utc).isoformat(),
+            "layout": "results/v1",
+        }
+        document = json.dumps(metadata, indent=2, sort_keys=True).encode()
+        self.store.put_bytes(result_key(name, ResultFile.METADATA), document, ResultFile.METADATA.content_type)
+
+    def results_collected(self, job: str, attempt: int) -> bool:
+        try:
+            metadata = json.loads(self.store.get_bytes(result_key(job, ResultFile.METADATA)))
+        except ResultNotFoundError:
+            return False
+        return bool(metadata.get("attempt") == attempt)
+
+    # -- robots ----------------------------------------------------------------------------------
+
+    def robots(self) -> list[tuple[ClusterRobot, str]]:
+        """Every Robot with its booking, and its resourceVersion (for booking)."""
+        listing = cast(dict[str, Any], self.custom.list_cluster_custom_object(GROUP, VERSION, "robots"))
+        robots = []
+        for item in listing.get("items", []):
+            metadata = item["metadata"]
+            robot = Robot.model_validate(
+                {"name": metadata["name"], "spec": item.get("spec") or {}, "status": item.get("status") or {}}
+            )
+            booked = (metadata.get("annotations") or {}).get(BOOKING_ANNOTATION) or None
+            robots.append((ClusterRobot(robot, metadata.get("labels") or {}, booked), metadata["resourceVersion"]))
+        return robots
+
+    def book(self, robot: str, job: str | None, resource_version: str | None = None) -> None:
+        """Book `job` on `robot` (None: free it); with a resourceVersion, only if unchanged since."""
+        metadata: dict[str, Any] = {"annotations": {BOOKING_ANNOTATION: job}}
+        if resource_version is not None:
+            metadata["resourceVersion"] = resource_version
+        try:
+            self.custom.patch_cluster_custom_object(GROUP, VERSION, "robots", robot, {"metadata": metadata})
+        except ApiException as error:
+            if error.status == 409:
+                raise ConflictError(robot) from None
+            if error.status != 404:
+                raise
+
+    # -- events ----------------------------------------------------------------------------------
+
+    def event(self, job: dict[str, Any], reason: str, message: str, *, warning: bool = False) -> None:
+        metadata = job["metadata"]
+        now = datetime.now(timezone.utc)
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{metadata['name']}.", "namespace": self.namespace},
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "RaasJob",
+                "name": metadata["name"],
+                "namespace": self.namespace,
+                "uid": metadata.get("uid"),
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": "Warning" if warning else "Normal",
+            "firstTimestamp": now.isoformat(),
+            "lastTimestamp": now.isoformat(),
+            "count": 1,
+            "source": {"component": "raas-operator"},
+        }
+        try:
+            self.core.create_namespaced_event(self.namespace, cast(Any, body))
+        except ApiException as error:  # events are best effort
+            log.warning("could not record event %s on %s: %s", reason, metadata["name"], error.reason)
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _ignore_missing(call: Any) -> None:
+        try:
+            call()
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    @staticmethod
+    def _ignore_existing(call: Any) -> None:
+        try:
+            call()
+        except ApiException as error:
+            if error.status != 409:
+                raise

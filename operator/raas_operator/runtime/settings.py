@@ -1,0 +1,27 @@
+"""The operator's settings, from ``RAAS_OPERATOR_*`` environment variables (set by the Helm chart)."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OperatorSettings(BaseSettings):
+    """Everything the operator is told at startup."""
+
+    model_config = SettingsConfigDict(env_prefix="RAAS_OPERATOR_", extra="ignore")
+
+    namespace: str = Field(default="raas", description="Where RaasJobs, their pods and Secrets live.")
+    image: str = Field(default="ghcr.io/raas-dev/raas-job:latest", description="The job image user code runs in.")
+    python: str = Field(default="/opt/raas/bin/python3", description="The job image's interpreter.")
+    session_key: SecretStr = Field(description="HMAC key shared with the robot agents (session tokens).")
+    s3_endpoint: str = Field(description="host:port of MinIO/S3 for results and code.")
+    s3_access_key: str = ""
+    s3_secret_key: SecretStr = SecretStr("")
+    s3_bucket: str = "raas-results"
+    s3_secure: bool = True
+    reconcile_interval_s: float = Field(default=1.0, gt=0, description="How often each job is looked at.")
+    heartbeat_timeout_s: float = Field(default=30.0, gt=0, description="A robot silent this long is Offline.")
+    finished_ttl_s: float = Field(default=24 * 3600.0, gt=0, description="Finished RaasJobs are deleted after this.")
+    max_running_per_owner: int = Field(default=2, ge=1)
+    max_queued_per_owner: int = Field(default=100, ge=1)
