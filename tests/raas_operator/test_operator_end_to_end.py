@@ -10,6 +10,7 @@ manifests/examples goes all the way to Succeeded with its log and metadata in S3
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ from stand_in_kubelet import StandInKubelet
 
 from gym_raas.params import PendulumParams
 from gym_raas.results.store import S3ResultStore
+from raas_node.agent.agent import RobotAgent
 from raas_node.agent.cluster import RobotHeartbeat
 from raas_node.drivers.sim_driver import SimDriver
 
@@ -46,6 +48,7 @@ env.close()
 print("done after 20 steps on the robot")
 """
 SESSION_KEY = "test-session-key"
+FINAL = ("Succeeded", "Failed", "TimedOut", "Cancelled")
 
 
 @pytest.fixture
@@ -108,51 +111,81 @@ def wait_for(condition: Any, timeout_s: float, what: str) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+class World:
+    """Robots (real agents on simulated pendulums, each keeping its Robot object), a stand-in
+    kubelet, and the operator, which can be stopped and started again."""
+
+    def __init__(self, cluster: Emulator, robots: list[str], stack: contextlib.ExitStack) -> None:
+        self.api = cluster.api_client()
+        self.custom = client.CustomObjectsApi(self.api)
+        self.core = client.CoreV1Api(self.api)
+        self.agents: dict[str, RobotAgent] = {}
+        self.heartbeats: dict[str, RobotHeartbeat] = {}
+        for index, robot in enumerate(robots, start=1):
+            agent = stack.enter_context(running_agent(SimDriver(PendulumParams()), robot=robot))
+            self.agents[robot] = agent
+            self.heartbeats[robot] = RobotHeartbeat(
+                agent, self.custom, robot=robot, node=f"pi-{index}", interval_s=0.2,
+                session_key=SESSION_KEY.encode(), labels={"raas.dev/lab": "north"},
+            ).start()  # fmt: skip
+            stack.callback(self.heartbeats[robot].stop)
+        sockets = {robot: agent.config.socket_path.parent for robot, agent in self.agents.items()}
+        self.kubelet = StandInKubelet(self.api, cluster.emulator, NAMESPACE, sockets).start()
+        stack.callback(self.kubelet.stop)
+        self.outputs: list[str] = []
+
+    @contextlib.contextmanager
+    def operator(self) -> Iterator[KopfRunner]:
+        args = ["run", "--standalone", "--namespace", NAMESPACE, "-m", "raas_operator.runtime.handlers"]
+        with KopfRunner(args, timeout=180) as runner:
+            yield runner
+        self.outputs.append(runner.output)
+        assert runner.exception is None, runner.output
+
+    def submit(self, name: str, url: str, **spec: object) -> None:
+        job = yaml.safe_load((EXAMPLES / "raasjob-swingup.yaml").read_text())
+        job["metadata"].update(name=name, namespace=NAMESPACE)
+        job["spec"]["source"]["url"] = url
+        job["spec"].update(spec)
+        self.custom.create_namespaced_custom_object("raas.dev", "v1alpha1", NAMESPACE, "raasjobs", job)
+
+    def status(self, name: str) -> dict[str, Any]:
+        document = self.custom.get_namespaced_custom_object("raas.dev", "v1alpha1", NAMESPACE, "raasjobs", name)
+        return dict(document.get("status") or {})
+
+    def wait_phase(self, name: str, phases: tuple[str, ...], timeout_s: float = 120) -> dict[str, Any]:
+        try:
+            return dict(
+                wait_for(lambda: (status := self.status(name)).get("phase") in phases and status, timeout_s, name)
+            )
+        except AssertionError:
+            raise AssertionError(
+                f"{name} never reached {phases}: {self.status(name)}\nkubelet: {self.kubelet.errors}"
+            ) from None
+
+    def check_clean(self) -> None:
+        assert self.kubelet.errors == []
+        for output in self.outputs:
+            assert "Traceback" not in output, output
+
+
+@pytest.fixture
+def world_factory(cluster: Emulator, s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    operator_environment(monkeypatch, s3)
+    with contextlib.ExitStack() as stack:
+        yield lambda robots: World(cluster, robots, stack)
+
+
 @pytest.mark.slow
 def test_a_raasjob_from_the_examples_runs_on_a_robot_and_succeeds(
-    cluster: Emulator, s3: S3Server, git_server: GitServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    world_factory: Any, s3: S3Server, git_server: GitServer
 ) -> None:
     commit = git_server.publish("controllers", {"swingup/run.py": CONTROLLER})
-    operator_environment(monkeypatch, s3)
-    api = cluster.api_client()
-    custom = client.CustomObjectsApi(api)
-    with running_agent(SimDriver(PendulumParams()), robot="pendulum-1") as agent:
-        socket_dir = agent.config.socket_path.parent
-        heartbeat = RobotHeartbeat(
-            agent, custom, robot="pendulum-1", node="pi-1", interval_s=0.2, session_key=SESSION_KEY.encode(),
-            labels={"raas.dev/lab": "north"},
-        ).start()  # fmt: skip
-        kubelet = StandInKubelet(api, cluster.emulator, NAMESPACE, {"pendulum-1": socket_dir}).start()
-        args = ["run", "--standalone", "--namespace", NAMESPACE, "-m", "raas_operator.runtime.handlers"]
-        try:
-            with KopfRunner(args, timeout=180) as runner:
-                job = yaml.safe_load((EXAMPLES / "raasjob-swingup.yaml").read_text())
-                job["metadata"]["namespace"] = NAMESPACE
-                job["spec"]["source"]["url"] = git_server.url("controllers")
-                custom.create_namespaced_custom_object("raas.dev", "v1alpha1", NAMESPACE, "raasjobs", job)
-
-                def finished() -> dict[str, Any] | None:
-                    document = custom.get_namespaced_custom_object(
-                        "raas.dev", "v1alpha1", NAMESPACE, "raasjobs", "swingup"
-                    )
-                    status = document.get("status") or {}
-                    return status if status.get("phase") in ("Succeeded", "Failed", "TimedOut", "Cancelled") else None
-
-                try:
-                    status = wait_for(finished, 120, "the RaasJob to finish")
-                except AssertionError:
-                    document = custom.get_namespaced_custom_object(
-                        "raas.dev", "v1alpha1", NAMESPACE, "raasjobs", "swingup"
-                    )
-                    raise AssertionError(
-                        f"unfinished: {document.get('status')}\nkubelet ran {kubelet.finished}, failed {kubelet.errors}"
-                    ) from None
-        finally:
-            kubelet.stop()
-            heartbeat.stop()
-    assert runner.exception is None, runner.output
-    assert kubelet.errors == []
-    assert "Traceback" not in runner.output, runner.output
+    world = world_factory(["pendulum-1"])
+    with world.operator():
+        world.submit("swingup", git_server.url("controllers"))
+        status = world.wait_phase("swingup", FINAL)
+    world.check_clean()
     assert status["phase"] == "Succeeded", status
     assert status["commit"] == commit
     assert status["robot"] == "pendulum-1"
@@ -163,7 +196,68 @@ def test_a_raasjob_from_the_examples_runs_on_a_robot_and_succeeds(
     metadata = json.loads(store.get_bytes("results/v1/swingup/metadata.json"))
     assert metadata["commit"] == commit
     assert store.exists("results/v1/swingup/code.tar.gz")
-    events = client.CoreV1Api(api).list_namespaced_event(NAMESPACE).items
+    events = world.core.list_namespaced_event(NAMESPACE).items
     assert {"Fetching", "Queued", "Scheduled", "Running", "Completed"} <= {event.reason for event in events}
-    robot = custom.get_cluster_custom_object("raas.dev", "v1alpha1", "robots", "pendulum-1")
+    robot = world.custom.get_cluster_custom_object("raas.dev", "v1alpha1", "robots", "pendulum-1")
     assert not (robot["metadata"].get("annotations") or {}).get("raas.dev/booked-job")  # freed
+
+
+@pytest.mark.slow
+def test_deleting_a_running_raasjob_cancels_it_and_frees_the_robot(world_factory: Any, git_server: GitServer) -> None:
+    git_server.publish("long", {"swingup/run.py": CONTROLLER.replace("20", "2000")})
+    world = world_factory(["pendulum-1"])
+    with world.operator():
+        world.submit("long", git_server.url("long"))
+        world.wait_phase("long", ("Running",))
+        wait_for(lambda: world.agents["pendulum-1"].session_steps("long"), 30, "the session to step")
+        world.custom.delete_namespaced_custom_object("raas.dev", "v1alpha1", NAMESPACE, "raasjobs", "long")
+
+        def gone() -> bool:
+            names = [item["metadata"]["name"] for item in world.custom.list_namespaced_custom_object(
+                "raas.dev", "v1alpha1", NAMESPACE, "raasjobs")["items"]]  # fmt: skip
+            return "long" not in names
+
+        wait_for(gone, 60, "the RaasJob to be deleted")
+        wait_for(lambda: world.agents["pendulum-1"].current_job() is None, 30, "the session to end")
+        pods = world.core.list_namespaced_pod(NAMESPACE, label_selector="raas.dev/job=long").items
+        assert pods == []
+    world.check_clean()
+    assert world.agents["pendulum-1"].session_result("long") is not None  # the agent ended the session
+
+
+@pytest.mark.slow
+def test_a_robot_that_goes_offline_mid_run_fails_over_to_another_robot(
+    world_factory: Any, git_server: GitServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAAS_OPERATOR_HEARTBEAT_TIMEOUT_S", "2")
+    git_server.publish("steady", {"swingup/run.py": CONTROLLER.replace("20", "200")})
+    world = world_factory(["pendulum-1", "pendulum-2"])
+    with world.operator():
+        world.submit("steady", git_server.url("steady"))
+        first = world.wait_phase("steady", ("Running",))["robot"]
+        world.heartbeats[first].stop()  # the Pi drops off the network: no more heartbeats
+        status = world.wait_phase("steady", FINAL, timeout_s=120)
+    world.check_clean()
+    assert status["phase"] == "Succeeded", status
+    assert status["robot"] != first
+    assert status["attempts"] == 2
+    assert status["excluded_robots"] == [first]
+
+
+@pytest.mark.slow
+def test_an_operator_killed_mid_run_is_restarted_without_losing_or_repeating_the_job(
+    world_factory: Any, git_server: GitServer
+) -> None:
+    git_server.publish("survivor", {"swingup/run.py": CONTROLLER.replace("20", "100")})
+    world = world_factory(["pendulum-1"])
+    with world.operator():
+        world.submit("survivor", git_server.url("survivor"))
+        world.wait_phase("survivor", ("Running",))
+    # The operator is gone while the job runs; a new one takes over from the cluster's state.
+    with world.operator():
+        status = world.wait_phase("survivor", FINAL)
+    world.check_clean()
+    assert status["phase"] == "Succeeded", status
+    assert status["attempts"] == 1
+    run_pods = [name for name in world.kubelet.started if name.startswith("survivor-") and name != "survivor-fetch"]
+    assert run_pods == ["survivor-1"]  # run once

@@ -107,7 +107,15 @@ class Cluster:
         name, uid = job["metadata"]["name"], job["metadata"]["uid"]
         status = JobStatus.model_validate(job.get("status") or {})
         secret = session_secret(name, self.namespace, uid, session_token(self.key, robot, name))
-        self._ignore_existing(lambda: self.core.create_namespaced_secret(self.namespace, cast(Any, secret)))
+        try:
+            self.core.create_namespaced_secret(self.namespace, cast(Any, secret), _preload_content=False)
+        except ApiException as error:
+            if error.status != 409:
+                raise
+            # A retry runs on another robot: its token differs from the first attempt's.
+            self.core.replace_namespaced_secret(
+                secret["metadata"]["name"], self.namespace, cast(Any, secret), _preload_content=False
+            )
         pod = job_pod(
             job_name=name,
             namespace=self.namespace,
