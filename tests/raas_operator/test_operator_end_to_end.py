@@ -115,7 +115,8 @@ class World:
     """Robots (real agents on simulated pendulums, each keeping its Robot object), a stand-in
     kubelet, and the operator, which can be stopped and started again."""
 
-    def __init__(self, cluster: Emulator, robots: list[str], stack: contextlib.ExitStack) -> None:
+    def __init__(self, cluster: Emulator, s3: S3Server, robots: list[str], stack: contextlib.ExitStack) -> None:
+        self.store = S3ResultStore(s3.endpoint, "raas", "raas-secret", "raas-results", secure=False)
         self.api = cluster.api_client()
         self.custom = client.CustomObjectsApi(self.api)
         self.core = client.CoreV1Api(self.api)
@@ -126,7 +127,7 @@ class World:
             self.agents[robot] = agent
             self.heartbeats[robot] = RobotHeartbeat(
                 agent, self.custom, robot=robot, node=f"pi-{index}", interval_s=0.2,
-                session_key=SESSION_KEY.encode(), labels={"raas.dev/lab": "north"},
+                session_key=SESSION_KEY.encode(), labels={"raas.dev/lab": "north"}, results=self.store,
             ).start()  # fmt: skip
             stack.callback(self.heartbeats[robot].stop)
         sockets = {robot: agent.config.socket_path.parent for robot, agent in self.agents.items()}
@@ -173,7 +174,7 @@ class World:
 def world_factory(cluster: Emulator, s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     operator_environment(monkeypatch, s3)
     with contextlib.ExitStack() as stack:
-        yield lambda robots: World(cluster, robots, stack)
+        yield lambda robots: World(cluster, s3, robots, stack)
 
 
 @pytest.mark.slow
@@ -200,6 +201,51 @@ def test_a_raasjob_from_the_examples_runs_on_a_robot_and_succeeds(
     assert {"Fetching", "Queued", "Scheduled", "Running", "Completed"} <= {event.reason for event in events}
     robot = world.custom.get_cluster_custom_object("raas.dev", "v1alpha1", "robots", "pendulum-1")
     assert not (robot["metadata"].get("annotations") or {}).get("raas.dev/booked-job")  # freed
+    # The agent's own record made the summary; kubectl get rj shows it.
+    assert status["summary"]["steps"] == 20
+    assert store.exists("results/v1/swingup/trajectory.parquet")
+    document = world.custom.get_namespaced_custom_object("raas.dev", "v1alpha1", NAMESPACE, "raasjobs", "swingup")
+    columns = printer_columns(document)
+    assert columns["Phase"] == "Succeeded"
+    assert columns["Robot"] == "pendulum-1"
+    assert columns["Reward"] == pytest.approx(status["summary"]["total_reward"])
+    assert columns["Reward"] < 0
+
+
+def printer_columns(document: dict[str, Any]) -> dict[str, Any]:
+    """What `kubectl get rj` prints, read with the CRD's own column paths (simple dotted JSONPaths)."""
+    crd = yaml.safe_load((EXAMPLES.parent / "crds" / "raasjobs.raas.dev.yaml").read_text())
+    values = {}
+    for column in crd["spec"]["versions"][0]["additionalPrinterColumns"]:
+        value: Any = document
+        for part in column["jsonPath"].lstrip(".").split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        values[column["name"]] = value
+    return values
+
+
+@pytest.mark.slow
+def test_a_job_past_its_time_limit_times_out_and_finished_jobs_expire(
+    world_factory: Any, git_server: GitServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAAS_OPERATOR_START_MARGIN_S", "1")
+    monkeypatch.setenv("RAAS_OPERATOR_FINISHED_TTL_S", "4")
+    monkeypatch.setenv("RAAS_OPERATOR_SESSION_UPLOAD_WAIT_S", "1")
+    git_server.publish("forever", {"swingup/run.py": CONTROLLER.replace("20", "100000")})
+    world = world_factory(["pendulum-1"])
+    with world.operator():
+        world.submit("forever", git_server.url("forever"), time_limit_s=3)
+        status = world.wait_phase("forever", FINAL)
+        assert status["phase"] == "TimedOut", status
+        assert status["failure_class"] == "TimeLimit"
+
+        def deleted() -> bool:
+            items = world.custom.list_namespaced_custom_object("raas.dev", "v1alpha1", NAMESPACE, "raasjobs")["items"]
+            return not items
+
+        wait_for(deleted, 30, "the finished RaasJob to expire")
+    world.check_clean()
+    assert world.store.exists("results/v1/forever/metadata.json")  # results outlive the RaasJob
 
 
 @pytest.mark.slow

@@ -10,6 +10,10 @@ reader (web API, CLI, users' scripts) builds keys with these functions; nobody g
     results/v1/<job-id>/code.tar.gz          the exact snapshot that ran
     results/v1/<job-id>/plot.png
     results/v1/<job-id>/animation.gif
+    results/v1/<job-id>/session.json         (cluster) the robot agent's record of the session
+
+In the cluster the robot agent uploads ``trajectory.parquet`` and ``session.json`` itself; the
+operator adds the log and ``metadata.json``.
 """
 
 from __future__ import annotations
@@ -65,3 +69,12 @@ def job_prefix(job_id: str) -> str:
 def result_key(job_id: str, result: ResultFile) -> str:
     """Key of one result file of a job."""
     return job_prefix(job_id) + result.value
+
+
+SESSION_FILE = "session.json"
+"""The robot agent's own record of a session (outcome, steps, reward, misses, safety events)."""
+
+
+def session_key(job_id: str) -> str:
+    """Key of the agent's ``session.json`` of a job."""
+    return job_prefix(job_id) + SESSION_FILE

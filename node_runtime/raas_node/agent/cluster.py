@@ -51,6 +51,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from gym_raas.protocol.tokens import session_token
+from gym_raas.results.layout import ResultFile, result_key, session_key
+from gym_raas.results.store import ResultStore, StoreUnavailableError
 from raas_node.agent.agent import AgentState, RobotAgent
 from raas_node.agent.health import RobotHealth
 
@@ -142,6 +144,7 @@ class RobotHeartbeat:
         request_timeout_s: float | None = None,
         session_key: bytes | None = None,
         labels: dict[str, str] | None = None,
+        results: ResultStore | None = None,
     ) -> None:
         if interval_s <= 0:
             raise ValueError(f"the heartbeat interval must be positive, got {interval_s} s")
@@ -159,6 +162,9 @@ class RobotHeartbeat:
         self.labels = dict(labels or {})
         """Labels of a Robot this agent creates (jobs select robots by them)."""
         self._expected_job: str | None = None
+        self.results = results
+        """Where the agent uploads a cluster job's ``trajectory.parquet`` and ``session.json``."""
+        self._uploaded: set[str] = set()
         self.beats = 0
         """Beats that reached the API server (the status was written)."""
         self._jobs_completed: int | None = None
@@ -220,6 +226,7 @@ class RobotHeartbeat:
             spec = document.get("spec") or {}
             self._follow_maintenance(bool(spec.get("maintenance", False)))
             self._expect_booked_job((document.get("metadata") or {}).get("annotations") or {})
+            self._upload_finished_session()
             if self._jobs_completed is None:
                 previous = (document.get("status") or {}).get("jobs_completed")
                 self._jobs_completed = previous if isinstance(previous, int) and previous >= 0 else 0
@@ -299,6 +306,26 @@ class RobotHeartbeat:
             self.agent.expect(booked, session_token(self.session_key, self.robot, booked))
             log.info("Robot %s: expecting job %s", self.robot, booked)
         self._expected_job = booked
+
+    def _upload_finished_session(self) -> None:
+        """Put the booked job's recording into the result store once its session has ended."""
+        job = self._expected_job
+        if self.results is None or job is None or job in self._uploaded:
+            return
+        result = self.agent.session_result(job)
+        if result is None:
+            return
+        try:
+            if result.trajectory_path is not None:
+                key = result_key(job, ResultFile.TRAJECTORY)
+                self.results.put_file(key, result.trajectory_path, ResultFile.TRAJECTORY.content_type)
+            if result.metadata_path is not None:
+                self.results.put_file(session_key(job), result.metadata_path, "application/json")
+        except (StoreUnavailableError, OSError) as error:
+            log.warning("Robot %s: cannot upload the session of %s yet (%s)", self.robot, job, error)
+            return
+        self._uploaded.add(job)
+        log.info("Robot %s: uploaded the session of %s", self.robot, job)
 
     def _sessions_ended(self) -> int:
         """Sessions that ended since the last call, from the agent's recent state changes."""

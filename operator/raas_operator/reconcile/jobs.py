@@ -21,7 +21,17 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from raas_operator.jobs.model import FailureClass, JobSpec, JobStatus, Phase, PhaseChange, fail, transition, utc_now
+from raas_operator.jobs.model import (
+    FailureClass,
+    JobSpec,
+    JobStatus,
+    JobSummary,
+    Phase,
+    PhaseChange,
+    fail,
+    transition,
+    utc_now,
+)
 from raas_operator.pods.builder import fetch_pod_name, job_pod_name
 from raas_operator.reconcile.pods import PodKind, PodOutcome, PodView
 from raas_operator.robots.model import RobotPhase
@@ -55,6 +65,8 @@ class JobFacts:
     """What the robot agent reported about the session, when it failed on the robot's side."""
     created_at: datetime | None = None
     """The RaasJob's creation time (the Pending entry of a job applied without a status)."""
+    summary: JobSummary | None = None
+    """Headline figures of the run, from the robot agent's record of the session."""
 
 
 # -- actions -----------------------------------------------------------------------------------
@@ -193,10 +205,11 @@ def _uploading(facts: JobFacts) -> list[Action]:
     if not facts.results_collected:
         return [CollectResults(pod.name)] if pod is not None else []
     failure, reason, message = classify_run_pod(pod, facts.robot_fault, facts.spec.time_limit_s)
+    status = facts.status.model_copy(update={"summary": facts.summary}) if facts.summary else facts.status
     if failure is None:
-        final = transition(facts.status, Phase.SUCCEEDED, reason=reason, message=message)
+        final = transition(status, Phase.SUCCEEDED, reason=reason, message=message)
     else:
-        final = fail(facts.status, failure, reason, message)
+        final = fail(status, failure, reason, message)
     actions: list[Action] = [UpdateStatus(final), RecordEvent(final.reason, message, warning=failure is not None)]
     if pod is not None:
         actions.append(DeletePod(pod.name))
@@ -278,6 +291,22 @@ def _fetch_failure(pod: PodView) -> tuple[str, str]:
 def _source(spec: JobSpec) -> str:
     source = spec.source
     return f"{source.url}@{source.ref}" if source.kind == "git" else "an uploaded archive"
+
+
+def session_facts(record: dict[str, object] | None) -> tuple[JobSummary | None, str | None]:
+    """Summary and robot fault (if the session failed on the robot's side) from the agent's record."""
+    if not record:
+        return None, None
+
+    def number(key: str) -> float:
+        value = record.get(key)
+        return float(value) if isinstance(value, (int, float)) else 0.0
+
+    summary = JobSummary(
+        steps=int(number("steps")), total_reward=number("total_reward"), deadline_misses=int(number("deadline_misses"))
+    )
+    fault = str(record.get("message") or "robot agent failure") if record.get("outcome") == "agent_error" else None
+    return summary, fault
 
 
 def expired(status: JobStatus, now: datetime, ttl: timedelta) -> bool:

@@ -17,7 +17,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from gym_raas.protocol.tokens import session_token
-from gym_raas.results.layout import ResultFile, result_key
+from gym_raas.results.layout import ResultFile, result_key, session_key
 from gym_raas.results.store import ResultNotFoundError, S3ResultStore
 from raas_operator.jobs.model import JobSpec, JobStatus
 from raas_operator.pods.builder import PodSettings, fetch_pod, job_pod, session_secret
@@ -50,7 +50,9 @@ class Cluster:
             settings.s3_bucket,
             secure=settings.s3_secure,
         )
-        self.pod_settings = PodSettings(image=settings.image, python=settings.python)
+        self.pod_settings = PodSettings(
+            image=settings.image, python=settings.python, start_margin_s=settings.start_margin_s
+        )
         self.key = settings.session_key.get_secret_value().encode()
 
     # -- jobs ------------------------------------------------------------------------------------
@@ -163,6 +165,13 @@ class Cluster:
         }
         document = json.dumps(metadata, indent=2, sort_keys=True).encode()
         self.store.put_bytes(result_key(name, ResultFile.METADATA), document, ResultFile.METADATA.content_type)
+
+    def agent_session(self, job: str) -> dict[str, Any] | None:
+        """The robot agent's ``session.json`` of the job, once it uploaded it."""
+        try:
+            return cast(dict[str, Any], json.loads(self.store.get_bytes(session_key(job))))
+        except ResultNotFoundError:
+            return None
 
     def results_collected(self, job: str, attempt: int) -> bool:
         try:

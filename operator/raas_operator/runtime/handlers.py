@@ -2,23 +2,21 @@
 
 Run it with ``raas-operator`` (``kopf run`` of this module). Every RaasJob is looked at when it is
 created or resumed and then every `OperatorSettings.reconcile_interval_s`; deleting one cancels
-it (kopf's finalizer holds the object until its pods are gone). A Queued job asks the scheduler
-for the whole queue and, when it is assigned a robot, books the robot (guarded by the Robot's
-resourceVersion, so two operators never book one robot twice) before it moves to Starting.
+it (kopf's finalizer holds the object until its pods are gone).
+Scheduling is one loop for the whole queue (`runtime.scheduler`), not a job's business.
 kopf keeps its own bookkeeping in annotations, so ``status`` is exactly the job model's.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import kopf
 import kubernetes
 
-from raas_operator.jobs.model import FailureClass, JobSpec, JobStatus, Phase, transition
+from raas_operator.jobs.model import JobSpec, JobStatus, Phase
 from raas_operator.reconcile.jobs import (
     Action,
     CollectResults,
@@ -32,11 +30,12 @@ from raas_operator.reconcile.jobs import (
     UpdateStatus,
     expired,
     reconcile_job,
+    session_facts,
 )
-from raas_operator.reconcile.schedule import QueuedJob, effective_phase, plan
+from raas_operator.reconcile.schedule import effective_phase
 from raas_operator.runtime.cluster import GROUP, VERSION, Cluster, ConflictError
+from raas_operator.runtime.scheduler import SchedulerLoop, created_at
 from raas_operator.runtime.settings import OperatorSettings
-from raas_operator.scheduling.core import Quotas
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +60,14 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
     _state["cluster"] = Cluster(OperatorSettings())  # type: ignore[call-arg]  # from the environment
+    _state["scheduler"] = SchedulerLoop(_state["cluster"]).start()
+
+
+@kopf.on.cleanup()
+def stop_scheduler(**_: Any) -> None:
+    scheduler = _state.pop("scheduler", None)
+    if scheduler is not None:
+        scheduler.stop()
 
 
 @kopf.on.create(GROUP, VERSION, "raasjobs")
@@ -89,12 +96,15 @@ def reconcile(job: dict[str, Any], *, deleting: bool = False) -> list[Action]:
     spec = JobSpec.model_validate(job["spec"])
     status = JobStatus.model_validate(job.get("status") or {})
     now = datetime.now(timezone.utc)
-    if not deleting and status.phase is Phase.QUEUED:
-        _schedule(job, status, now)
-        return []
     if not deleting and expired(status, now, timedelta(seconds=handle.settings.finished_ttl_s)):
         handle.delete_job(name)
         return []
+    record = handle.agent_session(name) if status.phase is Phase.UPLOADING else None
+    summary, robot_fault = session_facts(record)
+    collected = status.phase is Phase.UPLOADING and handle.results_collected(name, status.attempts)
+    if collected and record is None:  # the agent uploads its record a heartbeat after the session
+        waited = now - status.history[-1].at if status.history else timedelta(0)
+        collected = waited.total_seconds() >= handle.settings.session_upload_wait_s
     facts = JobFacts(
         name=name,
         spec=spec,
@@ -102,8 +112,10 @@ def reconcile(job: dict[str, Any], *, deleting: bool = False) -> list[Action]:
         pods=handle.pods_of(name),
         robot=_robot_facts(status.robot, now) if status.phase in ACTIVE else None,
         deleting=deleting or bool(metadata.get("deletionTimestamp")),
-        results_collected=status.phase is Phase.UPLOADING and handle.results_collected(name, status.attempts),
-        created_at=_created_at(metadata, now),
+        results_collected=collected,
+        created_at=created_at(metadata, now),
+        summary=summary,
+        robot_fault=robot_fault,
     )
     actions = reconcile_job(facts)
     _apply(job, actions)
@@ -149,71 +161,3 @@ def _free_robot(job: str) -> None:
     for entry, _ in handle.robots():
         if entry.booked_job == job:
             handle.book(entry.robot.name, None)
-
-
-def _schedule(job: dict[str, Any], status: JobStatus, now: datetime) -> None:
-    """Run the scheduler over the whole queue; act only on this job's part of the decision."""
-    handle = cluster()
-    name = job["metadata"]["name"]
-    queued, running = [], Counter[str]()
-    for other in handle.jobs():
-        other_status = JobStatus.model_validate(other.get("status") or {})
-        other_spec = JobSpec.model_validate(other["spec"])
-        if other_status.phase is Phase.QUEUED:
-            queued.append(
-                QueuedJob(other["metadata"]["name"], other_spec, other_status, _created_at(other["metadata"], now))
-            )
-        elif other_status.phase in ACTIVE:
-            running[other_spec.owner] += 1
-    robots = handle.robots()
-    settings = handle.settings
-    quotas = Quotas(settings.max_running_per_owner, settings.max_queued_per_owner)
-    decision = plan(
-        queued, [entry for entry, _ in robots], running, quotas, now, timedelta(seconds=settings.heartbeat_timeout_s)
-    )
-    version = job["metadata"]["resourceVersion"]
-    rejection = next((rejection for rejection in decision.rejections if rejection.job_id == name), None)
-    if rejection is not None:
-        failed = transition(
-            status, Phase.FAILED, reason=rejection.reason, message=rejection.message,
-            failure_class=FailureClass.USER_ERROR,
-        )  # fmt: skip
-        _patch_quietly(name, failed, version)
-        handle.event(job, rejection.reason, rejection.message, warning=True)
-        return
-    assignment = next((assignment for assignment in decision.assignments if assignment.job_id == name), None)
-    if assignment is None:
-        entry = next((entry for entry in decision.queue if entry.job_id == name), None)
-        if entry is not None and entry.position != status.queue_position:
-            start = entry.estimated_start_s
-            estimate = None if start is None else datetime.fromtimestamp(start, timezone.utc)
-            _patch_quietly(
-                name, status.model_copy(update={"queue_position": entry.position, "estimated_start": estimate}), version
-            )
-        return
-    robot_version = next(version for entry, version in robots if entry.robot.name == assignment.robot)
-    try:
-        handle.book(assignment.robot, name, robot_version)
-    except ConflictError:
-        return  # someone booked it first: the next look sees that
-    starting = transition(
-        status, Phase.STARTING, reason="Scheduled", message=f"on {assignment.robot}", robot=assignment.robot,
-        attempts=status.attempts + 1, queue_position=None, estimated_start=None,
-    )  # fmt: skip
-    if not _patch_quietly(name, starting, version):
-        handle.book(assignment.robot, None)
-        return
-    handle.event(job, "Scheduled", f"on robot {assignment.robot}")
-
-
-def _patch_quietly(name: str, status: JobStatus, version: str) -> bool:
-    try:
-        cluster().patch_status(name, status, version)
-    except ConflictError:
-        return False
-    return True
-
-
-def _created_at(metadata: dict[str, Any], default: datetime) -> datetime:
-    created = metadata.get("creationTimestamp")
-    return datetime.fromisoformat(str(created).replace("Z", "+00:00")) if created else default

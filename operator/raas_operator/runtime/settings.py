@@ -23,5 +23,9 @@ class OperatorSettings(BaseSettings):
     reconcile_interval_s: float = Field(default=1.0, gt=0, description="How often each job is looked at.")
     heartbeat_timeout_s: float = Field(default=30.0, gt=0, description="A robot silent this long is Offline.")
     finished_ttl_s: float = Field(default=24 * 3600.0, gt=0, description="Finished RaasJobs are deleted after this.")
+    session_upload_wait_s: float = Field(
+        default=20.0, ge=0, description="How long a finished job waits for its robot agent's session record."
+    )
+    start_margin_s: int = Field(default=60, ge=0, description="Pod start allowance on top of a job's time limit.")
     max_running_per_owner: int = Field(default=2, ge=1)
     max_queued_per_owner: int = Field(default=100, ge=1)
