@@ -20,6 +20,9 @@ from kubernetes import client
 
 RAASJOBS = "raas.dev/v1alpha1/raasjobs"
 ROBOTS = "raas.dev/v1alpha1/robots"
+PEERINGS = "kopf.dev/v1/kopfpeerings"
+PEERING = "raas-operator"
+"""The KopfPeering object operators of the namespace share (the Helm chart creates it)."""
 
 
 @dataclass
@@ -43,6 +46,15 @@ def _seed(emulator: Any, namespace: str) -> None:
     emulator.resources[ROBOTS] = kmock.ResourceInfo(
         kind="Robot", singular="robot", namespaced=False, verbs=verbs, subresources={"status"}
     )
+    emulator.resources[PEERINGS] = kmock.ResourceInfo(
+        kind="KopfPeering", singular="kopfpeering", namespaced=True, verbs=verbs, subresources=set()
+    )
+    emulator.objects[PEERINGS, namespace, PEERING] = {
+        "apiVersion": "kopf.dev/v1",
+        "kind": "KopfPeering",
+        "metadata": {"name": PEERING, "namespace": namespace, "resourceVersion": "1"},
+        "status": {},
+    }
     emulator.objects["v1/namespaces", None, namespace] = {
         "apiVersion": "v1",
         "kind": "Namespace",

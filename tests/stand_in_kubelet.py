@@ -73,12 +73,20 @@ class StandInKubelet:
                 present.add(name)
                 if pod["metadata"].get("deletionTimestamp"):
                     self._kill(name)
+                    self._remove(name)  # its processes are gone: the kubelet lets the API server delete it
                 elif name not in self.started:
                     worker = threading.Thread(target=self._run_pod_safely, args=(pod,), name=f"pod-{name}", daemon=True)
                     self.started[name] = worker
                     worker.start()
             for name in set(self.processes) - present:  # deleted outright
                 self._kill(name)
+
+    def _remove(self, name: str) -> None:
+        try:
+            self.core.delete_namespaced_pod(name, self.namespace, grace_period_seconds=0, _preload_content=False)
+        except client.exceptions.ApiException as error:
+            if error.status != 404:
+                raise
 
     def _kill(self, name: str) -> None:
         process = self.processes.get(name)

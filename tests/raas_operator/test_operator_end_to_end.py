@@ -136,8 +136,10 @@ class World:
         self.outputs: list[str] = []
 
     @contextlib.contextmanager
-    def operator(self) -> Iterator[KopfRunner]:
-        args = ["run", "--standalone", "--namespace", NAMESPACE, "-m", "raas_operator.runtime.handlers"]
+    def operator(self, priority: int | None = None) -> Iterator[KopfRunner]:
+        """An operator; with a `priority` it joins the namespace's peering instead of standing alone."""
+        peering = ["--standalone"] if priority is None else ["--peering", "raas-operator", "--priority", str(priority)]
+        args = ["run", *peering, "--namespace", NAMESPACE, "-m", "raas_operator.runtime.handlers"]
         with KopfRunner(args, timeout=180) as runner:
             yield runner
         self.outputs.append(runner.output)
@@ -307,3 +309,28 @@ def test_an_operator_killed_mid_run_is_restarted_without_losing_or_repeating_the
     assert status["attempts"] == 1
     run_pods = [name for name in world.kubelet.started if name.startswith("survivor-") and name != "survivor-fetch"]
     assert run_pods == ["survivor-1"]  # run once
+
+
+@pytest.mark.slow
+def test_two_peered_operators_run_every_job_exactly_once(
+    world_factory: Any, git_server: GitServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two operators on one KopfPeering. Whichever acts, bookings and status patches carry
+    resourceVersions, so no job is lost, started twice, or given a robot another job holds.
+    (In this emulated set-up the standby has not been seen to pause: both may act, which is the
+    harder case for the guards.)"""
+    git_server.publish("shared", {"swingup/run.py": CONTROLLER})
+    world = world_factory(["pendulum-1", "pendulum-2"])
+    with contextlib.ExitStack() as operators:
+        for priority in (100, 50):  # two pods: each has its own POD_ID (the chart sets it), read at start
+            monkeypatch.setenv("POD_ID", f"raas-operator-{priority}")
+            operators.enter_context(world.operator(priority=priority))
+            time.sleep(2)
+        for index in range(4):
+            world.submit(f"peer-{index}", git_server.url("shared"))
+        statuses = [world.wait_phase(f"peer-{index}", FINAL) for index in range(4)]
+    world.check_clean()
+    assert [status["phase"] for status in statuses] == ["Succeeded"] * 4, statuses
+    assert all(status["attempts"] == 1 for status in statuses)
+    run_pods = sorted(name for name in world.kubelet.started if not name.endswith("-fetch"))
+    assert run_pods == [f"peer-{index}-1" for index in range(4)]  # each run once, never twice
