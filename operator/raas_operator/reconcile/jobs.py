@@ -201,9 +201,10 @@ def _starting_or_running(facts: JobFacts) -> list[Action]:
 
 
 def _uploading(facts: JobFacts) -> list[Action]:
-    pod = _run_pod(facts, max(1, facts.status.attempts))
-    if not facts.results_collected:
-        return [CollectResults(pod.name)] if pod is not None else []
+    attempt = max(1, facts.status.attempts)
+    pod = _run_pod(facts, attempt)
+    if not facts.results_collected:  # (a pod already gone leaves no log, but the job still ends)
+        return [CollectResults(pod.name if pod is not None else job_pod_name(facts.name, attempt))]
     failure, reason, message = classify_run_pod(pod, facts.robot_fault, facts.spec.time_limit_s)
     status = facts.status.model_copy(update={"summary": facts.summary}) if facts.summary else facts.status
     if failure is None:

@@ -61,6 +61,18 @@ class Cluster:
         listing = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, "raasjobs")
         return list(cast(dict[str, Any], listing).get("items", []))
 
+    def job(self, name: str) -> dict[str, Any] | None:
+        """The RaasJob as the API server has it now (None once it is gone)."""
+        try:
+            return cast(
+                dict[str, Any],
+                self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, "raasjobs", name),
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
     def patch_status(self, name: str, status: JobStatus, resource_version: str) -> dict[str, Any]:
         body = {"metadata": {"resourceVersion": resource_version}, "status": status.model_dump(mode="json")}
         try:

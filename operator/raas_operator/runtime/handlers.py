@@ -73,17 +73,23 @@ def stop_scheduler(**_: Any) -> None:
 @kopf.on.create(GROUP, VERSION, "raasjobs")
 @kopf.on.resume(GROUP, VERSION, "raasjobs")
 def on_job_seen(body: kopf.Body, **_: Any) -> None:
-    reconcile(dict(body))
+    job = cluster().job(body["metadata"]["name"])
+    if job is not None:
+        reconcile(job)
 
 
 @kopf.timer(GROUP, VERSION, "raasjobs", interval=1.0, sharp=False)
 def on_tick(body: kopf.Body, **_: Any) -> None:
-    reconcile(dict(body))
+    # Read afresh: kopf's body can predate kopf's own annotation writes, and a status patch from a
+    # stale resourceVersion would conflict at every tick.
+    job = cluster().job(body["metadata"]["name"])
+    if job is not None:
+        reconcile(job)
 
 
 @kopf.on.delete(GROUP, VERSION, "raasjobs")
 def on_job_deleted(body: kopf.Body, **_: Any) -> None:
-    actions = reconcile(dict(body), deleting=True)
+    actions = reconcile(cluster().job(body["metadata"]["name"]) or dict(body), deleting=True)
     if not any(isinstance(action, ReleaseFinalizer) for action in actions):
         raise kopf.TemporaryError("waiting for the job's pods to go", delay=1)
 
