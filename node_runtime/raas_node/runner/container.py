@@ -56,11 +56,11 @@ from raas_node.runner.launch import (
     RunOutcome,
     RunRequest,
     RunVerdict,
-    StreamCopier,
     give_to,
     judge_outcome,
     prepare_scratch,
     sandbox_environment,
+    supervise,
 )
 from raas_node.runner.oom import MemoryWitness
 
@@ -249,34 +249,8 @@ def _supervise(
     start: float,
 ) -> RunOutcome:
     limits = request.limits
-    over_limit = threading.Event()
-    assert process.stdout is not None
-    assert process.stderr is not None
-    stdout = StreamCopier(process.stdout, request.stdout_path, limits.max_output_bytes, over_limit)
-    stderr = StreamCopier(process.stderr, request.stderr_path, limits.max_output_bytes, over_limit)
-    stdout.start()
-    stderr.start()
-    deadline = start + limits.time_limit_s
-    stopped_for: RunVerdict | None = None
-    while process.poll() is None:
-        if cancel.is_set():
-            stopped_for = RunVerdict.CANCELLED
-        elif over_limit.is_set():
-            stopped_for = RunVerdict.OUTPUT_LIMIT
-        elif time.monotonic() >= deadline:
-            stopped_for = RunVerdict.TIME_LIMIT
-        if stopped_for is not None:
-            _stop(process, name)
-            break
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=0.05)
-    duration = time.monotonic() - start
-    stdout.join(timeout=5)
-    stderr.join(timeout=5)
-    if stopped_for is None and over_limit.is_set():
-        stopped_for = RunVerdict.OUTPUT_LIMIT
-    if stopped_for is None and cancel.is_set():  # it ended on its own meanwhile, e.g. its session was cancelled
-        stopped_for = RunVerdict.CANCELLED
+    ended = supervise(process, request, cancel, start, lambda running: _stop(running, name))
+    stopped_for, duration, stdout, stderr = ended.stopped_for, ended.duration_s, ended.stdout, ended.stderr
     state = _inspect(name)
     written = (stdout.written, stderr.written)
     if stopped_for is None and not _started(state):

@@ -284,9 +284,27 @@ class StreamCopier(threading.Thread):
         self.pipe.close()
 
 
-def _supervise(
-    process: subprocess.Popen[bytes], request: RunRequest, uid: int | None, cancel: threading.Event, start: float
-) -> RunOutcome:
+@dataclass(frozen=True)
+class Supervision:
+    """How a supervised process ended: what stopped it (None: it ended by itself), when, its output."""
+
+    stopped_for: RunVerdict | None
+    duration_s: float
+    stdout: StreamCopier
+    stderr: StreamCopier
+
+
+def supervise(
+    process: subprocess.Popen[bytes],
+    request: RunRequest,
+    cancel: threading.Event,
+    start: float,
+    stop: Callable[[subprocess.Popen[bytes]], None],
+    after_exit: Callable[[], None] = lambda: None,
+) -> Supervision:
+    """Copy the process's output under the output cap and stop it (`stop`) on cancel, output
+    overflow or the time limit; `after_exit` runs once it has exited, before its output is
+    drained (e.g. to kill leftovers that would hold the pipes open). Shared by both launchers."""
     limits = request.limits
     over_limit = threading.Event()
     assert process.stdout is not None
@@ -305,20 +323,33 @@ def _supervise(
         elif time.monotonic() >= deadline:
             stopped_for = RunVerdict.TIME_LIMIT
         if stopped_for is not None:
-            _stop(process)
+            stop(process)
             break
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=0.05)
     duration = time.monotonic() - start
-    _kill_leftovers(process, uid, request.python_executable)
+    after_exit()
     stdout.join(timeout=5)
     stderr.join(timeout=5)
     if stopped_for is None and over_limit.is_set():
         stopped_for = RunVerdict.OUTPUT_LIMIT
     if stopped_for is None and cancel.is_set():  # it ended on its own meanwhile, e.g. its session was cancelled
         stopped_for = RunVerdict.CANCELLED
-    verdict, message = judge_outcome(process.returncode, stopped_for, stderr.tail, limits, request.entrypoint)
-    return RunOutcome(verdict, process.returncode, duration, message, stdout.written, stderr.written)
+    return Supervision(stopped_for, duration, stdout, stderr)
+
+
+def _supervise(
+    process: subprocess.Popen[bytes], request: RunRequest, uid: int | None, cancel: threading.Event, start: float
+) -> RunOutcome:
+    ended = supervise(
+        process, request, cancel, start, _stop, lambda: _kill_leftovers(process, uid, request.python_executable)
+    )
+    verdict, message = judge_outcome(
+        process.returncode, ended.stopped_for, ended.stderr.tail, request.limits, request.entrypoint
+    )
+    return RunOutcome(
+        verdict, process.returncode, ended.duration_s, message, ended.stdout.written, ended.stderr.written
+    )
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
