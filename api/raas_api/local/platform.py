@@ -50,6 +50,7 @@ from raas_node.runner.image import ensure_runtime_image
 from raas_node.runner.launch import RunLimits, RunRequest, RunVerdict, run_entrypoint
 from raas_node.runner.requirements import build_wheelhouse, install_offline
 from raas_operator.jobs.model import (
+    ON_ROBOT_PHASES,
     FailureClass,
     JobSpec,
     JobStatus,
@@ -334,7 +335,7 @@ class LocalPlatform:
         queued = self.store.list_jobs(phases=[Phase.QUEUED], limit=500).jobs
         if not queued:
             return
-        running = self.store.count_by_owner([Phase.STARTING, Phase.RUNNING, Phase.UPLOADING])
+        running = self.store.count_by_owner(ON_ROBOT_PHASES)
         waiting = [
             WaitingJob(
                 job_id=record.job_id,
@@ -542,7 +543,7 @@ class LocalPlatform:
 
     def _recover(self) -> None:
         """After a restart: interrupted runs are platform faults (retried once per the rules)."""
-        for record in self.store.list_jobs(phases=[Phase.STARTING, Phase.RUNNING, Phase.UPLOADING], limit=500).jobs:
+        for record in self.store.list_jobs(phases=ON_ROBOT_PHASES, limit=500).jobs:
             self._update(
                 record.job_id,
                 lambda status: fail(

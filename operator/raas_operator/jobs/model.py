@@ -60,6 +60,8 @@ class Phase(str, Enum):
 
 
 TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED, Phase.TIMED_OUT})
+ON_ROBOT_PHASES = (Phase.STARTING, Phase.RUNNING, Phase.UPLOADING)
+"""Phases in which a job holds its robot (and counts against its owner's running quota)."""
 _FORWARD_ORDER = [Phase.PENDING, Phase.FETCHING, Phase.QUEUED, Phase.STARTING, Phase.RUNNING, Phase.UPLOADING]
 
 
@@ -270,7 +272,7 @@ def can_transition(current: Phase, target: Phase) -> bool:
         return False
     if target.is_terminal:
         return True
-    if target is Phase.QUEUED and current in (Phase.STARTING, Phase.RUNNING, Phase.UPLOADING):
+    if target is Phase.QUEUED and current in ON_ROBOT_PHASES:
         return True  # retry after a robot or platform fault
     return _FORWARD_ORDER.index(target) > _FORWARD_ORDER.index(current)
 

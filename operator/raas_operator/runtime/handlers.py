@@ -16,7 +16,7 @@ from typing import Any
 import kopf
 import kubernetes
 
-from raas_operator.jobs.model import JobSpec, JobStatus, Phase
+from raas_operator.jobs.model import ON_ROBOT_PHASES, JobSpec, JobStatus, Phase
 from raas_operator.reconcile.jobs import (
     Action,
     CollectResults,
@@ -39,7 +39,6 @@ from raas_operator.runtime.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
 
-ACTIVE = (Phase.STARTING, Phase.RUNNING, Phase.UPLOADING)
 _state: dict[str, Any] = {}
 
 
@@ -116,7 +115,7 @@ def reconcile(job: dict[str, Any], *, deleting: bool = False) -> list[Action]:
         spec=spec,
         status=status,
         pods=handle.pods_of(name),
-        robot=_robot_facts(status.robot, now) if status.phase in ACTIVE else None,
+        robot=_robot_facts(status.robot, now) if status.phase in ON_ROBOT_PHASES else None,
         deleting=deleting or bool(metadata.get("deletionTimestamp")),
         results_collected=collected,
         created_at=created_at(metadata, now),

@@ -16,14 +16,12 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from raas_operator.jobs.model import FailureClass, JobSpec, JobStatus, Phase, transition
+from raas_operator.jobs.model import ON_ROBOT_PHASES, FailureClass, JobSpec, JobStatus, Phase, transition
 from raas_operator.reconcile.schedule import QueuedJob, plan
 from raas_operator.runtime.cluster import Cluster, ConflictError
 from raas_operator.scheduling.core import Quotas
 
 log = logging.getLogger(__name__)
-
-ACTIVE = (Phase.STARTING, Phase.RUNNING, Phase.UPLOADING)
 
 
 class SchedulerLoop:
@@ -70,7 +68,7 @@ class SchedulerLoop:
                 name = job["metadata"]["name"]
                 documents[name] = job
                 queued.append(QueuedJob(name, spec, status, created_at(job["metadata"], now)))
-            elif status.phase in ACTIVE:
+            elif status.phase in ON_ROBOT_PHASES:
                 running[spec.owner] += 1
         self.rounds += 1
         if not queued:
