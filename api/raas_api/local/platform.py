@@ -337,16 +337,7 @@ class LocalPlatform:
             return
         running = self.store.count_by_owner(ON_ROBOT_PHASES)
         waiting = [
-            WaitingJob(
-                job_id=record.job_id,
-                owner=record.spec.owner,
-                submitted_at_s=record.created_at.timestamp(),
-                request=record.spec.robot,
-                priority=record.spec.priority,
-                expected_duration_s=float(record.spec.time_limit_s),
-                excluded_robots=frozenset(record.status.excluded_robots),
-            )
-            for record in queued
+            WaitingJob.of(record.job_id, record.spec, record.status, record.created_at.timestamp()) for record in queued
         ]
         decision = schedule(waiting, self.robots(), running, self.config.quotas, now_s=time.time())
         for rejection in decision.rejections:

@@ -72,17 +72,6 @@ def plan(
     heartbeat_timeout: timedelta = DEFAULT_HEARTBEAT_TIMEOUT,
 ) -> Decision:
     """Assignments (job → robot), rejections (no robot could ever serve) and queue estimates."""
-    waiting = [
-        WaitingJob(
-            job_id=job.name,
-            owner=job.spec.owner,
-            submitted_at_s=job.created_at.timestamp(),
-            request=job.spec.robot,
-            priority=job.spec.priority,
-            expected_duration_s=float(job.spec.time_limit_s),
-            excluded_robots=frozenset(job.status.excluded_robots),
-        )
-        for job in queued
-    ]
+    waiting = [WaitingJob.of(job.name, job.spec, job.status, job.created_at.timestamp()) for job in queued]
     views = [robot_view(entry, now, heartbeat_timeout) for entry in robots]
     return schedule(waiting, views, running_by_owner, quotas, now_s=now.timestamp())

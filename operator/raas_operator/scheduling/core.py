@@ -25,7 +25,7 @@ from collections import defaultdict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from raas_operator.jobs.model import RobotRequest
+from raas_operator.jobs.model import JobSpec, JobStatus, RobotRequest
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,19 @@ class WaitingJob:
     priority: int = 0
     expected_duration_s: float = 120.0
     excluded_robots: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, job_id: str, spec: JobSpec, status: JobStatus, submitted_at_s: float) -> WaitingJob:
+        """A queued job as the scheduler sees it (expected to run for its whole time limit)."""
+        return cls(
+            job_id=job_id,
+            owner=spec.owner,
+            submitted_at_s=submitted_at_s,
+            request=spec.robot,
+            priority=spec.priority,
+            expected_duration_s=float(spec.time_limit_s),
+            excluded_robots=frozenset(status.excluded_robots),
+        )
 
 
 @dataclass(frozen=True)
