@@ -23,11 +23,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import numpy as np
 import pytest
 import yaml
 from agent_fixtures import running_agent, wait_for_state
+from crd_validation import schema_errors
 from k8s_fixtures import Emulator, running_emulator
 from kubernetes import client
 from polling import wait_until
@@ -88,26 +88,8 @@ def wait_for_phase(api: client.CustomObjectsApi, name: str, phase: str, timeout_
 
 
 def crd_schema_errors(document: dict[str, Any]) -> list[str]:
-    """What the API server's schema check would find wrong (nullable → null type; unknown fields
-    refused, as with strict field validation)."""
-
-    def convert(node: Any) -> Any:
-        if isinstance(node, list):
-            return [convert(item) for item in node]
-        if not isinstance(node, dict):
-            return node
-        out = {key: convert(value) for key, value in node.items() if not key.startswith("x-kubernetes-")}
-        if node.get("nullable"):
-            out["type"] = [node["type"], "null"]
-            if "enum" in out:
-                out["enum"] = [*out["enum"], None]
-        if node.get("type") == "object" and "properties" in node:
-            out.setdefault("additionalProperties", False)
-        return out
-
-    schema = convert(robot_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
-    validator = jsonschema.Draft4Validator(schema)
-    return [f"{'.'.join(map(str, error.absolute_path))}: {error.message}" for error in validator.iter_errors(document)]
+    """What the API server's schema check would find wrong with a Robot document."""
+    return schema_errors(robot_crd(), document)
 
 
 def assert_valid(document: dict[str, Any]) -> Robot:

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import celpy
-import jsonschema
 import pytest
 import yaml
 from celpy.adapter import json_to_cel
+from crd_validation import openapi_schema, schema_errors
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -54,35 +54,6 @@ T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
 
 
 # --- validating a custom resource as the API server would --------------------------------------
-
-
-def openapi_schema(crd: dict[str, Any]) -> dict[str, Any]:
-    schema: dict[str, Any] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    return schema
-
-
-def as_json_schema(node: Any) -> Any:
-    """OpenAPI 3.0 / structural schema → plain Draft 4 JSON Schema with strict unknown fields."""
-    if isinstance(node, list):
-        return [as_json_schema(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    out = {key: as_json_schema(value) for key, value in node.items() if not key.startswith("x-kubernetes-")}
-    if node.get("nullable"):
-        out["type"] = [node["type"], "null"]
-        if "enum" in out:
-            out["enum"] = [*out["enum"], None]
-    if node.get("type") == "object" and "properties" in node:
-        out.setdefault("additionalProperties", False)
-    return out
-
-
-def schema_errors(crd: dict[str, Any], document: dict[str, Any]) -> list[str]:
-    """What jsonschema finds wrong with `document` against the CRD's schema (metadata left aside)."""
-    schema = as_json_schema(openapi_schema(crd))
-    schema["properties"]["metadata"] = {"type": "object"}  # ObjectMeta is the API server's own
-    validator = jsonschema.Draft4Validator(schema)
-    return [f"{'.'.join(map(str, error.absolute_path))}: {error.message}" for error in validator.iter_errors(document)]
 
 
 def cel_rules(node: dict[str, Any], value: Any, path: str = "") -> Iterator[tuple[str, dict[str, str], Any]]:
