@@ -197,15 +197,17 @@ class Cluster:
     def robots(self) -> list[tuple[ClusterRobot, str]]:
         """Every Robot with its booking, and its resourceVersion (for booking)."""
         listing = cast(dict[str, Any], self.custom.list_cluster_custom_object(GROUP, VERSION, "robots"))
-        robots = []
-        for item in listing.get("items", []):
-            metadata = item["metadata"]
-            robot = Robot.model_validate(
-                {"name": metadata["name"], "spec": item.get("spec") or {}, "status": item.get("status") or {}}
-            )
-            booked = (metadata.get("annotations") or {}).get(BOOKING_ANNOTATION) or None
-            robots.append((ClusterRobot(robot, metadata.get("labels") or {}, booked), metadata["resourceVersion"]))
-        return robots
+        return [_cluster_robot(item) for item in listing.get("items", [])]
+
+    def robot(self, name: str) -> ClusterRobot | None:
+        """One Robot with its booking (None if there is no such Robot)."""
+        try:
+            item = cast(dict[str, Any], self.custom.get_cluster_custom_object(GROUP, VERSION, "robots", name))
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return _cluster_robot(item)[0]
 
     def book(self, robot: str, job: str | None, resource_version: str | None = None) -> None:
         """Book `job` on `robot` (None: free it); with a resourceVersion, only if unchanged since."""
@@ -266,3 +268,12 @@ class Cluster:
         except ApiException as error:
             if error.status != 409:
                 raise
+
+
+def _cluster_robot(item: dict[str, Any]) -> tuple[ClusterRobot, str]:
+    metadata = item["metadata"]
+    robot = Robot.model_validate(
+        {"name": metadata["name"], "spec": item.get("spec") or {}, "status": item.get("status") or {}}
+    )
+    booked = (metadata.get("annotations") or {}).get(BOOKING_ANNOTATION) or None
+    return ClusterRobot(robot, metadata.get("labels") or {}, booked), metadata["resourceVersion"]

@@ -152,13 +152,11 @@ def _apply(job: dict[str, Any], actions: list[Action]) -> None:
 
 def _robot_facts(robot: str | None, now: datetime) -> RobotFacts | None:
     handle = cluster()
-    for entry, _ in handle.robots():
-        if entry.robot.name == robot:
-            timeout = timedelta(seconds=handle.settings.heartbeat_timeout_s)
-            return RobotFacts(
-                entry.robot.name, effective_phase(entry.robot, now, timeout), entry.robot.status.current_job
-            )
-    return None
+    entry = handle.robot(robot) if robot else None
+    if entry is None:
+        return None
+    timeout = timedelta(seconds=handle.settings.heartbeat_timeout_s)
+    return RobotFacts(entry.robot.name, effective_phase(entry.robot, now, timeout), entry.robot.status.current_job)
 
 
 def _free_robot(job: str) -> None:
