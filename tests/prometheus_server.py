@@ -31,6 +31,15 @@ def prometheus_binary() -> str | None:
     return shutil.which("prometheus")
 
 
+def promtool_binary() -> str | None:
+    """promtool from the same Debian package (RAAS_PROMTOOL_BIN overrides)."""
+    candidates = [os.environ.get("RAAS_PROMTOOL_BIN"), str(REPOSITORY / ".tools/prometheus/usr/bin/promtool")]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return candidate
+    return shutil.which("promtool")
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -48,6 +57,15 @@ class Prometheus:
         if body.get("status") != "success":
             raise RuntimeError(f"query {promql!r} failed: {body}")
         return list(body["data"]["result"])
+
+    def label_values(self, label: str, match: str) -> list[str]:
+        """Values of `label` on the series `match` selects (what Grafana's ``label_values`` lists)."""
+        query = urllib.parse.urlencode({"match[]": match})
+        with urllib.request.urlopen(f"{self.url}/api/v1/label/{label}/values?{query}", timeout=5) as response:
+            body = json.load(response)
+        if body.get("status") != "success":
+            raise RuntimeError(f"label values of {label!r} for {match!r} failed: {body}")
+        return [str(value) for value in body["data"]]
 
     def query_until(
         self, promql: str, accept: Callable[[list[dict[str, Any]]], bool], timeout_s: float = 30.0

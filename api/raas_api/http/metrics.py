@@ -1,4 +1,9 @@
-"""Prometheus metrics of the API: requests by route and status, latency, jobs by phase."""
+"""Prometheus metrics of the API: requests by route and status, latency, jobs by phase.
+
+With the local platform behind the app, ``/metrics`` also serves the platform's fleet metrics
+(`raas_operator.metrics`) and every robot agent's metrics (`raas_api.local.fleet.AgentsCollector`):
+one scrape target for the whole local platform.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
+from raas_api.local.fleet import AgentsCollector
 from raas_api.local.platform import LocalPlatform
 from raas_operator.jobs.model import Phase
 
@@ -43,6 +49,8 @@ class ApiMetrics:
             registry=self.registry,
         )
         self.registry.register(_JobsByPhase(platform))
+        self.registry.register(platform.fleet.registry)
+        self.registry.register(AgentsCollector(lambda: [agent.metrics.registry for agent in platform.agents.values()]))
 
     async def middleware(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         start = time.perf_counter()

@@ -39,6 +39,7 @@ from gym_raas.results.layout import ResultFile, job_prefix, result_key
 from gym_raas.results.store import ResultNotFoundError, ResultStore, StoreUnavailableError
 from raas_api.local.bundle import write_bundle
 from raas_api.local.classify import Classification, classify_run
+from raas_api.local.fleet import fleet_state
 from raas_api.local.results import S3Settings, SpoolFlusher, open_result_store, pending_results
 from raas_api.local.robots import LocalRobot, RobotKind, make_robot
 from raas_api.stores.base import ConflictError, JobNotFoundError, JobRecord
@@ -61,6 +62,7 @@ from raas_operator.jobs.model import (
     fail,
     transition,
 )
+from raas_operator.metrics import FleetMetrics, FleetState
 from raas_operator.scheduling.core import Quotas, RobotView, WaitingJob, admit, schedule
 
 log = logging.getLogger(__name__)
@@ -147,6 +149,8 @@ class LocalPlatform:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._dispatcher: threading.Thread | None = None
+        self.fleet = FleetMetrics(state=self.fleet_state)
+        """Queue, finished jobs, robots, spooled results (`raas_operator.metrics`); each status change feeds it."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -296,6 +300,12 @@ class LocalPlatform:
             raise KeyError(robot)
         self.agents[robot].set_maintenance(on)
         self._wake.set()
+
+    def fleet_state(self) -> FleetState:
+        """The queue, the robots and the spooled results now (read by the fleet metrics at each scrape)."""
+        with self._lock:
+            booked = list(self._busy)
+        return fleet_state(self.store, self.agents, booked, self.results, time.time())
 
     def robots(self) -> list[RobotView]:
         views = []
@@ -546,9 +556,11 @@ class LocalPlatform:
         for _ in range(20):
             record = self.store.get(job_id)
             try:
-                return self.store.update_status(job_id, change(record.status), record.version)
+                updated = self.store.update_status(job_id, change(record.status), record.version)
             except ConflictError:
                 continue
+            self.fleet.observe_transition(record.status, updated.status)
+            return updated
         raise ConflictError(f"job {job_id} kept changing; giving up this update")
 
     @property

@@ -9,6 +9,7 @@ bounded set. No per-job or per-user labels.
 from __future__ import annotations
 
 import threading
+import time
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
@@ -56,6 +57,10 @@ class AgentMetrics:
         self.encoder_glitches = Counter("raas_encoder_glitches", "Impossible encoder jumps.", labels,
                                         registry=self.registry)  # fmt: skip
         self.info = Info("raas_robot", "Robot identity.", labels, registry=self.registry)
+        self.last_boundary = Gauge("raas_control_last_boundary_timestamp_seconds", "Unix time of the control loop's "
+                                   "last boundary (its liveness).", labels, registry=self.registry)  # fmt: skip
+        self.last_boundary_s: float | None = None
+        """Unix time of the control loop's last boundary (None before the first)."""
         for state in ROBOT_STATES:
             self.state.labels(robot, state).set(0)
         for outcome in SESSION_OUTCOMES:
@@ -77,7 +82,11 @@ class AgentMetrics:
             self.state.labels(self.robot, known).set(1 if known == state else 0)
 
     def observe_step_latency(self, seconds: float) -> None:
+        """Account one control boundary (the agent calls this once per boundary): its latency, and
+        the boundary's time as the control loop's liveness."""
         self.step_latency.labels(self.robot).observe(seconds)
+        self.last_boundary_s = time.time()
+        self.last_boundary.labels(self.robot).set(self.last_boundary_s)
 
     def count_deadline_misses(self, count: int) -> None:
         if count:
