@@ -1,0 +1,8 @@
+{{/* The alert rules file (a plain Prometheus rules file with `groups:`), failing clearly when it is missing. */}}
+{{- define "raas.rulesFile" -}}
+{{- $rules := .Files.Get "files/alerts/raas-rules.yaml" }}
+{{- if not $rules }}
+{{- fail "files/alerts/raas-rules.yaml is missing from the chart (or disable monitoring.prometheusRule and monitoring.rulesConfigMap)" }}
+{{- end }}
+{{- $rules }}
+{{- end }}
