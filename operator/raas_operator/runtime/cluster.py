@@ -209,18 +209,24 @@ class Cluster:
             raise
         return _cluster_robot(item)[0]
 
-    def book(self, robot: str, job: str | None, resource_version: str | None = None) -> None:
-        """Book `job` on `robot` (None: free it); with a resourceVersion, only if unchanged since."""
+    def book(self, robot: str, job: str | None, resource_version: str | None = None) -> dict[str, Any] | None:
+        """Book `job` on `robot` (None: free it); with a resourceVersion, only if unchanged since.
+
+        Returns the Robot as patched (None if there is no such Robot)."""
         metadata: dict[str, Any] = {"annotations": {BOOKING_ANNOTATION: job}}
         if resource_version is not None:
             metadata["resourceVersion"] = resource_version
         try:
-            self.custom.patch_cluster_custom_object(GROUP, VERSION, "robots", robot, {"metadata": metadata})
+            return cast(
+                dict[str, Any],
+                self.custom.patch_cluster_custom_object(GROUP, VERSION, "robots", robot, {"metadata": metadata}),
+            )
         except ApiException as error:
             if error.status == 409:
                 raise ConflictError(robot) from None
             if error.status != 404:
                 raise
+            return None
 
     # -- events ----------------------------------------------------------------------------------
 
