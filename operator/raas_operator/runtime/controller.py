@@ -27,9 +27,10 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from raas_operator.jobs.model import ON_ROBOT_PHASES, JobSpec, JobStatus, Phase
+from raas_operator.jobs.model import ON_ROBOT_PHASES, ArchiveSource, JobSpec, JobStatus, Phase
 from raas_operator.reconcile.jobs import (
     Action,
+    AdoptUpload,
     CollectResults,
     CreateFetchPod,
     CreateRunPod,
@@ -45,7 +46,7 @@ from raas_operator.reconcile.jobs import (
 from raas_operator.reconcile.schedule import effective_phase
 from raas_operator.runtime.cache import ClusterCache
 from raas_operator.runtime.cluster import Cluster, ConflictError
-from raas_operator.runtime.scheduler import SchedulerLoop, created_at
+from raas_operator.runtime.scheduler import CANCEL_ANNOTATION, SchedulerLoop, created_at
 from raas_operator.runtime.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,13 @@ class JobController:
         phase = _phase(body)
         if previous is None or _phase(previous) is not phase:
             self.scheduler.wake()  # a job joined or left the queue, or an owner's running count changed
-        if body["metadata"].get("deletionTimestamp") or not (phase is Phase.QUEUED or phase.is_terminal):
+        metadata = body["metadata"]
+        cancelling = (metadata.get("annotations") or {}).get(CANCEL_ANNOTATION) == "true"
+        if (
+            metadata.get("deletionTimestamp")
+            or (cancelling and not phase.is_terminal)
+            or not (phase is Phase.QUEUED or phase.is_terminal)
+        ):
             self.queue.add(name, urgent=phase in ON_ROBOT_PHASES)
 
     def pod_changed(self, body: dict[str, Any], *, deleted: bool = False) -> None:
@@ -171,6 +178,7 @@ class JobController:
         metadata = job["metadata"]
         name = metadata["name"]
         spec = JobSpec.model_validate(job["spec"])
+        cancelling = (metadata.get("annotations") or {}).get(CANCEL_ANNOTATION) == "true"
         status = JobStatus.model_validate(job.get("status") or {})
         now = datetime.now(timezone.utc)
         if not deleting and expired(status, now, timedelta(seconds=handle.settings.finished_ttl_s)):
@@ -182,6 +190,11 @@ class JobController:
         if collected and record is None:  # the agent uploads its record a heartbeat after the session
             waited = now - status.history[-1].at if status.history else timedelta(0)
             collected = waited.total_seconds() >= handle.settings.session_upload_wait_s
+        upload_present = (
+            status.phase is Phase.PENDING
+            and isinstance(spec.source, ArchiveSource)
+            and handle.upload_present(spec.source.sha256)
+        )
         facts = JobFacts(
             name=name,
             spec=spec,
@@ -189,10 +202,12 @@ class JobController:
             pods=handle.pods_of(name) if fresh else self.cache.pods_of(name),
             robot=self._robot_facts(status.robot, now) if status.phase in ON_ROBOT_PHASES else None,
             deleting=deleting or bool(metadata.get("deletionTimestamp")),
+            cancel_requested=cancelling,
             results_collected=collected,
             created_at=created_at(metadata, now),
             summary=summary,
             robot_fault=robot_fault,
+            upload_present=upload_present,
         )
         actions = reconcile_job(facts)
         self._apply(job, actions)
@@ -210,6 +225,8 @@ class JobController:
                 handle.delete_pod(action.pod)
             elif isinstance(action, CollectResults):
                 handle.collect_results(job, action.pod)
+            elif isinstance(action, AdoptUpload):
+                handle.adopt_upload(name, action.sha256)
             elif isinstance(action, UpdateStatus):
                 try:
                     job = {**job, **handle.patch_status(name, action.status, job["metadata"]["resourceVersion"])}

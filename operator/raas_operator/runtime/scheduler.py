@@ -34,6 +34,10 @@ from raas_operator.scheduling.core import Quotas
 
 log = logging.getLogger(__name__)
 
+CANCEL_ANNOTATION = "raas.dev/cancel"
+"""``"true"`` cancels a job without deleting it (the web API's cancel: the job stays listed as
+Cancelled until its TTL). Deleting the RaasJob cancels it too."""
+
 EXACT_POSITIONS = 10
 """Positions up to this one are always written exactly."""
 POSITION_REFRESH_S = 30.0
@@ -94,8 +98,12 @@ class SchedulerLoop:
         queued: list[QueuedJob] = []
         running: Counter[str] = Counter()
         for job in self.cache.jobs():
-            if job["metadata"].get("deletionTimestamp"):
-                continue
+            metadata = job["metadata"]
+            if (
+                metadata.get("deletionTimestamp")
+                or (metadata.get("annotations") or {}).get(CANCEL_ANNOTATION) == "true"
+            ):
+                continue  # being cancelled
             spec, status = self.cache.parsed(job)
             if status.phase is Phase.QUEUED:
                 name = job["metadata"]["name"]
