@@ -99,20 +99,25 @@ class RealisticEmulator(kmock.KubernetesEmulator):
     pod_logs: dict = attrs.field(factory=dict)
     """(namespace, pod) → the text ``GET .../pods/NAME/log`` serves (tests' stand-in kubelets write it)."""
 
-    request_history: int = 32
-    """Requests kmock keeps for assertions. kmock 0.8 keeps every request and matches each new one
-    against the whole history, so a long run slows down quadratically (a create took 10 ms at 100
-    objects, 130 ms at 600); the tests here assert on objects, not on request logs."""
+    _in_flight: set = attrs.field(factory=set, init=False)
+    """ids of the requests being handled now."""
 
-    async def __call__(self, raw_request):
-        try:
-            return await super().__call__(raw_request)
-        finally:
-            excess = len(self._requests) - self.request_history
-            if excess > 0:  # in-flight requests are the newest: only finished ones are dropped
-                del self._requests[:excess]
+    def _forget_finished_requests(self) -> None:
+        """kmock 0.8 keeps every request for assertions and matches each new one against the whole
+        history (a create took 10 ms at 100 objects, 130 ms at 600). The tests here assert on
+        objects, not on request logs: only the requests being handled are kept (kmock needs a
+        request in its log while it matches it)."""
+        self._requests[:] = [known for known in self._requests if id(known) in self._in_flight]
 
     async def _handle(self, request: kmock.Request):
+        self._in_flight.add(id(request))
+        try:
+            return await self._handle_in_flight(request)
+        finally:
+            self._in_flight.discard(id(request))
+            self._forget_finished_requests()
+
+    async def _handle_in_flight(self, request: kmock.Request):
         if request.subresource == "log" and getattr(request.resource, "plural", None) == "pods":
             return aiohttp.web.Response(text=self.pod_logs.get((request.namespace, request.name), ""))
         if request.resource is not None and request.name is not None and request.method == enums.method.PUT:
