@@ -3,6 +3,18 @@
 raas-agent run --robot pendulum-1 --driver pigpio --socket /run/raas/agent.sock [--kubernetes]
 raas-agent virtual-rig --port 8888
 raas-agent calibrate --robot pendulum-1 --driver pigpio --output pendulum-1.json
+
+With ``--kubernetes`` (the DaemonSet) the agent creates and heartbeats its Robot object and takes
+the jobs the operator books on it. The robot's name defaults to its node's ``raas.dev/robot``
+label (``$NODE_NAME`` from the downward API); the rest comes from the environment:
+
+* ``RAAS_AGENT_ROBOT``: the robot's name, instead of the node's label;
+* ``RAAS_AGENT_SESSION_KEY``: the HMAC key shared with the operator (without it the agent takes
+  no jobs from the cluster);
+* ``RAAS_AGENT_JOB_NAMESPACE``: where the RaasJobs live (default ``raas``);
+* ``RAAS_AGENT_S3_ENDPOINT`` (host:port), ``RAAS_AGENT_S3_ACCESS_KEY``, ``RAAS_AGENT_S3_SECRET_KEY``,
+  ``RAAS_AGENT_S3_BUCKET`` (default ``raas-results``), ``RAAS_AGENT_S3_SECURE`` (default true):
+  where the agent uploads a job's trajectory and session record.
 """
 
 from __future__ import annotations
@@ -13,13 +25,14 @@ import os
 import signal
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gym_raas.params import PendulumParams, load_calibration
 from raas_node import virtual_rig
 from raas_node.agent.agent import AgentConfig, RobotAgent
 from raas_node.agent.calibration import calibrate_robot
 from raas_node.agent.metrics import AgentMetrics
+from raas_node.agent.settings import ROBOT_LABEL, ClusterSettings
 from raas_node.drivers.base import RobotDriver
 from raas_node.drivers.config import PigpioDriverConfig
 
@@ -38,8 +51,10 @@ def _driver(arguments: argparse.Namespace) -> RobotDriver:
     return PigpioDriver(PigpioDriverConfig(host=arguments.pigpio_host, port=arguments.pigpio_port), params)
 
 
-def _add_robot_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--robot", required=True, help="robot name (the node's raas.dev/robot label)")
+def _add_robot_arguments(parser: argparse.ArgumentParser, *, robot_required: bool = True) -> None:
+    parser.add_argument(
+        "--robot", required=robot_required, help="robot name (with --kubernetes: the node's raas.dev/robot label)"
+    )
     parser.add_argument("--driver", choices=("sim", "pigpio"), default="pigpio")
     parser.add_argument("--pigpio-host", default="127.0.0.1")
     parser.add_argument("--pigpio-port", type=int, default=8888)
@@ -47,14 +62,16 @@ def _add_robot_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(arguments: argparse.Namespace) -> int:
+    settings = ClusterSettings.from_environment()
+    robot = _robot_name(arguments, settings)
     driver = _driver(arguments)
-    metrics = AgentMetrics(arguments.robot)
+    metrics = AgentMetrics(robot)
     metrics.robot_info("pendulum", arguments.driver, "0.1.0")
-    config = AgentConfig(robot=arguments.robot, socket_path=arguments.socket, recordings_dir=arguments.recordings)
+    config = AgentConfig(robot=robot, socket_path=arguments.socket, recordings_dir=arguments.recordings)
     agent = RobotAgent(driver, config, metrics).start()
-    heartbeat = _heartbeat(arguments, agent).start() if arguments.kubernetes else None
+    heartbeat = _heartbeat(arguments, agent, settings).start() if arguments.kubernetes else None
     port = metrics.serve(arguments.metrics_host, arguments.metrics_port)
-    logging.getLogger(__name__).info("agent %s serving %s, metrics on port %d", arguments.robot, arguments.socket, port)
+    logging.getLogger(__name__).info("agent %s serving %s, metrics on port %d", robot, arguments.socket, port)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -67,11 +84,22 @@ def _run(arguments: argparse.Namespace) -> int:
     return 0
 
 
-def _heartbeat(arguments: argparse.Namespace, agent: RobotAgent) -> RobotHeartbeat:
+def _heartbeat(arguments: argparse.Namespace, agent: RobotAgent, settings: ClusterSettings) -> RobotHeartbeat:
     """The Robot heartbeat, with the pod's service account in a pod, else the kubeconfig."""
-    from kubernetes import client, config
+    from kubernetes import client
 
     from raas_node.agent.cluster import RobotHeartbeat
+
+    api = client.CustomObjectsApi(client.ApiClient(_kubernetes_configuration()))
+    return RobotHeartbeat(
+        agent, api, robot=agent.config.robot, node=arguments.node_name, interval_s=arguments.heartbeat_interval,
+        robot_type=agent.config.robot_type, job_namespace=settings.job_namespace, session_key=settings.session_key,
+        results=settings.result_store(),
+    )  # fmt: skip
+
+
+def _kubernetes_configuration() -> Any:
+    from kubernetes import client, config
 
     configuration = client.Configuration()
     try:
@@ -79,11 +107,24 @@ def _heartbeat(arguments: argparse.Namespace, agent: RobotAgent) -> RobotHeartbe
     except config.ConfigException:
         config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     configuration.retries = 0  # the next beat is the retry (and an outage logs one line, not three a beat)
-    api = client.CustomObjectsApi(client.ApiClient(configuration))
-    return RobotHeartbeat(
-        agent, api, robot=arguments.robot, node=arguments.node_name, interval_s=arguments.heartbeat_interval,
-        robot_type=agent.config.robot_type,
-    )  # fmt: skip
+    return configuration
+
+
+def _robot_name(arguments: argparse.Namespace, settings: ClusterSettings) -> str:
+    """`--robot`, else ``RAAS_AGENT_ROBOT``, else (with ``--kubernetes``) the node's robot label."""
+    if arguments.robot:
+        return str(arguments.robot)
+    if settings.robot:
+        return settings.robot
+    if not arguments.kubernetes:
+        raise SystemExit("raas-agent run: give the robot's name with --robot (or RAAS_AGENT_ROBOT)")
+    from kubernetes import client
+
+    node = client.CoreV1Api(client.ApiClient(_kubernetes_configuration())).read_node(arguments.node_name)
+    name = ((node.metadata.labels if node.metadata else None) or {}).get(ROBOT_LABEL)
+    if not name:
+        raise SystemExit(f"raas-agent run: node {arguments.node_name} has no {ROBOT_LABEL} label (not a robot node)")
+    return str(name)
 
 
 def _calibrate(arguments: argparse.Namespace) -> int:
@@ -103,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="serve control sessions for one robot")
-    _add_robot_arguments(run)
+    _add_robot_arguments(run, robot_required=False)
     run.add_argument("--socket", type=Path, default=Path("/run/raas/agent.sock"))
     run.add_argument("--recordings", type=Path, default=Path("/var/lib/raas/recordings"))
     run.add_argument("--metrics-host", default="0.0.0.0")

@@ -1,7 +1,9 @@
-"""``raas-agent run`` as a process: it comes up, serves metrics, and stops cleanly on SIGTERM."""
+"""``raas-agent run`` as a process: it comes up, serves metrics, and stops cleanly on SIGTERM; in a
+cluster it names its robot after its node's label and reads its settings from the environment."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -11,6 +13,13 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+import pytest
+import yaml
+from k8s_fixtures import running_emulator
+from kubernetes import client
+
+from raas_node.agent.settings import ClusterSettings
 
 
 def free_port() -> int:
@@ -52,3 +61,87 @@ def test_the_agent_process_serves_its_socket_and_metrics_and_stops_on_sigterm() 
         if process.poll() is None:
             process.kill()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def write_kubeconfig(path: Path, url: str) -> Path:
+    path.write_text(
+        yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "emulator",
+            "clusters": [{"name": "emulator", "cluster": {"server": url}}],
+            "users": [{"name": "emulator", "user": {"token": "test"}}],
+            "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "emulator"}}],
+        })
+    )  # fmt: skip
+    return path
+
+
+def agent_in_cluster(folder: Path, url: str, node: str, **environment: str) -> subprocess.Popen[bytes]:
+    """``raas-agent run --kubernetes`` as the DaemonSet runs it: no --robot, settings from the environment."""
+    env = dict(os.environ, KUBECONFIG=str(write_kubeconfig(folder / "kubeconfig", url)), NODE_NAME=node, **environment)
+    return subprocess.Popen(
+        [
+            sys.executable, "-m", "raas_node.cli", "run", "--kubernetes", "--driver", "sim",
+            "--socket", str(folder / "agent.sock"), "--recordings", str(folder / "rec"),
+            "--metrics-host", "127.0.0.1", "--metrics-port", str(free_port()), "--heartbeat-interval", "0.2",
+        ],
+        env=env, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+def test_in_a_cluster_the_agent_takes_its_robot_name_from_its_nodes_label(tmp_path: Path) -> None:
+    """Against the Kubernetes emulator (no real API server can run here, ../shared/TESTING.md)."""
+    with running_emulator("raas") as emulator:
+        api = emulator.api_client()
+        client.CoreV1Api(api).create_node({"metadata": {"name": "pi-7", "labels": {"raas.dev/robot": "pendulum-7"}}})
+        process = agent_in_cluster(tmp_path, emulator.url, "pi-7", RAAS_AGENT_JOB_NAMESPACE="raas")
+        try:
+            custom = client.CustomObjectsApi(api)
+            deadline = time.monotonic() + 20
+            robot: dict[str, object] = {}
+            while time.monotonic() < deadline and process.poll() is None:
+                listing = custom.list_cluster_custom_object("raas.dev", "v1alpha1", "robots")["items"]
+                robot = next((item for item in listing if (item.get("status") or {}).get("phase") == "Ready"), {})
+                if robot:
+                    break
+                time.sleep(0.2)
+            assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+            assert robot["metadata"]["name"] == "pendulum-7"  # type: ignore[index]
+            assert robot["spec"]["node_name"] == "pi-7"  # type: ignore[index]
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=15) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+
+
+def test_on_a_node_without_a_robot_label_the_agent_refuses_to_start(tmp_path: Path) -> None:
+    with running_emulator("raas") as emulator:
+        client.CoreV1Api(emulator.api_client()).create_node({"metadata": {"name": "worker-1"}})
+        process = agent_in_cluster(tmp_path, emulator.url, "worker-1")
+        try:
+            assert process.wait(timeout=20) != 0
+            assert process.stderr is not None
+            assert "node worker-1 has no raas.dev/robot label" in process.stderr.read().decode()
+        finally:
+            if process.poll() is None:
+                process.kill()
+
+
+def test_the_cluster_settings_come_from_the_environment() -> None:
+    settings = ClusterSettings.from_environment(
+        {
+            "RAAS_AGENT_SESSION_KEY": "k3y",
+            "RAAS_AGENT_JOB_NAMESPACE": "raas-jobs",
+            "RAAS_AGENT_S3_ENDPOINT": "minio:9000",
+            "RAAS_AGENT_S3_SECURE": "false",
+        }
+    )
+    assert settings.session_key == b"k3y"
+    assert settings.job_namespace == "raas-jobs"
+    assert settings.robot is None
+    assert settings.s3_secure is False
+    assert settings.result_store() is not None
+    assert ClusterSettings.from_environment({}).result_store() is None
+    assert ClusterSettings.from_environment({}).session_key is None
+    with pytest.raises(ValueError, match="RAAS_AGENT_S3_SECURE"):
+        ClusterSettings.from_environment({"RAAS_AGENT_S3_SECURE": "maybe"})

@@ -8,6 +8,7 @@ import pytest
 
 from raas_operator.jobs.model import FailureClass, JobSpec, JobStatus, Phase, transition
 from raas_operator.reconcile.jobs import (
+    AdoptUpload,
     CollectResults,
     CreateFetchPod,
     CreateRunPod,
@@ -249,3 +250,36 @@ def test_pod_views_read_what_the_api_server_reports() -> None:
         ).outcome
         is PodOutcome.GONE
     )
+
+
+ARCHIVE_SPEC = JobSpec.model_validate({"owner": "ada", "source": {"kind": "archive", "sha256": "c" * 64}})
+
+
+def test_an_uploaded_job_takes_its_code_from_the_store_and_is_queued_without_a_fetch_pod() -> None:
+    actions = reconcile_job(JobFacts("job-1", ARCHIVE_SPEC, JobStatus(), upload_present=True))
+    assert AdoptUpload("c" * 64) in actions
+    assert not any(isinstance(action, CreateFetchPod) for action in actions)
+    status = new_status(actions)
+    assert status.phase is Phase.QUEUED
+    assert [change.phase for change in status.history] == [Phase.PENDING, Phase.FETCHING, Phase.QUEUED]
+    assert actions.index(AdoptUpload("c" * 64)) < actions.index(UpdateStatus(status))  # code first, then Queued
+
+
+def test_an_uploaded_job_whose_code_is_missing_fails_as_a_user_error() -> None:
+    actions = reconcile_job(JobFacts("job-1", ARCHIVE_SPEC, JobStatus(), upload_present=False))
+    status = new_status(actions)
+    assert (status.phase, status.reason, status.failure_class) == (
+        Phase.FAILED,
+        "UploadMissing",
+        FailureClass.USER_ERROR,
+    )
+    assert not any(isinstance(action, AdoptUpload) for action in actions)
+
+
+def test_a_cancel_request_cancels_the_job_but_keeps_the_raasjob() -> None:
+    actions = reconcile_job(facts(status_at(Phase.RUNNING), run_pod(PodOutcome.RUNNING), cancel_requested=True))
+    assert DeletePod("job-1-1") in actions
+    status = new_status(actions)
+    assert (status.phase, status.message) == (Phase.CANCELLED, "cancelled on request")
+    assert not any(isinstance(action, ReleaseFinalizer) for action in actions)
+    assert reconcile_job(facts(status, cancel_requested=True)) == []  # nothing left to do

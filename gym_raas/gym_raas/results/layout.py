@@ -78,3 +78,14 @@ SESSION_FILE = "session.json"
 def session_key(job_id: str) -> str:
     """Key of the agent's ``session.json`` of a job."""
     return job_prefix(job_id) + SESSION_FILE
+
+
+UPLOADS_ROOT = "uploads"
+
+
+def upload_key(sha256: str) -> str:
+    """Where the web API keeps an uploaded job's code (a normalised ``code.tar.gz``) by its SHA-256,
+    until the operator adopts it as the job's ``code.tar.gz``."""
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        raise ValueError(f"not a SHA-256 digest: {sha256!r}")
+    return f"{UPLOADS_ROOT}/{sha256}.tar.gz"

@@ -55,6 +55,7 @@ from gym_raas.results.layout import ResultFile, result_key, session_key
 from gym_raas.results.store import ResultStore, StoreUnavailableError
 from raas_node.agent.agent import AgentState, RobotAgent
 from raas_node.agent.health import RobotHealth
+from raas_node.agent.settings import ROBOT_LABEL
 
 BOOKING_ANNOTATION = "raas.dev/booked-job"
 """Set by the operator on the Robot it gives a job (the agent only reads it)."""
@@ -64,7 +65,6 @@ GROUP = "raas.dev"
 VERSION = "v1alpha1"
 PLURAL = "robots"
 KIND = "Robot"
-ROBOT_LABEL = "raas.dev/robot"
 JOB_REF_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$")
 """``status.current_job`` as the CRD accepts it: ``<namespace>/<name>``."""
 MAX_REASONS = 32

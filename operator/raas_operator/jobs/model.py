@@ -121,7 +121,15 @@ class LocalSource(_Model):
     path: Annotated[str, Field(min_length=1, max_length=4096, description="Folder or .tar.gz/.zip archive.")]
 
 
-Source = Annotated[GitSource | LocalSource, Field(discriminator="kind")]
+class ArchiveSource(_Model):
+    """Code uploaded through the web API of a cluster: a normalised ``code.tar.gz`` that the API
+    stored under ``uploads/<sha256>.tar.gz`` in the result store before creating the job."""
+
+    kind: Literal["archive"] = "archive"
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the uploaded code.tar.gz.")]
+
+
+Source = Annotated[GitSource | LocalSource | ArchiveSource, Field(discriminator="kind")]
 
 
 class RobotRequest(_Model):

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from raas_operator.jobs.model import (
+    ArchiveSource,
     FailureClass,
     JobSpec,
     JobStatus,
@@ -59,6 +60,9 @@ class JobFacts:
     pods: tuple[PodView, ...] = ()
     robot: RobotFacts | None = None
     deleting: bool = False
+    """The RaasJob is being deleted (which cancels it)."""
+    cancel_requested: bool = False
+    """Cancelled on request without being deleted (it stays, Cancelled, until its TTL)."""
     results_collected: bool = False
     """The current attempt's logs and bundle are in the result store."""
     robot_fault: str | None = None
@@ -67,6 +71,8 @@ class JobFacts:
     """The RaasJob's creation time (the Pending entry of a job applied without a status)."""
     summary: JobSummary | None = None
     """Headline figures of the run, from the robot agent's record of the session."""
+    upload_present: bool = False
+    """For an archive source: the uploaded code is in the result store."""
 
 
 # -- actions -----------------------------------------------------------------------------------
@@ -109,11 +115,27 @@ class RecordEvent:
 
 
 @dataclass(frozen=True)
+class AdoptUpload:
+    """Make the uploaded code (`sha256`) the job's ``code.tar.gz``."""
+
+    sha256: str
+
+
+@dataclass(frozen=True)
 class ReleaseFinalizer:
     """Nothing of the job is left in the cluster: let the API server delete it."""
 
 
-Action = CreateFetchPod | CreateRunPod | DeletePod | CollectResults | UpdateStatus | RecordEvent | ReleaseFinalizer
+Action = (
+    CreateFetchPod
+    | CreateRunPod
+    | DeletePod
+    | CollectResults
+    | UpdateStatus
+    | RecordEvent
+    | AdoptUpload
+    | ReleaseFinalizer
+)
 
 
 # -- the decision ------------------------------------------------------------------------------
@@ -121,7 +143,7 @@ Action = CreateFetchPod | CreateRunPod | DeletePod | CollectResults | UpdateStat
 
 def reconcile_job(facts: JobFacts) -> list[Action]:
     """The next actions for one job (empty when there is nothing to do until something changes)."""
-    if facts.deleting:
+    if facts.deleting or facts.cancel_requested:
         return _cancel(facts)
     phase = facts.status.phase
     if phase.is_terminal:
@@ -138,13 +160,24 @@ def reconcile_job(facts: JobFacts) -> list[Action]:
 
 
 def _pending(facts: JobFacts) -> list[Action]:
-    actions: list[Action] = []
-    if _fetch_pod(facts) is None:
-        actions.append(CreateFetchPod(fetch_pod_name(facts.name)))
     status = facts.status
     if not status.history:  # applied with kubectl: no status yet
         submitted = PhaseChange(phase=Phase.PENDING, at=facts.created_at or utc_now(), reason="Submitted")
         status = status.model_copy(update={"reason": "Submitted", "history": (submitted,)})
+    source = facts.spec.source
+    if isinstance(source, ArchiveSource):  # uploaded: nothing to fetch
+        if not facts.upload_present:
+            message = f"the uploaded code {source.sha256[:12]} is not in the result store"
+            failed = transition(
+                status, Phase.FAILED, reason="UploadMissing", message=message, failure_class=FailureClass.USER_ERROR
+            )
+            return [UpdateStatus(failed), RecordEvent("UploadMissing", message, warning=True)]
+        received = transition(status, Phase.FETCHING, reason="Fetching", message="taking the uploaded code")
+        queued = transition(received, Phase.QUEUED, reason="Fetched", message=f"uploaded code {source.sha256[:12]}")
+        return [AdoptUpload(source.sha256), UpdateStatus(queued), RecordEvent("Queued", "uploaded code received")]
+    actions: list[Action] = []
+    if _fetch_pod(facts) is None:
+        actions.append(CreateFetchPod(fetch_pod_name(facts.name)))
     status = transition(status, Phase.FETCHING, reason="Fetching", message="resolving the ref and fetching")
     return [*actions, UpdateStatus(status), RecordEvent("Fetching", f"fetching {_source(facts.spec)}")]
 
@@ -220,9 +253,10 @@ def _uploading(facts: JobFacts) -> list[Action]:
 def _cancel(facts: JobFacts) -> list[Action]:
     actions: list[Action] = [DeletePod(pod.name) for pod in facts.pods if pod.outcome is not PodOutcome.GONE]
     if not facts.status.phase.is_terminal:
-        cancelled = transition(facts.status, Phase.CANCELLED, reason="Cancelled", message="the RaasJob was deleted")
-        actions += [UpdateStatus(cancelled), RecordEvent("Cancelled", "the RaasJob was deleted")]
-    if not facts.pods:
+        why = "the RaasJob was deleted" if facts.deleting else "cancelled on request"
+        cancelled = transition(facts.status, Phase.CANCELLED, reason="Cancelled", message=why)
+        actions += [UpdateStatus(cancelled), RecordEvent("Cancelled", why)]
+    if facts.deleting and not facts.pods:
         actions.append(ReleaseFinalizer())
     return actions
 

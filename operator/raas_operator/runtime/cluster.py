@@ -17,7 +17,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from gym_raas.protocol.tokens import session_token
-from gym_raas.results.layout import ResultFile, result_key, session_key
+from gym_raas.results.layout import ResultFile, result_key, session_key, upload_key
 from gym_raas.results.store import ResultNotFoundError, S3ResultStore
 from raas_operator.jobs.model import JobSpec, JobStatus
 from raas_operator.pods.builder import PodSettings, fetch_pod, job_pod, session_secret
@@ -178,6 +178,15 @@ class Cluster:
         document = json.dumps(metadata, indent=2, sort_keys=True).encode()
         self.store.put_bytes(result_key(name, ResultFile.METADATA), document, ResultFile.METADATA.content_type)
 
+    def upload_present(self, sha256: str) -> bool:
+        return self.store.exists(upload_key(sha256))
+
+    def adopt_upload(self, job: str, sha256: str) -> None:
+        """The uploaded code becomes the job's ``code.tar.gz`` (the upload itself stays: the same
+        archive may be submitted again)."""
+        data = self.store.get_bytes(upload_key(sha256))
+        self.store.put_bytes(result_key(job, ResultFile.CODE), data, ResultFile.CODE.content_type)
+
     def agent_session(self, job: str) -> dict[str, Any] | None:
         """The robot agent's ``session.json`` of the job, once it uploaded it."""
         try:
@@ -209,18 +218,24 @@ class Cluster:
             raise
         return _cluster_robot(item)[0]
 
-    def book(self, robot: str, job: str | None, resource_version: str | None = None) -> None:
-        """Book `job` on `robot` (None: free it); with a resourceVersion, only if unchanged since."""
+    def book(self, robot: str, job: str | None, resource_version: str | None = None) -> dict[str, Any] | None:
+        """Book `job` on `robot` (None: free it); with a resourceVersion, only if unchanged since.
+
+        Returns the Robot as patched (None if there is no such Robot)."""
         metadata: dict[str, Any] = {"annotations": {BOOKING_ANNOTATION: job}}
         if resource_version is not None:
             metadata["resourceVersion"] = resource_version
         try:
-            self.custom.patch_cluster_custom_object(GROUP, VERSION, "robots", robot, {"metadata": metadata})
+            return cast(
+                dict[str, Any],
+                self.custom.patch_cluster_custom_object(GROUP, VERSION, "robots", robot, {"metadata": metadata}),
+            )
         except ApiException as error:
             if error.status == 409:
                 raise ConflictError(robot) from None
             if error.status != 404:
                 raise
+            return None
 
     # -- events ----------------------------------------------------------------------------------
 

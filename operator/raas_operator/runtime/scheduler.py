@@ -1,56 +1,94 @@
-"""The operator's scheduling loop: the whole queue, every `OperatorSettings.reconcile_interval_s`.
+"""The operator's scheduler: the whole queue in one round, run when something it depends on changes.
 
-Each round lists the namespace's RaasJobs and the Robots once, asks the scheduler core for a
-decision, and acts on it: a rejected job fails at once with the reason; an assigned one books
+Each round reads the queued RaasJobs and the Robots from the operator's cache (`runtime.cache`,
+fed by the watch streams: a round costs no read of the API server), asks the scheduler core for
+a decision, and acts on it: a rejected job fails at once with the reason; an assigned one books
 its robot (a patch guarded by the Robot's resourceVersion) and only then moves to Starting (a
-status patch guarded by the job's resourceVersion; if that fails the booking is undone). Queue
-positions and start estimates are written when they change. Two operators running this loop
-at once (peering hand-over) cannot double-book a robot: the loser of either patch backs off.
+status patch guarded by the job's resourceVersion; if that fails the booking is undone). Two
+operators running rounds at once (a peering hand-over) cannot double-book a robot: the loser of
+either patch backs off, and the newer versions the watch brings trigger the next round.
+
+Queue positions and start estimates are written back so that ``kubectl get rj`` shows them, but
+not at every shift of the queue (with a thousand jobs waiting, every start would rewrite every
+job behind it): a job's position is written when it reaches the head (`EXACT_POSITIONS`), when it
+moved by at least a tenth, or when it was last written `POSITION_REFRESH_S` ago; and a round
+stops writing positions as soon as something asks for the next round, so that writing them
+never delays a robot's next job.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from raas_operator.jobs.model import ON_ROBOT_PHASES, FailureClass, JobSpec, JobStatus, Phase, transition
+from raas_operator.jobs.model import ON_ROBOT_PHASES, FailureClass, JobStatus, Phase, transition
 from raas_operator.reconcile.schedule import QueuedJob, plan
+from raas_operator.runtime.cache import ClusterCache
 from raas_operator.runtime.cluster import Cluster, ConflictError
 from raas_operator.scheduling.core import Quotas
 
 log = logging.getLogger(__name__)
 
+CANCEL_ANNOTATION = "raas.dev/cancel"
+"""``"true"`` cancels a job without deleting it (the web API's cancel: the job stays listed as
+Cancelled until its TTL). Deleting the RaasJob cancels it too."""
+
+EXACT_POSITIONS = 10
+"""Positions up to this one are always written exactly."""
+POSITION_REFRESH_S = 30.0
+"""Any stale position is written at least this often."""
+
+
+def position_worth_writing(old: int | None, new: int, age_s: float) -> bool:
+    """Whether a queued job's position `new` (written `age_s` ago as `old`) should be written now."""
+    if old == new:
+        return False
+    if old is None or new <= EXACT_POSITIONS or age_s >= POSITION_REFRESH_S:
+        return True
+    return abs(new - old) * 10 >= old
+
 
 class SchedulerLoop:
-    """Schedules queued RaasJobs in a daemon thread (`start`/`stop`), or one round at a time."""
+    """Schedules the queued RaasJobs of `cache`; `wake` asks for a round, `run_safely` runs one."""
 
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(
+        self, cluster: Cluster, cache: ClusterCache, *, on_started: Callable[[str], None] | None = None
+    ) -> None:
         self.cluster = cluster
+        self.cache = cache
+        self.on_started = on_started
+        """Called with each job moved to Starting (the controller creates its pod at once)."""
         self.rounds = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="raas-scheduler", daemon=True)
+        self._wake = threading.Event()
+        self._failing = False
+        self._positions_written: dict[str, float] = {}
 
-    def start(self) -> SchedulerLoop:
-        self._thread.start()
-        return self
+    def wake(self) -> None:
+        """Something a round depends on changed: run one soon."""
+        self._wake.set()
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
+    def wait(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` for a `wake`; whether one came (and consume it)."""
+        woken = self._wake.wait(timeout_s)
+        self._wake.clear()
+        return woken
 
-    def _run(self) -> None:
-        failing = False
-        while not self._stop.wait(self.cluster.settings.reconcile_interval_s):
-            try:
-                self.run_once()
-                failing = False
-            except Exception:
-                if not failing:
-                    log.exception("scheduling round failed; retrying")
-                failing = True
+    def run_safely(self) -> int:
+        """`run_once`, logging (once per outage) instead of raising."""
+        try:
+            started = self.run_once()
+        except Exception:
+            if not self._failing:
+                log.exception("scheduling round failed; retrying")
+            self._failing = True
+            return 0
+        self._failing = False
+        return started
 
     def run_once(self, now: datetime | None = None) -> int:
         """One round; returns how many jobs were started."""
@@ -59,11 +97,14 @@ class SchedulerLoop:
         documents: dict[str, dict[str, Any]] = {}
         queued: list[QueuedJob] = []
         running: Counter[str] = Counter()
-        for job in self.cluster.jobs():
-            if job["metadata"].get("deletionTimestamp"):
-                continue
-            status = JobStatus.model_validate(job.get("status") or {})
-            spec = JobSpec.model_validate(job["spec"])
+        for job in self.cache.jobs():
+            metadata = job["metadata"]
+            if (
+                metadata.get("deletionTimestamp")
+                or (metadata.get("annotations") or {}).get(CANCEL_ANNOTATION) == "true"
+            ):
+                continue  # being cancelled
+            spec, status = self.cache.parsed(job)
             if status.phase is Phase.QUEUED:
                 name = job["metadata"]["name"]
                 documents[name] = job
@@ -73,7 +114,7 @@ class SchedulerLoop:
         self.rounds += 1
         if not queued:
             return 0
-        robots = self.cluster.robots()
+        robots = [(cached.entry, cached.resource_version) for cached in self.cache.robots()]
         quotas = Quotas(settings.max_running_per_owner, settings.max_queued_per_owner)
         timeout = timedelta(seconds=settings.heartbeat_timeout_s)
         decision = plan(queued, [entry for entry, _ in robots], running, quotas, now, timeout)
@@ -90,9 +131,11 @@ class SchedulerLoop:
         for assignment in decision.assignments:
             job = documents[assignment.job_id]
             try:
-                self.cluster.book(assignment.robot, assignment.job_id, versions[assignment.robot])
+                booked = self.cluster.book(assignment.robot, assignment.job_id, versions[assignment.robot])
             except ConflictError:
                 continue  # someone else booked it first: next round
+            if booked is not None:
+                self.cache.put_robot(booked)
             status = statuses[assignment.job_id]
             starting = transition(
                 status, Phase.STARTING, reason="Scheduled", message=f"on {assignment.robot}",
@@ -101,25 +144,34 @@ class SchedulerLoop:
             if not self._patch(job, starting):
                 self.cluster.book(assignment.robot, None)
                 continue
+            if self.on_started is not None:
+                self.on_started(assignment.job_id)
             self.cluster.event(job, "Scheduled", f"on robot {assignment.robot}")
             started += 1
         for entry in decision.queue:
+            if self._wake.is_set():
+                break  # a robot or a job changed: dispatching comes first, the rest of the positions next round
             status = statuses[entry.job_id]
             estimate = (
                 None
                 if entry.estimated_start_s is None
                 else datetime.fromtimestamp(entry.estimated_start_s, timezone.utc)
             )
-            if entry.position != status.queue_position:
+            written = self._positions_written.get(entry.job_id, float("-inf"))
+            if position_worth_writing(status.queue_position, entry.position, time.monotonic() - written):
                 update = {"queue_position": entry.position, "estimated_start": estimate}
-                self._patch(documents[entry.job_id], status.model_copy(update=update))
+                if self._patch(documents[entry.job_id], status.model_copy(update=update)):
+                    self._positions_written[entry.job_id] = time.monotonic()
+        for name in set(self._positions_written) - set(statuses):
+            del self._positions_written[name]
         return started
 
     def _patch(self, job: dict[str, Any], status: JobStatus) -> bool:
         try:
-            self.cluster.patch_status(job["metadata"]["name"], status, job["metadata"]["resourceVersion"])
+            patched = self.cluster.patch_status(job["metadata"]["name"], status, job["metadata"]["resourceVersion"])
         except ConflictError:
             return False
+        self.cache.put_job(patched)
         return True
 
 

@@ -20,7 +20,10 @@ class OperatorSettings(BaseSettings):
     s3_secret_key: SecretStr = SecretStr("")
     s3_bucket: str = "raas-results"
     s3_secure: bool = True
-    reconcile_interval_s: float = Field(default=1.0, gt=0, description="How often each job is looked at.")
+    reconcile_interval_s: float = Field(
+        default=1.0, gt=0, description="How often jobs waiting on the clock (on a robot, uploading) are looked at."
+    )
+    workers: int = Field(default=4, ge=1, le=64, description="Threads reconciling jobs (each handles one at a time).")
     heartbeat_timeout_s: float = Field(default=30.0, gt=0, description="A robot silent this long is Offline.")
     finished_ttl_s: float = Field(default=24 * 3600.0, gt=0, description="Finished RaasJobs are deleted after this.")
     session_upload_wait_s: float = Field(

@@ -1,0 +1,159 @@
+"""The operator's in-memory view of the cluster, fed by kopf's watch streams (an informer cache).
+
+kopf lists and then watches RaasJobs, the job pods and Robots; its event handlers put every
+version they see here. The reconcilers and the scheduler read from this view instead of asking
+the API server, so a look at a job costs no request and the scheduler's round costs none:
+the operator's load on the API server grows with what changes, not with how many jobs wait.
+
+A cached object may be a version behind the API server. Every write the operator derives from
+it carries the resourceVersion it was read at, so a stale read ends in a 409 and the newer
+version, already on its way through the watch, triggers the next look.
+
+Thread-safe: kopf's event loop writes, the worker and scheduler threads read copies.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from raas_operator.jobs.model import JobSpec, JobStatus
+from raas_operator.pods.builder import JOB_LABEL
+from raas_operator.reconcile.pods import PodView
+from raas_operator.reconcile.schedule import BOOKING_ANNOTATION, ClusterRobot
+from raas_operator.robots.model import Robot
+
+
+@dataclass(frozen=True)
+class CachedRobot:
+    """A Robot as the scheduler and the reconcilers need it, with its resourceVersion (for booking)."""
+
+    entry: ClusterRobot
+    resource_version: str
+
+
+def cached_robot(body: dict[str, Any]) -> CachedRobot:
+    """A Robot object (the API's JSON) as the operator reads it."""
+    metadata = body["metadata"]
+    robot = Robot.model_validate(
+        {"name": metadata["name"], "spec": body.get("spec") or {}, "status": body.get("status") or {}}
+    )
+    booked = (metadata.get("annotations") or {}).get(BOOKING_ANNOTATION) or None
+    return CachedRobot(ClusterRobot(robot, metadata.get("labels") or {}, booked), str(metadata["resourceVersion"]))
+
+
+def _newer(candidate: dict[str, Any], current: dict[str, Any] | None) -> bool:
+    """Whether `candidate` is not older than `current` (resourceVersions are compared as numbers
+    when both are; the API only promises they are opaque, so otherwise the newest seen wins)."""
+    if current is None:
+        return True
+    new, old = candidate["metadata"].get("resourceVersion"), current["metadata"].get("resourceVersion")
+    if isinstance(new, str) and isinstance(old, str) and new.isdigit() and old.isdigit():
+        return int(new) >= int(old)
+    return True
+
+
+class ClusterCache:
+    """RaasJobs of the operator's namespace, their pods (by job) and every Robot."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: dict[str, dict[str, Any]] = {}
+        self._pods: defaultdict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+        self._robots: dict[str, CachedRobot] = {}
+        self._parsed: dict[str, tuple[str, JobSpec, JobStatus]] = {}
+
+    # -- writes (kopf's event handlers) ----------------------------------------------------------
+
+    def put_job(self, body: dict[str, Any]) -> None:
+        with self._lock:
+            name = body["metadata"]["name"]
+            if _newer(body, self._jobs.get(name)):
+                self._jobs[name] = body
+
+    def drop_job(self, name: str) -> None:
+        with self._lock:
+            self._jobs.pop(name, None)
+            self._parsed.pop(name, None)
+
+    def put_pod(self, body: dict[str, Any]) -> str | None:
+        """Keep a pod under its job; returns the job's name (None for a pod of no job)."""
+        job = (body["metadata"].get("labels") or {}).get(JOB_LABEL)
+        if not job:
+            return None
+        with self._lock:
+            pods = self._pods[job]
+            name = body["metadata"]["name"]
+            if _newer(body, pods.get(name)):
+                pods[name] = body
+        return str(job)
+
+    def drop_pod(self, body: dict[str, Any]) -> str | None:
+        job = (body["metadata"].get("labels") or {}).get(JOB_LABEL)
+        if not job:
+            return None
+        with self._lock:
+            pods = self._pods.get(job, {})
+            pods.pop(body["metadata"]["name"], None)
+            if not pods:
+                self._pods.pop(job, None)
+        return str(job)
+
+    def put_robot(self, body: dict[str, Any]) -> CachedRobot:
+        robot = cached_robot(body)
+        with self._lock:
+            self._robots[robot.entry.robot.name] = robot
+        return robot
+
+    def drop_robot(self, name: str) -> None:
+        with self._lock:
+            self._robots.pop(name, None)
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    def job(self, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self._jobs.get(name)
+
+    def jobs(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._jobs.values())
+
+    def parsed(self, body: dict[str, Any]) -> tuple[JobSpec, JobStatus]:
+        """`body`'s spec and status as the job model, parsed once per resourceVersion (a scheduling
+        round reads every waiting job: parsing a thousand of them each round would dominate it)."""
+        name, version = body["metadata"]["name"], str(body["metadata"].get("resourceVersion"))
+        with self._lock:
+            known = self._parsed.get(name)
+        if known is not None and known[0] == version:
+            return known[1], known[2]
+        spec = JobSpec.model_validate(body["spec"])
+        status = JobStatus.model_validate(body.get("status") or {})
+        with self._lock:
+            if name in self._jobs:
+                self._parsed[name] = (version, spec, status)
+        return spec, status
+
+    def pods_of(self, job: str) -> tuple[PodView, ...]:
+        with self._lock:
+            bodies = list(self._pods.get(job, {}).values())
+        return tuple(PodView.from_pod(body) for body in bodies)
+
+    def robot(self, name: str) -> CachedRobot | None:
+        with self._lock:
+            return self._robots.get(name)
+
+    def robots(self) -> list[CachedRobot]:
+        with self._lock:
+            return list(self._robots.values())
+
+    def jobs_on(self, robot: str) -> list[str]:
+        """Jobs whose status names `robot`, or booked on it."""
+        with self._lock:
+            named = [name for name, body in self._jobs.items() if (body.get("status") or {}).get("robot") == robot]
+            booked = self._robots.get(robot)
+        if booked is not None and booked.entry.booked_job and booked.entry.booked_job not in named:
+            named.append(booked.entry.booked_job)
+        return named

@@ -1,0 +1,255 @@
+"""The operator's engine, driven by what the watch streams report (kopf's handlers only feed it).
+
+* **Events, not timers.** A change of a RaasJob, of one of its pods or of a Robot puts the jobs it
+  concerns on the work queue (`runtime.workqueue`); a worker looks at each one: facts from the
+  cache (`runtime.cache`), decisions from the pure reconciler (`reconcile.jobs`), actions through
+  `runtime.cluster`. A Queued job is the scheduler's, not a worker's.
+* **The scheduler** (`runtime.scheduler`) runs a round when something it depends on changes (a
+  job became Queued, a robot was freed or changed) and at least every `reconcile_interval_s`.
+* **Time** is the only thing no event reports: every `reconcile_interval_s` the jobs whose next
+  step depends on the clock (on a robot, whose heartbeat may go stale; Uploading, which waits for
+  the agent's session record) are looked at again, every other unfinished job every
+  `RESYNC_ALL_S` (a safety net for a failed action), and finished jobs past their TTL are deleted.
+  These looks read the job and its pods afresh from the API server rather than from the cache:
+  a standby operator's watches may be paused by kopf's peering while its clock runs on, and a
+  look from a stale cache could, say, start a pod for a job that has long finished.
+
+The cost of a look is memory reads plus the writes it decides on, so the operator's load on the
+API server grows with what happens, not with how many jobs wait.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from raas_operator.jobs.model import ON_ROBOT_PHASES, ArchiveSource, JobSpec, JobStatus, Phase
+from raas_operator.reconcile.jobs import (
+    Action,
+    AdoptUpload,
+    CollectResults,
+    CreateFetchPod,
+    CreateRunPod,
+    DeletePod,
+    JobFacts,
+    RecordEvent,
+    RobotFacts,
+    UpdateStatus,
+    expired,
+    reconcile_job,
+    session_facts,
+)
+from raas_operator.reconcile.schedule import effective_phase
+from raas_operator.runtime.cache import ClusterCache
+from raas_operator.runtime.cluster import Cluster, ConflictError
+from raas_operator.runtime.scheduler import CANCEL_ANNOTATION, SchedulerLoop, created_at
+from raas_operator.runtime.workqueue import WorkQueue
+
+log = logging.getLogger(__name__)
+
+RESYNC_ALL_S = 30.0
+"""Every unfinished job is looked at least this often, whatever the events said."""
+
+CLOCK_PHASES = frozenset({*ON_ROBOT_PHASES, Phase.UPLOADING})
+"""Phases whose next step can depend on the clock alone."""
+
+
+def _phase(body: dict[str, Any]) -> Phase:
+    return Phase((body.get("status") or {}).get("phase") or Phase.PENDING.value)
+
+
+class JobController:
+    """Reconciles the RaasJobs of `cluster`'s namespace from `cache`; `start`, then feed it events."""
+
+    def __init__(self, cluster: Cluster, cache: ClusterCache | None = None, *, workers: int = 4) -> None:
+        self.cluster = cluster
+        self.cache = cache or ClusterCache()
+        self.queue = WorkQueue(self._look, workers=workers)
+        self.scheduler = SchedulerLoop(cluster, self.cache, on_started=lambda job: self.queue.add(job, urgent=True))
+        self._last_full_resync = time.monotonic()
+        self._fresh: set[str] = set()
+        self._fresh_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._clock = threading.Thread(target=self.run, args=(self._stop.is_set,), name="raas-clock", daemon=True)
+
+    def start(self) -> JobController:
+        self.queue.start()
+        self._clock.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._clock.join(timeout=10)
+        self.queue.stop()
+
+    # -- what the watch streams report -------------------------------------------------------------
+
+    def job_changed(self, body: dict[str, Any], *, deleted: bool = False) -> None:
+        name = body["metadata"]["name"]
+        if deleted:
+            self.cache.drop_job(name)
+            self.scheduler.wake()
+            return
+        previous = self.cache.job(name)
+        self.cache.put_job(body)
+        phase = _phase(body)
+        if previous is None or _phase(previous) is not phase:
+            self.scheduler.wake()  # a job joined or left the queue, or an owner's running count changed
+        metadata = body["metadata"]
+        cancelling = (metadata.get("annotations") or {}).get(CANCEL_ANNOTATION) == "true"
+        if (
+            metadata.get("deletionTimestamp")
+            or (cancelling and not phase.is_terminal)
+            or not (phase is Phase.QUEUED or phase.is_terminal)
+        ):
+            self.queue.add(name, urgent=phase in ON_ROBOT_PHASES)
+
+    def pod_changed(self, body: dict[str, Any], *, deleted: bool = False) -> None:
+        job = self.cache.drop_pod(body) if deleted else self.cache.put_pod(body)
+        if job is not None:
+            cached = self.cache.job(job)
+            self.queue.add(job, urgent=cached is not None and _phase(cached) in ON_ROBOT_PHASES)
+
+    def robot_changed(self, body: dict[str, Any], *, deleted: bool = False) -> None:
+        name = body["metadata"]["name"]
+        previous = self.cache.robot(name)
+        if deleted:
+            self.cache.drop_robot(name)
+            changed = True
+        else:
+            phase = self.cache.put_robot(body).entry.robot.status.phase
+            changed = previous is None or previous.entry.robot.status.phase != phase
+        self.scheduler.wake()
+        if changed:  # a job on a robot that went Offline or Unhealthy fails over at once
+            for job in self.cache.jobs_on(name):
+                self.queue.add(job)
+
+    # -- the clock -----------------------------------------------------------------------------------
+
+    def run(self, stopped: Callable[[], bool]) -> None:
+        """Schedule and keep time until `stopped()` (`start` runs this in a thread)."""
+        interval = self.cluster.settings.reconcile_interval_s
+        next_tick = 0.0
+        while not stopped():
+            woken = self.scheduler.wait(timeout_s=min(interval, 0.25))
+            now_s = time.monotonic()
+            due = now_s >= next_tick
+            if woken or due:
+                self.scheduler.run_safely()
+            if due:
+                self.tick(datetime.now(timezone.utc))
+                next_tick = now_s + interval
+
+    def tick(self, now: datetime) -> None:
+        """Look again at jobs that wait on the clock; delete finished jobs past their TTL."""
+        ttl = timedelta(seconds=self.cluster.settings.finished_ttl_s)
+        everything = time.monotonic() - self._last_full_resync >= RESYNC_ALL_S
+        if everything:
+            self._last_full_resync = time.monotonic()
+        for body in self.cache.jobs():
+            name = body["metadata"]["name"]
+            status = JobStatus.model_validate(body.get("status") or {})
+            if status.phase.is_terminal:
+                if expired(status, now, ttl):
+                    self.cluster.delete_job(name)
+            elif status.phase in CLOCK_PHASES or (everything and status.phase is not Phase.QUEUED):
+                with self._fresh_lock:
+                    self._fresh.add(name)
+                self.queue.add(name)
+
+    # -- one look at one job ---------------------------------------------------------------------------
+
+    def _look(self, name: str) -> None:
+        with self._fresh_lock:
+            fresh = name in self._fresh
+            self._fresh.discard(name)
+        job = self.cluster.job(name) if fresh else self.cache.job(name)
+        if job is not None:
+            self.reconcile(job, fresh=fresh)
+
+    def reconcile(self, job: dict[str, Any], *, deleting: bool = False, fresh: bool = True) -> list[Action]:
+        """One look at one job: facts → decisions → actions (`fresh`: its pods read from the API
+        server, else from the cache)."""
+        handle = self.cluster
+        metadata = job["metadata"]
+        name = metadata["name"]
+        spec = JobSpec.model_validate(job["spec"])
+        cancelling = (metadata.get("annotations") or {}).get(CANCEL_ANNOTATION) == "true"
+        status = JobStatus.model_validate(job.get("status") or {})
+        now = datetime.now(timezone.utc)
+        if not deleting and expired(status, now, timedelta(seconds=handle.settings.finished_ttl_s)):
+            handle.delete_job(name)
+            return []
+        record = handle.agent_session(name) if status.phase is Phase.UPLOADING else None
+        summary, robot_fault = session_facts(record)
+        collected = status.phase is Phase.UPLOADING and handle.results_collected(name, status.attempts)
+        if collected and record is None:  # the agent uploads its record a heartbeat after the session
+            waited = now - status.history[-1].at if status.history else timedelta(0)
+            collected = waited.total_seconds() >= handle.settings.session_upload_wait_s
+        upload_present = (
+            status.phase is Phase.PENDING
+            and isinstance(spec.source, ArchiveSource)
+            and handle.upload_present(spec.source.sha256)
+        )
+        facts = JobFacts(
+            name=name,
+            spec=spec,
+            status=status,
+            pods=handle.pods_of(name) if fresh else self.cache.pods_of(name),
+            robot=self._robot_facts(status.robot, now) if status.phase in ON_ROBOT_PHASES else None,
+            deleting=deleting or bool(metadata.get("deletionTimestamp")),
+            cancel_requested=cancelling,
+            results_collected=collected,
+            created_at=created_at(metadata, now),
+            summary=summary,
+            robot_fault=robot_fault,
+            upload_present=upload_present,
+        )
+        actions = reconcile_job(facts)
+        self._apply(job, actions)
+        return actions
+
+    def _apply(self, job: dict[str, Any], actions: list[Action]) -> None:
+        handle = self.cluster
+        name = job["metadata"]["name"]
+        for action in actions:
+            if isinstance(action, CreateFetchPod):
+                handle.create_fetch_pod(job)
+            elif isinstance(action, CreateRunPod):
+                handle.create_run_pod(job, action.robot, action.attempt)
+            elif isinstance(action, DeletePod):
+                handle.delete_pod(action.pod)
+            elif isinstance(action, CollectResults):
+                handle.collect_results(job, action.pod)
+            elif isinstance(action, AdoptUpload):
+                handle.adopt_upload(name, action.sha256)
+            elif isinstance(action, UpdateStatus):
+                try:
+                    job = {**job, **handle.patch_status(name, action.status, job["metadata"]["resourceVersion"])}
+                except ConflictError:
+                    return  # changed meanwhile: its newer version is on its way through the watch
+                self.cache.put_job(job)
+                if action.status.phase.is_terminal or action.status.phase is Phase.QUEUED:
+                    self._free_robot(name)
+            elif isinstance(action, RecordEvent):
+                handle.event(job, action.reason, action.message, warning=action.warning)
+
+    def _robot_facts(self, robot: str | None, now: datetime) -> RobotFacts | None:
+        cached = self.cache.robot(robot) if robot else None
+        entry = cached.entry if cached is not None else (self.cluster.robot(robot) if robot else None)
+        if entry is None:
+            return None
+        timeout = timedelta(seconds=self.cluster.settings.heartbeat_timeout_s)
+        return RobotFacts(entry.robot.name, effective_phase(entry.robot, now, timeout), entry.robot.status.current_job)
+
+    def _free_robot(self, job: str) -> None:
+        for cached in self.cache.robots():
+            if cached.entry.booked_job == job:
+                freed = self.cluster.book(cached.entry.robot.name, None)
+                if freed is not None:
+                    self.cache.put_robot(freed)
+                self.scheduler.wake()
