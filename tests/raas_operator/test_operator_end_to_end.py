@@ -2,20 +2,29 @@
 
 Parts: the emulator (kmock, hardened: tests/k8s_emulator.py) in a thread; the operator run by
 kopf's own `KopfRunner`; a real robot agent on a simulated robot keeping its Robot object
-(`RobotHeartbeat`) and expecting the job booked on it; a stand-in kubelet
-(tests/stand_in_kubelet.py: the emulator has none) running the fetch and run pods' programs as
-local processes; a git daemon; S3 through moto's server. A RaasJob applied from
-manifests/examples goes all the way to Succeeded with its log and metadata in S3.
+(`RobotHeartbeat`) and expecting the job booked on it; the stand-in kubelet (tests/kubelet/: the
+emulator has none) running every pod's init and main containers for real with podman, translated
+from the pod spec the operator created — so the job's code runs as uid 65534 with no network, a
+read-only root, no capabilities and the pod's limits, and reaches the agent through the hostPath
+socket folder; a git daemon; S3 through moto's server. The operator's job image
+(`JOB_IMAGE`) is mapped to the project's runtime image (`ensure_runtime_image`, built once per
+machine). A RaasJob applied from manifests/examples goes all the way to Succeeded with its log
+and metadata in S3, and `kubectl get rj`'s columns read correctly from its status.
+
+Podman is a test dependency (scripts/install-system-deps, as root): without it these tests fail
+with a message saying so; they do not skip.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import kubernetes
 import pytest
@@ -24,15 +33,19 @@ from agent_fixtures import running_agent
 from git_server import GitServer, running_git_server
 from k8s_fixtures import Emulator, running_emulator
 from kopf.testing import KopfRunner
+from kubelet.node import Egress, Node, StandInKubelet
+from kubelet.podman import PodmanRuntime, remove_leftover_containers
+from kubelet.runtime import Runtime
 from kubernetes import client
 from s3_server import S3Server, running_s3_server
-from stand_in_kubelet import StandInKubelet
 
 from gym_raas.params import PendulumParams
 from gym_raas.results.store import S3ResultStore
 from raas_node.agent.agent import RobotAgent
 from raas_node.agent.cluster import RobotHeartbeat
 from raas_node.drivers.sim_driver import SimDriver
+from raas_node.runner.image import ensure_runtime_image
+from raas_operator.pods.builder import EGRESS_LABEL
 
 NAMESPACE = "raas"
 EXAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "examples"
@@ -48,6 +61,10 @@ env.close()
 print("done after 20 steps on the robot")
 """
 SESSION_KEY = "test-session-key"
+JOB_IMAGE = "ghcr.io/raas-dev/raas-job:e2e"
+"""The job image the operator is told to use; the stand-in kubelet maps it to the local runtime image."""
+AGENT_SOCKET_HOST_DIR = "/run/raas"
+"""The robot nodes' hostPath of the agent's socket folder (the operator's default)."""
 FINAL = ("Succeeded", "Failed", "TimedOut", "Cancelled")
 
 
@@ -83,6 +100,25 @@ def s3() -> Iterator[S3Server]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def runtime_image() -> str:
+    """The runtime image (built once per machine). Podman is a test dependency installed by
+    scripts/install-system-deps (as root): without it these tests fail, they do not skip."""
+    if shutil.which("podman") is None or shutil.which("runc") is None:
+        pytest.fail("podman and runc are needed (real containers): run scripts/install-system-deps as root")
+    if os.geteuid() != 0:
+        pytest.fail("the podman kubelet needs root (rootful podman, mounts, setns)")
+    return ensure_runtime_image()
+
+
+@pytest.fixture
+def podman(runtime_image: str) -> Iterator[PodmanRuntime]:
+    """The robot nodes' container runtime; no container of the stand-in kubelet may outlive a test."""
+    yield PodmanRuntime({JOB_IMAGE: runtime_image})
+    leftovers = remove_leftover_containers()
+    assert leftovers == [], f"containers left behind: {leftovers}"
+
+
 @pytest.fixture
 def git_server(tmp_path: Path) -> Iterator[GitServer]:
     with running_git_server(tmp_path / "git") as server:
@@ -92,6 +128,7 @@ def git_server(tmp_path: Path) -> Iterator[GitServer]:
 def operator_environment(monkeypatch: pytest.MonkeyPatch, s3: S3Server) -> None:
     for name, value in {
         "NAMESPACE": NAMESPACE,
+        "IMAGE": JOB_IMAGE,
         "SESSION_KEY": SESSION_KEY,
         "S3_ENDPOINT": s3.endpoint,
         "S3_ACCESS_KEY": "raas",
@@ -113,9 +150,25 @@ def wait_for(condition: Any, timeout_s: float, what: str) -> Any:
 
 class World:
     """Robots (real agents on simulated pendulums, each keeping its Robot object), a stand-in
-    kubelet, and the operator, which can be stopped and started again."""
+    kubelet playing one node per robot plus a worker node, and the operator, which can be
+    stopped and started again.
 
-    def __init__(self, cluster: Emulator, s3: S3Server, robots: list[str], stack: contextlib.ExitStack) -> None:
+    Every node runs its pods with `runtime` (podman: real containers). Robot nodes are labelled
+    and tainted ``raas.dev/robot=<robot>`` and offer the hostPath ``/run/raas`` (their agent's
+    socket folder); the worker node gets the rest (fetch pods). Network, as the chart's
+    NetworkPolicies allow it but narrower: a job pod's init container reaches the S3 server only,
+    its controller nothing; a fetch pod (``raas.dev/egress=git``) reaches the git server and S3.
+    """
+
+    def __init__(
+        self,
+        cluster: Emulator,
+        s3: S3Server,
+        git_server: GitServer,
+        robots: list[str],
+        stack: contextlib.ExitStack,
+        runtime: Runtime,
+    ) -> None:
         self.store = S3ResultStore(s3.endpoint, "raas", "raas-secret", "raas-results", secure=False)
         self.api = cluster.api_client()
         self.custom = client.CustomObjectsApi(self.api)
@@ -130,8 +183,26 @@ class World:
                 session_key=SESSION_KEY.encode(), labels={"raas.dev/lab": "north"}, results=self.store,
             ).start()  # fmt: skip
             stack.callback(self.heartbeats[robot].stop)
-        sockets = {robot: agent.config.socket_path.parent for robot, agent in self.agents.items()}
-        self.kubelet = StandInKubelet(self.api, cluster.emulator, NAMESPACE, sockets).start()
+        nodes = []
+        for index, (robot, agent) in enumerate(self.agents.items(), start=1):
+            socket_folder = agent.config.socket_path.parent
+            # The test's agent folder comes from mkdtemp (0700); on a robot node the chart's hostPath
+            # (DirectoryOrCreate) makes /run/raas 0755 and the agent its socket 0666, which lets uid
+            # 65534 in the job container connect: the same modes here.
+            socket_folder.chmod(0o755)
+            nodes.append(
+                Node(
+                    f"pi-{index}",
+                    runtime,
+                    labels={"raas.dev/robot": robot},
+                    taints=[{"key": "raas.dev/robot", "value": robot, "effect": "NoSchedule"}],
+                    host_paths={AGENT_SOCKET_HOST_DIR: socket_folder},
+                    egress=[Egress([(s3.host, s3.port)], init_containers_only=True)],
+                )
+            )
+        fetch_egress = Egress([("127.0.0.1", git_server.port), (s3.host, s3.port)], pod_labels={EGRESS_LABEL: "git"})
+        nodes.append(Node("worker", runtime, egress=[fetch_egress]))
+        self.kubelet = StandInKubelet(self.api, cluster.emulator, NAMESPACE, nodes).start()
         stack.callback(self.kubelet.stop)
         self.outputs: list[str] = []
 
@@ -154,7 +225,7 @@ class World:
 
     def status(self, name: str) -> dict[str, Any]:
         document = self.custom.get_namespaced_custom_object("raas.dev", "v1alpha1", NAMESPACE, "raasjobs", name)
-        return dict(document.get("status") or {})
+        return dict(cast(dict[str, Any], document).get("status") or {})
 
     def wait_phase(self, name: str, phases: tuple[str, ...], timeout_s: float = 120) -> dict[str, Any]:
         try:
@@ -173,18 +244,21 @@ class World:
 
 
 @pytest.fixture
-def world_factory(cluster: Emulator, s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def world_factory(
+    cluster: Emulator, s3: S3Server, git_server: GitServer, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Any]:
+    """``world_factory(robots, runtime)``: a `World` whose nodes run their pods with `runtime`."""
     operator_environment(monkeypatch, s3)
     with contextlib.ExitStack() as stack:
-        yield lambda robots: World(cluster, s3, robots, stack)
+        yield lambda robots, runtime: World(cluster, s3, git_server, robots, stack, runtime)
 
 
 @pytest.mark.slow
 def test_a_raasjob_from_the_examples_runs_on_a_robot_and_succeeds(
-    world_factory: Any, s3: S3Server, git_server: GitServer
+    world_factory: Any, s3: S3Server, git_server: GitServer, podman: PodmanRuntime
 ) -> None:
     commit = git_server.publish("controllers", {"swingup/run.py": CONTROLLER})
-    world = world_factory(["pendulum-1"])
+    world = world_factory(["pendulum-1"], podman)
     with world.operator():
         world.submit("swingup", git_server.url("controllers"))
         status = world.wait_phase("swingup", FINAL)
@@ -214,6 +288,60 @@ def test_a_raasjob_from_the_examples_runs_on_a_robot_and_succeeds(
     assert columns["Reward"] < 0
 
 
+PROBE = """\
+import os, socket
+print("uid", os.getuid(), "gid", os.getgid())
+for host, port in (("{s3_host}", {s3_port}), ("10.88.0.1", 80), ("1.1.1.1", 53)):
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+        print("network", host, "reached")
+    except OSError as error:
+        print("network", host, "blocked", error.errno)
+for path in ("/escape.txt", "/code/escape.txt", "/tmp/scratch.txt"):
+    try:
+        with open(path, "w") as sink:
+            sink.write("x")
+        print("write", path, "allowed")
+    except OSError as error:
+        print("write", path, "refused", error.errno)
+status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+print("capabilities", status["CapEff"].strip(), "no_new_privs", status["NoNewPrivs"].strip())
+for limit in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+    if os.path.exists(limit):
+        print("memory", open(limit).read().strip())
+"""
+
+
+@pytest.mark.slow
+def test_the_job_container_has_no_network_a_read_only_root_and_no_privileges(
+    world_factory: Any, s3: S3Server, git_server: GitServer, podman: PodmanRuntime
+) -> None:
+    """The job's own code probes its container; the operator stores what it printed (the pod's log).
+    Its init container reached S3 a moment before (it downloaded the code); the job cannot."""
+    probe = PROBE.format(s3_host=s3.host, s3_port=s3.port)
+    git_server.publish("probe", {"swingup/run.py": probe + CONTROLLER})
+    world = world_factory(["pendulum-1"], podman)
+    with world.operator():
+        world.submit("probe", git_server.url("probe"))
+        status = world.wait_phase("probe", FINAL)
+    world.check_clean()
+    assert status["phase"] == "Succeeded", status
+    assert world.kubelet.started["probe-1"] == "pi-1"
+    log = world.store.get_bytes("results/v1/probe/stdout.txt").decode().splitlines()
+    assert "uid 65534 gid 65534" in log
+    refused, unreachable = 111, 101  # ECONNREFUSED: nothing on its own loopback; ENETUNREACH: no route
+    assert f"network {s3.host} blocked {refused}" in log
+    assert f"network 10.88.0.1 blocked {unreachable}" in log
+    assert f"network 1.1.1.1 blocked {unreachable}" in log
+    read_only = 30  # EROFS
+    assert f"write /escape.txt refused {read_only}" in log
+    assert f"write /code/escape.txt refused {read_only}" in log
+    assert "write /tmp/scratch.txt allowed" in log
+    assert "capabilities 0000000000000000 no_new_privs 1" in log
+    assert f"memory {512 * 1024**2}" in log  # the pod builder's default memory limit, 512Mi
+    assert "done after 20 steps on the robot" in log  # and the robot still answered through the socket
+
+
 def printer_columns(document: dict[str, Any]) -> dict[str, Any]:
     """What `kubectl get rj` prints, read with the CRD's own column paths (simple dotted JSONPaths)."""
     crd = yaml.safe_load((EXAMPLES.parent / "crds" / "raasjobs.raas.dev.yaml").read_text())
@@ -228,13 +356,13 @@ def printer_columns(document: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.slow
 def test_a_job_past_its_time_limit_times_out_and_finished_jobs_expire(
-    world_factory: Any, git_server: GitServer, monkeypatch: pytest.MonkeyPatch
+    world_factory: Any, git_server: GitServer, monkeypatch: pytest.MonkeyPatch, podman: PodmanRuntime
 ) -> None:
     monkeypatch.setenv("RAAS_OPERATOR_START_MARGIN_S", "1")
     monkeypatch.setenv("RAAS_OPERATOR_FINISHED_TTL_S", "4")
     monkeypatch.setenv("RAAS_OPERATOR_SESSION_UPLOAD_WAIT_S", "1")
     git_server.publish("forever", {"swingup/run.py": CONTROLLER.replace("20", "100000")})
-    world = world_factory(["pendulum-1"])
+    world = world_factory(["pendulum-1"], podman)
     with world.operator():
         world.submit("forever", git_server.url("forever"), time_limit_s=3)
         status = world.wait_phase("forever", FINAL)
@@ -251,9 +379,11 @@ def test_a_job_past_its_time_limit_times_out_and_finished_jobs_expire(
 
 
 @pytest.mark.slow
-def test_deleting_a_running_raasjob_cancels_it_and_frees_the_robot(world_factory: Any, git_server: GitServer) -> None:
+def test_deleting_a_running_raasjob_cancels_it_and_frees_the_robot(
+    world_factory: Any, git_server: GitServer, podman: PodmanRuntime
+) -> None:
     git_server.publish("long", {"swingup/run.py": CONTROLLER.replace("20", "2000")})
-    world = world_factory(["pendulum-1"])
+    world = world_factory(["pendulum-1"], podman)
     with world.operator():
         world.submit("long", git_server.url("long"))
         world.wait_phase("long", ("Running",))
@@ -269,17 +399,22 @@ def test_deleting_a_running_raasjob_cancels_it_and_frees_the_robot(world_factory
         wait_for(lambda: world.agents["pendulum-1"].current_job() is None, 30, "the session to end")
         pods = world.core.list_namespaced_pod(NAMESPACE, label_selector="raas.dev/job=long").items
         assert pods == []
+        # The pod's deletion stopped its container (podman stop), not the end of the program.
+        wait_for(lambda: "long-1" in world.kubelet.finished, 30, "the job's container to be stopped")
     world.check_clean()
-    assert world.agents["pendulum-1"].session_result("long") is not None  # the agent ended the session
+    result = world.agents["pendulum-1"].session_result("long")
+    assert result is not None  # the agent ended the session, and with it stopped the motor
+    assert result.outcome != "completed"
+    assert result.steps < 2000
 
 
 @pytest.mark.slow
 def test_a_robot_that_goes_offline_mid_run_fails_over_to_another_robot(
-    world_factory: Any, git_server: GitServer, monkeypatch: pytest.MonkeyPatch
+    world_factory: Any, git_server: GitServer, monkeypatch: pytest.MonkeyPatch, podman: PodmanRuntime
 ) -> None:
     monkeypatch.setenv("RAAS_OPERATOR_HEARTBEAT_TIMEOUT_S", "2")
     git_server.publish("steady", {"swingup/run.py": CONTROLLER.replace("20", "200")})
-    world = world_factory(["pendulum-1", "pendulum-2"])
+    world = world_factory(["pendulum-1", "pendulum-2"], podman)
     with world.operator():
         world.submit("steady", git_server.url("steady"))
         first = world.wait_phase("steady", ("Running",))["robot"]
@@ -294,10 +429,10 @@ def test_a_robot_that_goes_offline_mid_run_fails_over_to_another_robot(
 
 @pytest.mark.slow
 def test_an_operator_killed_mid_run_is_restarted_without_losing_or_repeating_the_job(
-    world_factory: Any, git_server: GitServer
+    world_factory: Any, git_server: GitServer, podman: PodmanRuntime
 ) -> None:
     git_server.publish("survivor", {"swingup/run.py": CONTROLLER.replace("20", "100")})
-    world = world_factory(["pendulum-1"])
+    world = world_factory(["pendulum-1"], podman)
     with world.operator():
         world.submit("survivor", git_server.url("survivor"))
         world.wait_phase("survivor", ("Running",))
@@ -313,14 +448,14 @@ def test_an_operator_killed_mid_run_is_restarted_without_losing_or_repeating_the
 
 @pytest.mark.slow
 def test_two_peered_operators_run_every_job_exactly_once(
-    world_factory: Any, git_server: GitServer, monkeypatch: pytest.MonkeyPatch
+    world_factory: Any, git_server: GitServer, monkeypatch: pytest.MonkeyPatch, podman: PodmanRuntime
 ) -> None:
     """Two operators on one KopfPeering. Whichever acts, bookings and status patches carry
     resourceVersions, so no job is lost, started twice, or given a robot another job holds.
     (In this emulated set-up the standby has not been seen to pause: both may act, which is the
     harder case for the guards.)"""
     git_server.publish("shared", {"swingup/run.py": CONTROLLER})
-    world = world_factory(["pendulum-1", "pendulum-2"])
+    world = world_factory(["pendulum-1", "pendulum-2"], podman)
     with contextlib.ExitStack() as operators:
         for priority in (100, 50):  # two pods: each has its own POD_ID (the chart sets it), read at start
             monkeypatch.setenv("POD_ID", f"raas-operator-{priority}")
