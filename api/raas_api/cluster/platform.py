@@ -16,8 +16,8 @@ turns the API's requests into objects and reads:
   them) and from the result store once the operator collected them;
 * **robots** are the Robot objects; maintenance is their ``spec.maintenance``.
 
-Live readings and step counts stay on the robot's agent, which the API cannot reach in a
-cluster: `live_state` and `steps_run` answer None there.
+Live readings and step counts come from the robot's agent through its Robot status (at the
+heartbeat's pace), since the API cannot reach an agent's socket in a cluster.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from raas_api.stores.kubernetes import GROUP, PLURAL, VERSION, KubernetesJobStor
 from raas_node.agent.agent import LiveReading
 from raas_node.runner.fetch import FetchError, fetch_local
 from raas_operator.jobs.model import ArchiveSource, JobSpec, Phase
-from raas_operator.robots.model import DEFAULT_HEARTBEAT_TIMEOUT, Robot, RobotPhase
+from raas_operator.robots.model import DEFAULT_HEARTBEAT_TIMEOUT, Robot, RobotPhase, RobotStatus
 from raas_operator.scheduling.core import Quotas, admit
 
 log = logging.getLogger(__name__)
@@ -170,10 +170,24 @@ class ClusterPlatform:
         return str(text).encode()
 
     def steps_run(self, job_id: str) -> int | None:
-        return None
+        live = self.live_state(job_id)
+        return None if live is None else live.steps
 
     def live_state(self, job_id: str) -> LiveReading | None:
-        return None
+        """The job's session as its robot's agent last reported it (at the heartbeat's pace)."""
+        record = self.store.get(job_id)
+        robot_name = record.status.robot
+        if robot_name is None or record.status.phase not in (Phase.STARTING, Phase.RUNNING):
+            return None
+        try:
+            item = cast(dict[str, Any], self.custom.get_cluster_custom_object(GROUP, VERSION, "robots", robot_name))
+        except ApiException:
+            return None
+        status = RobotStatus.model_validate(item.get("status") or {})
+        if status.live is None or (status.current_job or "").rpartition("/")[2] != job_id:
+            return None
+        live = status.live
+        return LiveReading(live.steps, live.time_s, live.theta_rad, live.theta_dot_rad_per_s, live.command)
 
     # -- robots ----------------------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
 from gym_raas.params import PendulumParams
+from gym_raas.results.analysis import analyse
 from gym_raas.results.layout import ResultFile, job_prefix, result_key
 from gym_raas.results.store import ResultNotFoundError, StoreUnavailableError
 from raas_api.http.deps import Caller, State
@@ -32,7 +33,6 @@ from raas_api.http.schemas import (
 )
 from raas_api.http.validation import check_git_url, check_source, check_time_limit
 from raas_api.http.views import job_view
-from raas_api.local.bundle import analyse
 from raas_api.local.platform import QuotaExceededError, SubmissionRefusedError
 from raas_api.stores.base import JobNotFoundError, JobRecord
 from raas_node.agent.recorder import read_trajectory
