@@ -109,6 +109,21 @@ class RealisticEmulator(kmock.KubernetesEmulator):
         request in its log while it matches it)."""
         self._requests[:] = [known for known in self._requests if id(known) in self._in_flight]
 
+    def _KubernetesEmulator__get_objs(self, request: kmock.Request, strict: bool) -> list:
+        """kmock 0.8 finds even one named object by scanning every object it holds (events included),
+        which made each GET and PATCH cost O(objects); a named request is looked up directly."""
+        if request.name is not None and request.resource is not None:
+            found = self._objects._objects.get((request.resource, request.namespace, request.name))
+            if found is not None:
+                return [found]
+        return [
+            obj
+            for (resource, namespace, name), obj in self._objects.items()
+            if resource == request.resource
+            and (namespace == request.namespace if strict else request.namespace in (None, namespace))
+            and (request.name is None or name == request.name)
+        ]
+
     async def _handle(self, request: kmock.Request):
         self._in_flight.add(id(request))
         try:

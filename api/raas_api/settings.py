@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from raas_api.local.platform import Isolation
 from raas_api.local.robots import RobotKind
+
+
+class Backend(str, Enum):
+    """Where jobs run: the local platform in this process, or the cluster's operator."""
+
+    LOCAL = "local"
+    KUBERNETES = "kubernetes"
 
 
 class ApiSettings(BaseSettings):
@@ -19,6 +27,13 @@ class ApiSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="RAAS_", extra="ignore")
 
+    backend: Backend = Field(
+        default=Backend.LOCAL, description="local: run jobs in this process; kubernetes: as RaasJobs in a cluster."
+    )
+    kubernetes_namespace: str = Field(default="raas", description="The cluster's job namespace (backend kubernetes).")
+    admin_token: SecretStr | None = Field(
+        default=None, description="A bootstrap admin bearer token (any string; the cluster's Secret provides it)."
+    )
     data_dir: Path = Field(default=Path("raas-data"), description="Jobs database, tokens, results, uploads.")
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)

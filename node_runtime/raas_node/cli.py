@@ -40,8 +40,16 @@ if TYPE_CHECKING:
     from raas_node.agent.cluster import RobotHeartbeat
 
 
+DEFAULT_CALIBRATION = Path("/var/lib/raas/calibration.json")
+"""Where `raas-agent run` finds the robot's calibration when no --calibration is given (the
+DaemonSet mounts /var/lib/raas from the Pi; `raas-agent calibrate --output` writes it there)."""
+
+
 def _driver(arguments: argparse.Namespace) -> RobotDriver:
-    params = load_calibration(arguments.calibration) if arguments.calibration else PendulumParams()
+    calibration = arguments.calibration
+    if calibration is None and arguments.command == "run" and DEFAULT_CALIBRATION.is_file():
+        calibration = DEFAULT_CALIBRATION
+    params = load_calibration(calibration) if calibration else PendulumParams()
     if arguments.driver == "sim":
         from raas_node.drivers.sim_driver import SimDriver
 
@@ -58,7 +66,9 @@ def _add_robot_arguments(parser: argparse.ArgumentParser, *, robot_required: boo
     parser.add_argument("--driver", choices=("sim", "pigpio"), default="pigpio")
     parser.add_argument("--pigpio-host", default="127.0.0.1")
     parser.add_argument("--pigpio-port", type=int, default=8888)
-    parser.add_argument("--calibration", type=Path, help="the robot's calibration file")
+    parser.add_argument(
+        "--calibration", type=Path, help=f"the robot's calibration file (run: {DEFAULT_CALIBRATION} if it exists)"
+    )
 
 
 def _run(arguments: argparse.Namespace) -> int:

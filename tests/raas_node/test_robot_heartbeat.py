@@ -166,6 +166,9 @@ def test_a_session_makes_the_robot_busy_with_its_job_then_resetting_then_ready(
     assert busy["status"]["phase"] == "Busy"
     assert busy["status"]["current_job"] == "raas/job-hb-1"
     assert "robot is busy" in busy["status"]["health"]["reasons"]
+    live = busy["status"]["live"]  # the session as of this beat, for the web page's live view
+    assert live["steps"] == 1
+    assert live["time_s"] >= 0 and isinstance(live["theta_rad"], float)
     assert_valid(busy)
 
     backend.close()
@@ -174,6 +177,7 @@ def test_a_session_makes_the_robot_busy_with_its_job_then_resetting_then_ready(
     resetting = get_robot(api, name)
     assert resetting["status"]["phase"] == "Resetting"
     assert "current_job" not in resetting["status"]
+    assert "live" not in resetting["status"]
     assert resetting["status"]["jobs_completed"] == 1
     assert_valid(resetting)
 

@@ -21,6 +21,9 @@ from pathlib import Path
 from raas_operator.jobs.model import NAME_PATTERN
 
 _PREFIX = "raas"
+BOOTSTRAP_TOKEN_ID = "bootstrap"
+BOOTSTRAP_OWNER = "admin"
+_EPOCH = datetime.fromtimestamp(0, timezone.utc)
 
 
 class Role(str, Enum):
@@ -42,7 +45,10 @@ class TokenInfo:
 class TokenStore:
     """Hashed API tokens in SQLite (thread-safe)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, bootstrap_admin_token: str | None = None) -> None:
+        """`bootstrap_admin_token`: one more admin token, given rather than created (a cluster's
+        Secret holds it, so the first admin can create the others); it is never stored."""
+        self._bootstrap = _digest(bootstrap_admin_token) if bootstrap_admin_token else None
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -70,6 +76,8 @@ class TokenStore:
 
     def verify(self, token: str) -> TokenInfo | None:
         """The token's info if it is valid and not revoked, else None."""
+        if self._bootstrap is not None and hmac.compare_digest(self._bootstrap, _digest(token)):
+            return TokenInfo(BOOTSTRAP_TOKEN_ID, BOOTSTRAP_OWNER, Role.ADMIN, _EPOCH, False)
         parts = token.split("_", 2)
         if len(parts) != 3 or parts[0] != _PREFIX:
             return None

@@ -39,7 +39,7 @@ def add_parser(commands: Any) -> None:
 def run(arguments: argparse.Namespace) -> int:
     import uvicorn
 
-    from raas_api.http.app import create_app
+    from raas_api.http.app import create_app, token_store
     from raas_api.settings import ApiSettings
 
     overrides = {
@@ -56,7 +56,7 @@ def run(arguments: argparse.Namespace) -> int:
     }
     settings = ApiSettings(**overrides)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    tokens = TokenStore(settings.data_dir / "tokens.db")
+    tokens = token_store(settings)
     token = _session_token(tokens)
     listener = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -28,7 +28,8 @@ from raas_api.http.ratelimit import RateLimiter
 from raas_api.http.schemas import Identity
 from raas_api.local.platform import LocalPlatform, PlatformConfig
 from raas_api.local.results import S3Settings
-from raas_api.settings import ApiSettings
+from raas_api.platform import Platform
+from raas_api.settings import ApiSettings, Backend
 from raas_operator.jobs.model import Phase
 from raas_operator.scheduling.core import Quotas
 
@@ -61,15 +62,51 @@ def platform_config(settings: ApiSettings) -> PlatformConfig:
     )
 
 
-def create_app(
-    settings: ApiSettings, platform: LocalPlatform | None = None, tokens: TokenStore | None = None
-) -> FastAPI:
+def make_platform(settings: ApiSettings) -> Platform:
+    """The platform `settings` ask for: the local one, or a cluster's (which needs S3 for results)."""
+    if settings.backend is Backend.LOCAL:
+        return LocalPlatform(platform_config(settings))
+    if not settings.s3_endpoint:
+        raise ValueError("the kubernetes backend keeps results in S3/MinIO: set RAAS_S3_ENDPOINT")
+    from kubernetes import client, config
+
+    from gym_raas.results.store import S3ResultStore
+    from raas_api.cluster.platform import ClusterPlatform
+
+    configuration = client.Configuration()
+    try:  # in a pod: its service account; elsewhere: the kubeconfig
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    results = S3ResultStore(
+        settings.s3_endpoint,
+        settings.s3_access_key,
+        settings.s3_secret_key,
+        settings.s3_bucket,
+        secure=settings.s3_secure,
+    )
+    return ClusterPlatform(
+        settings.kubernetes_namespace,
+        results,
+        api_client=client.ApiClient(configuration),
+        quotas=Quotas(settings.max_running_per_owner, settings.max_queued_per_owner),
+        max_time_limit_s=settings.max_time_limit_s,
+    )
+
+
+def token_store(settings: ApiSettings) -> TokenStore:
+    """The API's tokens (in the data folder), with the bootstrap admin token if one is set."""
+    bootstrap = settings.admin_token.get_secret_value() if settings.admin_token else None
+    return TokenStore(settings.data_dir / "tokens.db", bootstrap_admin_token=bootstrap)
+
+
+def create_app(settings: ApiSettings, platform: Platform | None = None, tokens: TokenStore | None = None) -> FastAPI:
     """The app. Without `platform`/`tokens` it makes its own from `settings`, started and stopped
     with the app's lifespan; given ones are left to their owner."""
     owns_platform = platform is None
-    platform = platform or LocalPlatform(platform_config(settings))
+    platform = platform or make_platform(settings)
     owns_tokens = tokens is None
-    tokens = tokens or TokenStore(settings.data_dir / "tokens.db")
+    tokens = tokens or token_store(settings)
     state = AppState(
         platform=platform,
         tokens=tokens,

@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from raas_api.auth.tokens import Role, TokenInfo, TokenStore
 from raas_api.http.ratelimit import RateLimiter
-from raas_api.local.platform import LocalPlatform
+from raas_api.platform import Platform
 from raas_api.settings import ApiSettings
 
 
@@ -18,7 +18,7 @@ from raas_api.settings import ApiSettings
 class AppState:
     """The objects one app instance serves."""
 
-    platform: LocalPlatform
+    platform: Platform
     tokens: TokenStore
     settings: ApiSettings
     request_limiter: RateLimiter

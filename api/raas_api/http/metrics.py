@@ -18,11 +18,12 @@ from starlette.responses import Response
 
 from raas_api.local.fleet import AgentsCollector
 from raas_api.local.platform import LocalPlatform
+from raas_api.platform import Platform
 from raas_operator.jobs.model import Phase
 
 
 class _JobsByPhase(Collector):
-    def __init__(self, platform: LocalPlatform) -> None:
+    def __init__(self, platform: Platform) -> None:
         self.platform = platform
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -36,7 +37,7 @@ class _JobsByPhase(Collector):
 class ApiMetrics:
     """One registry per app (so that several apps in one process do not collide)."""
 
-    def __init__(self, platform: LocalPlatform) -> None:
+    def __init__(self, platform: Platform) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "raas_api_requests", "HTTP requests", ["method", "route", "status"], registry=self.registry
@@ -49,8 +50,10 @@ class ApiMetrics:
             registry=self.registry,
         )
         self.registry.register(_JobsByPhase(platform))
-        self.registry.register(platform.fleet.registry)
-        self.registry.register(AgentsCollector(lambda: [agent.metrics.registry for agent in platform.agents.values()]))
+        if isinstance(platform, LocalPlatform):  # in a cluster, the operator and the agents export these
+            local = platform
+            self.registry.register(local.fleet.registry)
+            self.registry.register(AgentsCollector(lambda: [agent.metrics.registry for agent in local.agents.values()]))
 
     async def middleware(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         start = time.perf_counter()

@@ -16,6 +16,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
 from gym_raas.params import PendulumParams
+from gym_raas.results.analysis import analyse
 from gym_raas.results.layout import ResultFile, job_prefix, result_key
 from gym_raas.results.store import ResultNotFoundError, StoreUnavailableError
 from raas_api.http.deps import Caller, State
@@ -32,12 +33,11 @@ from raas_api.http.schemas import (
 )
 from raas_api.http.validation import check_git_url, check_source, check_time_limit
 from raas_api.http.views import job_view
-from raas_api.local.bundle import analyse
 from raas_api.local.platform import QuotaExceededError, SubmissionRefusedError
 from raas_api.stores.base import JobNotFoundError, JobRecord
 from raas_node.agent.recorder import read_trajectory
 from raas_node.runner.fetch import FetchError, fetch_git, resolve_ref
-from raas_operator.jobs.model import JobSpec, LocalSource, Phase, RobotRequest
+from raas_operator.jobs.model import JobSpec, Phase, RobotRequest
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
@@ -122,8 +122,13 @@ def upload_job(
                 )
             sink.write(chunk)
     request = RobotRequest(name=robot) if robot else RobotRequest()
+    try:
+        source = state.platform.source_from_upload(target.resolve(), entrypoint)
+    except SubmissionRefusedError as error:
+        target.unlink(missing_ok=True)
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from None
     fields: dict[str, object] = {
-        "source": LocalSource(path=str(target.resolve())).model_dump(),
+        "source": source,
         "entrypoint": entrypoint,
         "robot": request.model_dump(),
         "time_limit_s": check_time_limit(time_limit_s, state.settings),

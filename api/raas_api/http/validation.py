@@ -6,15 +6,22 @@ from urllib.parse import urlsplit
 
 from fastapi import HTTPException, status
 
-from raas_api.settings import ApiSettings
-from raas_operator.jobs.model import GitSource, LocalSource, Source
+from raas_api.settings import ApiSettings, Backend
+from raas_operator.jobs.model import ArchiveSource, GitSource, LocalSource, Source
 
 
 def check_source(source: Source, settings: ApiSettings) -> None:
-    """422 unless the source is allowed here: git from an allowed scheme and host, local only in local mode."""
+    """422 unless the source is allowed here: git from an allowed scheme and host, local only in local
+    mode, an earlier upload (by its sha256) only on a cluster."""
     if isinstance(source, LocalSource):
         if not settings.local_mode:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "local folders are accepted only in local mode")
+        return
+    if isinstance(source, ArchiveSource):
+        if settings.backend is not Backend.KUBERNETES:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT, "archive sources are for a cluster: upload with /jobs/upload"
+            )
         return
     check_git_url(source, settings)
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from raas_api.http.schemas import JobView, RobotViewOut
-from raas_api.local.platform import LocalPlatform, RobotDetails
+from raas_api.local.platform import RobotDetails
+from raas_api.platform import Platform
 from raas_api.stores.base import JobRecord
 
 
-def job_view(record: JobRecord, platform: LocalPlatform) -> JobView:
+def job_view(record: JobRecord, platform: Platform) -> JobView:
     spec, status = record.spec, record.status
     return JobView(
         id=record.job_id,

@@ -52,6 +52,7 @@ from raas_node.runner.launch import RunLimits, RunRequest, RunVerdict, run_entry
 from raas_node.runner.requirements import build_wheelhouse, install_offline
 from raas_operator.jobs.model import (
     ON_ROBOT_PHASES,
+    ArchiveSource,
     FailureClass,
     JobSpec,
     JobStatus,
@@ -215,6 +216,10 @@ class LocalPlatform:
         record = self.store.create(spec, JobStatus(reason="Submitted", history=(submitted,)))
         self._wake.set()
         return record
+
+    def source_from_upload(self, archive: Path, entrypoint: str) -> dict[str, Any]:
+        """An uploaded archive is a local source: the fetch step unpacks and checks it."""
+        return LocalSource(path=str(archive)).model_dump()
 
     def get(self, job_id: str) -> JobRecord:
         return self.store.get(job_id)
@@ -424,6 +429,8 @@ class LocalPlatform:
         try:
             if isinstance(spec.source, LocalSource):
                 snapshot = fetch_local(Path(spec.source.path), spec.entrypoint, workdir)
+            elif isinstance(spec.source, ArchiveSource):
+                raise FetchError("SourceNotSupported", "archive sources are for a cluster; submit the folder instead")
             else:
                 commit = resolve_ref(spec.source.url, spec.source.ref)
                 snapshot = fetch_git(spec.source.url, commit, spec.entrypoint, workdir)

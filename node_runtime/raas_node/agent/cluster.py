@@ -39,10 +39,15 @@ The documents are plain dicts matching the CRD: ``raas_node`` does not import
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import re
+import subprocess
+import tempfile
 import threading
 from datetime import datetime, timezone
+from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
 
@@ -53,8 +58,9 @@ from kubernetes.client.exceptions import ApiException
 from gym_raas.protocol.tokens import session_token
 from gym_raas.results.layout import ResultFile, result_key, session_key
 from gym_raas.results.store import ResultStore, StoreUnavailableError
-from raas_node.agent.agent import AgentState, RobotAgent
+from raas_node.agent.agent import AgentState, RobotAgent, SessionResult
 from raas_node.agent.health import RobotHealth
+from raas_node.agent.pictures import draw_session_pictures
 from raas_node.agent.settings import ROBOT_LABEL
 
 BOOKING_ANNOTATION = "raas.dev/booked-job"
@@ -165,6 +171,7 @@ class RobotHeartbeat:
         self.results = results
         """Where the agent uploads a cluster job's ``trajectory.parquet`` and ``session.json``."""
         self._uploaded: set[str] = set()
+        self._uploading: set[str] = set()
         self.beats = 0
         """Beats that reached the API server (the status was written)."""
         self._jobs_completed: int | None = None
@@ -249,12 +256,14 @@ class RobotHeartbeat:
         """The Robot status the agent reports now (``None`` where unknown)."""
         health = self.agent.health()
         job = self.agent.current_job()
+        reading = self.agent.live_state(job) if job is not None else None
         return {
             "phase": robot_phase(health, maintenance=self._spec_maintenance),
             "current_job": None if job is None else self._job_ref(job),
             "last_heartbeat": utc_timestamp(datetime.now(timezone.utc)),
             "health": health_summary(health),
             "jobs_completed": self._jobs_completed or 0,
+            "live": None if reading is None else _finite(dataclasses.asdict(reading)),
         }
 
     def _get(self) -> dict[str, Any]:
@@ -308,24 +317,50 @@ class RobotHeartbeat:
         self._expected_job = booked
 
     def _upload_finished_session(self) -> None:
-        """Put the booked job's recording into the result store once its session has ended."""
+        """Hand the booked job's session to the result store once it has ended (in a thread of its
+        own: drawing the pictures takes seconds, and the heartbeat must go on meanwhile)."""
         job = self._expected_job
-        if self.results is None or job is None or job in self._uploaded:
+        if self.results is None or job is None or job in self._uploaded or job in self._uploading:
             return
         result = self.agent.session_result(job)
         if result is None:
             return
+        self._uploading.add(job)
+        threading.Thread(target=self._upload_session, args=(job, result), name=f"upload-{job}", daemon=True).start()
+
+    def _upload_session(self, job: str, result: SessionResult) -> None:
+        """The recording, its plot and animation, then ``session.json`` last: the operator reads
+        the session record as the sign that everything of the session is in the store."""
+        assert self.results is not None
         try:
             if result.trajectory_path is not None:
                 key = result_key(job, ResultFile.TRAJECTORY)
                 self.results.put_file(key, result.trajectory_path, ResultFile.TRAJECTORY.content_type)
+                self._upload_pictures(job, result.trajectory_path)
             if result.metadata_path is not None:
                 self.results.put_file(session_key(job), result.metadata_path, "application/json")
         except (StoreUnavailableError, OSError) as error:
             log.warning("Robot %s: cannot upload the session of %s yet (%s)", self.robot, job, error)
             return
+        finally:
+            self._uploading.discard(job)
         self._uploaded.add(job)
         log.info("Robot %s: uploaded the session of %s", self.robot, job)
+
+    def _upload_pictures(self, job: str, trajectory: Path) -> None:
+        assert self.results is not None
+        with tempfile.TemporaryDirectory(prefix="raas-pictures-") as scratch:
+            try:
+                pictures = draw_session_pictures(trajectory, self.agent.params, Path(scratch), job)
+            except (RuntimeError, subprocess.TimeoutExpired) as error:
+                log.warning("Robot %s: no pictures for %s: %s", self.robot, job, error)
+                return
+            if pictures is not None:
+                plot, animation = pictures
+                self.results.put_file(result_key(job, ResultFile.PLOT), plot, ResultFile.PLOT.content_type)
+                self.results.put_file(
+                    result_key(job, ResultFile.ANIMATION), animation, ResultFile.ANIMATION.content_type
+                )
 
     def _sessions_ended(self) -> int:
         """Sessions that ended since the last call, from the agent's recent state changes."""
@@ -360,6 +395,13 @@ def _snapshot(agent: RobotAgent) -> list[tuple[float, AgentState]]:
         except RuntimeError:  # appended to while copied
             continue
     return []
+
+
+def _finite(values: dict[str, Any]) -> dict[str, Any]:
+    """JSON has no NaN or infinity: such readings are reported as 0."""
+    return {
+        key: value if not isinstance(value, float) or math.isfinite(value) else 0.0 for key, value in values.items()
+    }
 
 
 def _describe(error: BaseException) -> str:

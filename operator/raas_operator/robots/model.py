@@ -101,6 +101,16 @@ class RobotHealth(_Model):
     last_reset_duration_s: Annotated[float | None, Field(ge=0, description="How long the last reset took.")] = None
 
 
+class LiveSession(_Model):
+    """The running session's latest boundary, as of the heartbeat (for live views)."""
+
+    steps: Annotated[int, Field(ge=0, description="Control steps so far.")] = 0
+    time_s: Annotated[float, Field(ge=0, description="Seconds since the session opened.")] = 0.0
+    theta_rad: Annotated[float, Field(description="Pendulum angle from upright.")] = 0.0
+    theta_dot_rad_per_s: Annotated[float, Field(description="Angular speed.")] = 0.0
+    command: Annotated[float, Field(description="The command in force.")] = 0.0
+
+
 class RobotStatus(_Model):
     """What the agent (and, for Offline, the operator) reports."""
 
@@ -111,6 +121,7 @@ class RobotStatus(_Model):
     last_heartbeat: Annotated[datetime | None, Field(description="When the agent last reported (UTC).")] = None
     health: RobotHealth = Field(default_factory=RobotHealth)
     jobs_completed: Annotated[int, Field(ge=0, description="Jobs this robot has finished since it joined.")] = 0
+    live: Annotated[LiveSession | None, Field(description="The current job's session as of the heartbeat.")] = None
 
 
 class Robot(_Model):

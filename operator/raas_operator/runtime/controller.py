@@ -28,6 +28,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from raas_operator.jobs.model import ON_ROBOT_PHASES, ArchiveSource, JobSpec, JobStatus, Phase
+from raas_operator.metrics import FleetMetrics, FleetState, RobotSample, queued_since
 from raas_operator.reconcile.jobs import (
     Action,
     AdoptUpload,
@@ -69,7 +70,15 @@ class JobController:
         self.cluster = cluster
         self.cache = cache or ClusterCache()
         self.queue = WorkQueue(self._look, workers=workers)
-        self.scheduler = SchedulerLoop(cluster, self.cache, on_started=lambda job: self.queue.add(job, urgent=True))
+        self.fleet = FleetMetrics(state=self.fleet_state)
+        """The fleet metrics (`raas_operator.metrics`): every status this operator writes, and the
+        queue and robots as the cache has them at each scrape."""
+        self.scheduler = SchedulerLoop(
+            cluster,
+            self.cache,
+            on_started=lambda job: self.queue.add(job, urgent=True),
+            on_transition=self.fleet.observe_transition,
+        )
         self._last_full_resync = time.monotonic()
         self._fresh: set[str] = set()
         self._fresh_lock = threading.Lock()
@@ -228,15 +237,41 @@ class JobController:
             elif isinstance(action, AdoptUpload):
                 handle.adopt_upload(name, action.sha256)
             elif isinstance(action, UpdateStatus):
+                before = JobStatus.model_validate(job.get("status") or {})
                 try:
                     job = {**job, **handle.patch_status(name, action.status, job["metadata"]["resourceVersion"])}
                 except ConflictError:
                     return  # changed meanwhile: its newer version is on its way through the watch
                 self.cache.put_job(job)
+                self.fleet.observe_transition(before, action.status)
                 if action.status.phase.is_terminal or action.status.phase is Phase.QUEUED:
                     self._free_robot(name)
             elif isinstance(action, RecordEvent):
                 handle.event(job, action.reason, action.message, warning=action.warning)
+
+    def fleet_state(self) -> FleetState:
+        """The queue, the robots and the results waiting for upload, as the cache has them."""
+        now = datetime.now(timezone.utc)
+        timeout = timedelta(seconds=self.cluster.settings.heartbeat_timeout_s)
+        waiting: list[float] = []
+        pending = 0
+        for body in self.cache.jobs():
+            _, status = self.cache.parsed(body)
+            pending += status.results_pending
+            if status.phase is Phase.QUEUED:
+                waiting.append(queued_since(status, created_at(body["metadata"], now).timestamp()))
+        robots = []
+        for cached in self.cache.robots():
+            robot = cached.entry.robot
+            heartbeat = robot.status.last_heartbeat
+            robots.append(
+                RobotSample(
+                    robot.name,
+                    effective_phase(robot, now, timeout),
+                    heartbeat.timestamp() if heartbeat is not None else None,
+                )
+            )
+        return FleetState(queued_since_s=waiting, robots=robots, results_pending_files=pending)
 
     def _robot_facts(self, robot: str | None, now: datetime) -> RobotFacts | None:
         cached = self.cache.robot(robot) if robot else None

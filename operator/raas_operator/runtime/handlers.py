@@ -13,6 +13,7 @@ from typing import Any
 
 import kopf
 import kubernetes
+import prometheus_client
 
 from raas_operator.pods.builder import MANAGED_BY, MANAGED_BY_LABEL
 from raas_operator.reconcile.jobs import ReleaseFinalizer
@@ -37,7 +38,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
     operator_settings = OperatorSettings()  # type: ignore[call-arg]  # from the environment
-    memo["controller"] = JobController(Cluster(operator_settings), workers=operator_settings.workers).start()
+    controller = JobController(Cluster(operator_settings), workers=operator_settings.workers).start()
+    memo["controller"] = controller
+    if memo.get("metrics_port") is not None:  # raas-operator --metrics-port
+        prometheus_client.start_http_server(memo["metrics_port"], registry=controller.fleet.registry)
 
 
 @kopf.on.cleanup()

@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--liveness", metavar="URL", help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz"
     )
-    parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    parser.add_argument("--metrics-port", type=int, help="serve the fleet metrics (Prometheus) on this port")
     parser.add_argument("--verbose", action="store_true")
     return parser
 
@@ -61,11 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = OperatorSettings()  # type: ignore[call-arg]  # from the environment; fails early when incomplete
     import raas_operator.runtime.handlers  # noqa: F401  (registers the handlers)
 
-    if arguments.metrics_port is not None:
-        from prometheus_client import start_http_server
-
-        start_http_server(arguments.metrics_port)
     kopf.run(
+        memo=kopf.Memo(metrics_port=arguments.metrics_port),
         namespaces=[settings.namespace],
         standalone=arguments.standalone,
         peering_name=None if arguments.standalone else arguments.peering,

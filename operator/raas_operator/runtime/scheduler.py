@@ -57,12 +57,19 @@ class SchedulerLoop:
     """Schedules the queued RaasJobs of `cache`; `wake` asks for a round, `run_safely` runs one."""
 
     def __init__(
-        self, cluster: Cluster, cache: ClusterCache, *, on_started: Callable[[str], None] | None = None
+        self,
+        cluster: Cluster,
+        cache: ClusterCache,
+        *,
+        on_started: Callable[[str], None] | None = None,
+        on_transition: Callable[[JobStatus, JobStatus], None] | None = None,
     ) -> None:
         self.cluster = cluster
         self.cache = cache
         self.on_started = on_started
         """Called with each job moved to Starting (the controller creates its pod at once)."""
+        self.on_transition = on_transition
+        """Called with (before, after) for every status this loop writes (the fleet metrics)."""
         self.rounds = 0
         self._wake = threading.Event()
         self._failing = False
@@ -167,11 +174,14 @@ class SchedulerLoop:
         return started
 
     def _patch(self, job: dict[str, Any], status: JobStatus) -> bool:
+        before = self.cache.parsed(job)[1]
         try:
             patched = self.cluster.patch_status(job["metadata"]["name"], status, job["metadata"]["resourceVersion"])
         except ConflictError:
             return False
         self.cache.put_job(patched)
+        if self.on_transition is not None:
+            self.on_transition(before, status)
         return True
 
 

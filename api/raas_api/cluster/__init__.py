@@ -1,0 +1,1 @@
+"""The web API on a Kubernetes cluster (RaasJobs and Robots; the operator runs the jobs)."""

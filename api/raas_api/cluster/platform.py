@@ -1,0 +1,232 @@
+"""The web API's platform in a Kubernetes cluster: jobs are RaasJobs, robots are Robot objects.
+
+The API does not run anything itself: the operator (`raas_operator.runtime`) does. This class
+turns the API's requests into objects and reads:
+
+* **submit** creates a RaasJob (`KubernetesJobStore`), within the per-owner queue quota and the
+  platform's maximum time limit, as the local platform does;
+* **uploads** are unpacked safely and checked (`raas_node.runner.fetch.fetch_local`: the
+  entrypoint must be there), packed as a reproducible ``code.tar.gz`` and stored under
+  ``uploads/<sha256>.tar.gz``; the job's source is then an archive source that the operator
+  adopts without a fetch pod;
+* **cancel** annotates the RaasJob ``raas.dev/cancel=true`` (the operator stops its pod, which
+  ends the robot session and stops the motor) and waits briefly for Cancelled; unlike deleting
+  the RaasJob, the job stays listed until its TTL;
+* **logs** come from the job pod while it runs (stdout and stderr interleaved, as Kubernetes keeps
+  them) and from the result store once the operator collected them;
+* **robots** are the Robot objects; maintenance is their ``spec.maintenance``.
+
+Live readings and step counts come from the robot's agent through its Robot status (at the
+heartbeat's pace), since the API cannot reach an agent's socket in a cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, cast
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from gym_raas.results.layout import ResultFile, result_key, upload_key
+from gym_raas.results.store import ResultNotFoundError, ResultStore, StoreUnavailableError
+from raas_api.local.platform import QuotaExceededError, RobotDetails, SubmissionRefusedError
+from raas_api.stores.base import JobRecord
+from raas_api.stores.kubernetes import GROUP, PLURAL, VERSION, KubernetesJobStore
+from raas_node.agent.agent import LiveReading
+from raas_node.runner.fetch import FetchError, fetch_local
+from raas_operator.jobs.model import ArchiveSource, JobSpec, Phase
+from raas_operator.robots.model import DEFAULT_HEARTBEAT_TIMEOUT, Robot, RobotPhase, RobotStatus
+from raas_operator.scheduling.core import Quotas, admit
+
+log = logging.getLogger(__name__)
+
+CANCEL_ANNOTATION = "raas.dev/cancel"
+"""The operator's cancel-without-deleting annotation (`raas_operator.runtime.scheduler`)."""
+BOOKING_ANNOTATION = "raas.dev/booked-job"
+
+_STATE_OF_PHASE = {
+    RobotPhase.READY: "idle",
+    RobotPhase.BUSY: "busy",
+    RobotPhase.RESETTING: "resetting",
+    RobotPhase.UNHEALTHY: "fault",
+    RobotPhase.MAINTENANCE: "maintenance",
+    RobotPhase.OFFLINE: "offline",
+}
+"""Robot phases as the states the local platform's agents report (the web page knows these)."""
+
+
+class ClusterPlatform:
+    """Jobs and robots of one namespace of a cluster, results in `results` (MinIO/S3)."""
+
+    def __init__(
+        self,
+        namespace: str,
+        results: ResultStore,
+        *,
+        api_client: client.ApiClient | None = None,
+        quotas: Quotas | None = None,
+        max_time_limit_s: int = 600,
+        heartbeat_timeout: timedelta = DEFAULT_HEARTBEAT_TIMEOUT,
+        cancel_wait_s: float = 30.0,
+    ) -> None:
+        self.namespace = namespace
+        self.custom = client.CustomObjectsApi(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self.store = KubernetesJobStore(namespace, self.custom)
+        self.results = results
+        self.quotas = quotas or Quotas(max_running_per_owner=2, max_queued_per_owner=100)
+        self.max_time_limit_s = max_time_limit_s
+        self.heartbeat_timeout = heartbeat_timeout
+        self.cancel_wait_s = cancel_wait_s
+        self._started = False
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> ClusterPlatform:
+        self._started = True
+        return self
+
+    def stop(self) -> None:
+        self._started = False
+
+    @property
+    def running(self) -> bool:
+        return self._started
+
+    # -- jobs ----------------------------------------------------------------------------------------
+
+    def submit(self, spec: JobSpec) -> JobRecord:
+        if spec.time_limit_s > self.max_time_limit_s:
+            raise SubmissionRefusedError(
+                f"time_limit_s {spec.time_limit_s} is above this platform's maximum of {self.max_time_limit_s}"
+            )
+        if spec.source.kind == "archive" and not self.results.exists(upload_key(spec.source.sha256)):
+            raise SubmissionRefusedError("no uploaded code has that sha256: upload the archive with /jobs/upload")
+        waiting = self.store.count_by_owner([Phase.PENDING, Phase.FETCHING, Phase.QUEUED])
+        admission = admit(spec.owner, waiting, self.quotas)
+        if not admission.admitted:
+            raise QuotaExceededError(admission.message)
+        return self.store.create(spec)
+
+    def source_from_upload(self, archive: Path, entrypoint: str) -> dict[str, Any]:
+        """Check and normalise the archive, store it under its hash; the archive file is removed."""
+        workdir = Path(tempfile.mkdtemp(prefix="raas-upload-"))
+        try:
+            snapshot = fetch_local(archive, entrypoint, workdir)
+            data = snapshot.archive.read_bytes()
+        except FetchError as error:
+            raise SubmissionRefusedError(str(error)) from None
+        finally:
+            archive.unlink(missing_ok=True)
+            shutil.rmtree(workdir, ignore_errors=True)
+        digest = hashlib.sha256(data).hexdigest()
+        key = upload_key(digest)
+        if not self.results.exists(key):
+            self.results.put_bytes(key, data, ResultFile.CODE.content_type)
+        return ArchiveSource(sha256=digest).model_dump()
+
+    def get(self, job_id: str) -> JobRecord:
+        return self.store.get(job_id)
+
+    def cancel(self, job_id: str) -> JobRecord:
+        record = self.store.get(job_id)
+        if record.status.phase.is_terminal:
+            return record
+        patch = {"metadata": {"annotations": {CANCEL_ANNOTATION: "true"}}}
+        self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, job_id, patch)
+        deadline = time.monotonic() + self.cancel_wait_s
+        while not record.status.phase.is_terminal and time.monotonic() < deadline:
+            time.sleep(0.2)
+            record = self.store.get(job_id)
+        return record
+
+    def read_log(self, job_id: str, stream: str) -> bytes:
+        if stream not in ("stdout", "stderr"):
+            raise ValueError("stream must be stdout or stderr")
+        record = self.store.get(job_id)
+        status = record.status
+        if status.phase.is_terminal or status.phase is Phase.UPLOADING:
+            stored = result_key(job_id, ResultFile.STDOUT if stream == "stdout" else ResultFile.STDERR)
+            try:
+                return self.results.get_bytes(stored)
+            except (ResultNotFoundError, StoreUnavailableError):
+                if status.phase.is_terminal or stream == "stderr":
+                    return b""
+        if stream == "stderr" or status.attempts < 1:
+            return b""  # a pod's log holds stdout and stderr interleaved: it is served as stdout
+        try:
+            text = self.core.read_namespaced_pod_log(
+                f"{job_id}-{status.attempts}", self.namespace, container="controller"
+            )
+        except ApiException:
+            return b""  # not started yet, or already gone
+        return str(text).encode()
+
+    def steps_run(self, job_id: str) -> int | None:
+        live = self.live_state(job_id)
+        return None if live is None else live.steps
+
+    def live_state(self, job_id: str) -> LiveReading | None:
+        """The job's session as its robot's agent last reported it (at the heartbeat's pace)."""
+        record = self.store.get(job_id)
+        robot_name = record.status.robot
+        if robot_name is None or record.status.phase not in (Phase.STARTING, Phase.RUNNING):
+            return None
+        try:
+            item = cast(dict[str, Any], self.custom.get_cluster_custom_object(GROUP, VERSION, "robots", robot_name))
+        except ApiException:
+            return None
+        status = RobotStatus.model_validate(item.get("status") or {})
+        if status.live is None or (status.current_job or "").rpartition("/")[2] != job_id:
+            return None
+        live = status.live
+        return LiveReading(live.steps, live.time_s, live.theta_rad, live.theta_dot_rad_per_s, live.command)
+
+    # -- robots ----------------------------------------------------------------------------------------
+
+    def robot_details(self) -> list[RobotDetails]:
+        listing = cast(dict[str, Any], self.custom.list_cluster_custom_object(GROUP, VERSION, "robots"))
+        now = datetime.now(timezone.utc)
+        details = []
+        for item in listing.get("items", []):
+            metadata = item["metadata"]
+            robot = Robot.model_validate(
+                {"name": metadata["name"], "spec": item.get("spec") or {}, "status": item.get("status") or {}}
+            )
+            booked = (metadata.get("annotations") or {}).get(BOOKING_ANNOTATION) or None
+            phase = RobotPhase.OFFLINE if robot.heartbeat_is_stale(now, self.heartbeat_timeout) else robot.status.phase
+            if robot.spec.maintenance:
+                phase = RobotPhase.MAINTENANCE
+            health = robot.status.health
+            details.append(
+                RobotDetails(
+                    name=robot.name,
+                    type=robot.spec.robot_type,
+                    labels=dict(metadata.get("labels") or {}),
+                    state=_STATE_OF_PHASE[phase],
+                    ready=robot.accepts_jobs(now, self.heartbeat_timeout) and booked is None,
+                    schedulable=phase not in (RobotPhase.UNHEALTHY, RobotPhase.OFFLINE, RobotPhase.MAINTENANCE),
+                    reasons=tuple(health.reasons),
+                    current_job=(robot.status.current_job or booked or "").rpartition("/")[2] or None,
+                    temperature_celsius=health.motor_temperature_celsius,
+                    last_reset_ok=health.last_reset_ok,
+                    last_reset_duration_s=health.last_reset_duration_s,
+                    calibration=dict(robot.spec.calibration or {}),
+                )
+            )
+        return sorted(details, key=lambda robot: robot.name)
+
+    def set_maintenance(self, robot: str, on: bool) -> None:
+        try:
+            self.custom.patch_cluster_custom_object(GROUP, VERSION, "robots", robot, {"spec": {"maintenance": on}})
+        except ApiException as error:
+            if error.status == 404:
+                raise KeyError(robot) from None
+            raise

@@ -1,0 +1,177 @@
+"""The operator's engine parts on their own: the work queue, the informer cache, the scheduler's
+position-writing rule and the priority of replicas (the whole engine runs end to end in
+test_operator_end_to_end.py)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from raas_operator.runtime.cache import ClusterCache
+from raas_operator.runtime.main import AUTO_PRIORITY_RANGE, auto_priority, build_parser
+from raas_operator.runtime.scheduler import EXACT_POSITIONS, POSITION_REFRESH_S, position_worth_writing
+from raas_operator.runtime.workqueue import WorkQueue
+
+
+def wait_until(condition: Any, timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return bool(condition())
+
+
+class Recorder:
+    """A handler that records calls, can block on a name and can fail a number of times."""
+
+    def __init__(self, block: str | None = None, failures: int = 0) -> None:
+        self.calls: list[str] = []
+        self.active: set[str] = set()
+        self.overlaps = 0
+        self.release = threading.Event()
+        self.block = block
+        self.failures = failures
+        self._lock = threading.Lock()
+
+    def __call__(self, name: str) -> None:
+        with self._lock:
+            if name in self.active:
+                self.overlaps += 1
+            self.active.add(name)
+            self.calls.append(name)
+        try:
+            if name == self.block:
+                self.release.wait(5)
+            if self.failures > 0:
+                self.failures -= 1
+                raise RuntimeError("the API server said no")
+        finally:
+            with self._lock:
+                self.active.discard(name)
+
+
+def test_a_name_added_while_it_waits_is_handled_once() -> None:
+    handler = Recorder(block="first")
+    queue = WorkQueue(handler, workers=1).start()
+    try:
+        queue.add("first")
+        assert wait_until(lambda: handler.calls == ["first"])
+        for _ in range(5):
+            queue.add("job-a")
+        handler.release.set()
+        assert wait_until(lambda: queue.handled == 2)
+        time.sleep(0.05)
+        assert handler.calls == ["first", "job-a"]
+    finally:
+        queue.stop()
+
+
+def test_a_name_added_while_it_is_handled_is_handled_again_afterwards_never_at_once() -> None:
+    handler = Recorder(block="job-a")
+    queue = WorkQueue(handler, workers=3).start()
+    try:
+        queue.add("job-a")
+        assert wait_until(lambda: handler.calls == ["job-a"])
+        queue.add("job-a")  # its object changed during the look
+        queue.add("job-a")
+        time.sleep(0.05)
+        assert handler.calls == ["job-a"]  # not by a second worker meanwhile
+        handler.release.set()
+        assert wait_until(lambda: queue.handled == 2)
+        assert handler.calls == ["job-a", "job-a"]
+        assert handler.overlaps == 0
+    finally:
+        queue.stop()
+
+
+def test_a_failed_look_is_retried_after_a_back_off() -> None:
+    handler = Recorder(failures=2)
+    queue = WorkQueue(handler, workers=1).start()
+    try:
+        started = time.monotonic()
+        queue.add("job-a")
+        assert wait_until(lambda: handler.calls == ["job-a"] * 3, timeout_s=5)
+        assert time.monotonic() - started >= 0.5 + 1.0  # 0.5 s, then 1 s
+    finally:
+        queue.stop()
+
+
+def test_an_urgent_name_goes_ahead_of_the_waiting_ones() -> None:
+    handler = Recorder(block="first")
+    queue = WorkQueue(handler, workers=1).start()
+    try:
+        queue.add("first")
+        assert wait_until(lambda: handler.calls == ["first"])
+        for name in ("queued-1", "queued-2", "starting"):
+            queue.add(name)
+        queue.add("starting", urgent=True)  # already waiting: moved to the front
+        queue.add("running", urgent=True)
+        handler.release.set()
+        assert wait_until(lambda: queue.handled == 5)
+        assert handler.calls == ["first", "running", "starting", "queued-1", "queued-2"]
+    finally:
+        queue.stop()
+
+
+def job(name: str, version: int, phase: str = "Queued", robot: str | None = None) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "resourceVersion": str(version)},
+        "spec": {"owner": "ada", "source": {"kind": "git", "url": "https://github.com/a/b.git"}},
+        "status": {"phase": phase, "robot": robot},
+    }
+
+
+def pod(name: str, job_name: str, version: int) -> dict[str, Any]:
+    return {"metadata": {"name": name, "resourceVersion": str(version), "labels": {"raas.dev/job": job_name}}}
+
+
+def test_the_cache_never_goes_back_to_an_older_version() -> None:
+    cache = ClusterCache()
+    cache.put_job(job("job-a", 7, "Running"))
+    cache.put_job(job("job-a", 5, "Queued"))  # a late watch event of an older version
+    assert cache.job("job-a")["status"]["phase"] == "Running"  # type: ignore[index]
+    cache.put_job(job("job-a", 9, "Uploading"))
+    assert cache.job("job-a")["status"]["phase"] == "Uploading"  # type: ignore[index]
+    spec, status = cache.parsed(cache.job("job-a"))  # type: ignore[arg-type]
+    assert (spec.owner, status.phase.value) == ("ada", "Uploading")
+
+
+def test_the_cache_groups_pods_by_their_job_and_finds_a_robots_jobs() -> None:
+    cache = ClusterCache()
+    assert cache.put_pod(pod("job-a-fetch", "job-a", 3)) == "job-a"
+    assert cache.put_pod(pod("job-a-1", "job-a", 4)) == "job-a"
+    assert cache.put_pod({"metadata": {"name": "unrelated", "resourceVersion": "1"}}) is None
+    assert sorted(view.name for view in cache.pods_of("job-a")) == ["job-a-1", "job-a-fetch"]
+    cache.drop_pod(pod("job-a-fetch", "job-a", 5))
+    assert [view.name for view in cache.pods_of("job-a")] == ["job-a-1"]
+    cache.put_job(job("job-a", 2, "Running", robot="pendulum-1"))
+    cache.put_job(job("job-b", 2, "Queued"))
+    assert cache.jobs_on("pendulum-1") == ["job-a"]
+
+
+def test_queue_positions_are_written_at_the_head_or_when_they_moved_a_tenth_or_went_stale() -> None:
+    assert position_worth_writing(None, 300, 0.0)  # never written
+    assert not position_worth_writing(12, 12, 100.0)  # unchanged
+    assert position_worth_writing(EXACT_POSITIONS + 1, EXACT_POSITIONS, 0.0)  # near the head: exact
+    assert not position_worth_writing(300, 290, 1.0)  # moved by 1/30
+    assert position_worth_writing(300, 270, 1.0)  # moved by a tenth
+    assert position_worth_writing(300, 299, POSITION_REFRESH_S)  # stale
+
+
+def test_replicas_get_distinct_stable_priorities() -> None:
+    first, second = auto_priority("raas-operator-5d9c-abcde"), auto_priority("raas-operator-5d9c-fghij")
+    assert first != second
+    assert first == auto_priority("raas-operator-5d9c-abcde")
+    assert 1 <= first <= AUTO_PRIORITY_RANGE
+    assert build_parser().parse_args(["--priority", "7"]).priority == 7
+
+
+def test_priority_auto_reads_the_pod_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POD_NAME", "raas-operator-1")
+    assert build_parser().parse_args(["--priority", "auto"]).priority == auto_priority("raas-operator-1")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--priority", "high"])
