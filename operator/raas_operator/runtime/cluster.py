@@ -178,6 +178,21 @@ class Cluster:
         document = json.dumps(metadata, indent=2, sort_keys=True).encode()
         self.store.put_bytes(result_key(name, ResultFile.METADATA), document, ResultFile.METADATA.content_type)
 
+    def complete_metadata(self, job: str, record: dict[str, Any], status: JobStatus) -> None:
+        """Add what the robot's agent recorded of the session (its calibration, for the sim-to-real
+        replay; its outcome and figures) and the final summary to the job's ``metadata.json``."""
+        key = result_key(job, ResultFile.METADATA)
+        try:
+            metadata = json.loads(self.store.get_bytes(key))
+        except ResultNotFoundError:
+            metadata = {"job": job, "layout": "results/v1"}
+        metadata["calibration"] = record.get("calibration") or {}
+        metadata["session"] = {name: value for name, value in record.items() if name != "calibration"}
+        if status.summary is not None:
+            metadata["summary"] = status.summary.model_dump(mode="json")
+        document = json.dumps(metadata, indent=2, sort_keys=True).encode()
+        self.store.put_bytes(key, document, ResultFile.METADATA.content_type)
+
     def upload_present(self, sha256: str) -> bool:
         return self.store.exists(upload_key(sha256))
 

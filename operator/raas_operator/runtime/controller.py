@@ -219,6 +219,12 @@ class JobController:
             upload_present=upload_present,
         )
         actions = reconcile_job(facts)
+        if record is not None:
+            final = next(
+                (a.status for a in actions if isinstance(a, UpdateStatus) and a.status.phase.is_terminal), None
+            )
+            if final is not None:  # before the job shows its end: its metadata is complete by then
+                handle.complete_metadata(name, record, final)
         self._apply(job, actions)
         return actions
 
