@@ -67,7 +67,15 @@ class KubernetesJobStore:
             lambda: self.api.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body), None
         )
         name = created["metadata"]["name"]
-        return self.update_status(name, status, created["metadata"]["resourceVersion"])
+        if status == JobStatus():
+            return _record(created)  # the operator writes the first status (Submitted, at creation time)
+        try:
+            return self.update_status(name, status, created["metadata"]["resourceVersion"])
+        except ConflictError:
+            current = self.get(name)
+            if current.status.history:  # the operator (or its finalizer) got there first: its status stands
+                return current
+            return self.update_status(name, status, current.version)
 
     def get(self, job_id: str) -> JobRecord:
         return _record(
