@@ -62,3 +62,8 @@ class ApiSettings(BaseSettings):
     s3_secret_key: str = ""
     s3_bucket: str = "raas-results"
     s3_secure: bool = True
+    presigned_result_links: bool = Field(
+        default=True,
+        description="Result download links straight to S3 (presigned URLs); false: through this API, for an S3 "
+        "endpoint users cannot reach (a cluster's MinIO).",
+    )

@@ -230,7 +230,7 @@ def job_results(job_id: str, state: State, who: Caller) -> ResultManifest:
         name = key.rsplit("/", 1)[-1]
         if name not in known:
             continue
-        link = store.download_url(key)
+        link = store.download_url(key) if state.settings.presigned_result_links else ""
         url = link if link.startswith(("http://", "https://")) else f"/api/v1/jobs/{job_id}/results/{name}"
         path_of = getattr(store, "path_of", None)
         size = path_of(key).stat().st_size if path_of is not None else None
