@@ -33,6 +33,7 @@ from typing import Any, cast
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
 
 from gym_raas.results.layout import ResultFile, result_key, upload_key
 from gym_raas.results.store import ResultNotFoundError, ResultStore, StoreUnavailableError
@@ -183,7 +184,11 @@ class ClusterPlatform:
             item = cast(dict[str, Any], self.custom.get_cluster_custom_object(GROUP, VERSION, "robots", robot_name))
         except ApiException:
             return None
-        status = RobotStatus.model_validate(item.get("status") or {})
+        try:
+            status = RobotStatus.model_validate(item.get("status") or {})
+        except ValidationError:
+            log.warning("Robot %s has a status this API cannot read", robot_name)
+            return None
         if status.live is None or (status.current_job or "").rpartition("/")[2] != job_id:
             return None
         live = status.live

@@ -275,7 +275,7 @@ class RobotAgent:
                 return None
             return LiveReading(
                 steps=session.steps,
-                time_s=reading.time_s - session.started_s,
+                time_s=max(0.0, reading.time_s - session.started_s),  # the last reading may predate the session
                 theta_rad=reading.theta_rad,
                 theta_dot_rad_per_s=reading.theta_dot_rad_per_s,
                 command=self._duty * self.params.max_command,
