@@ -1,11 +1,12 @@
 """A RaaS API app on a real local platform, and tokens for it (shared by the API tests).
 
 `ApiHarness` is backend-neutral: the contract tests use only HTTP through it, so the same suite
-runs against the Kubernetes store once it exists (add a backend to `BACKENDS`).
+runs on every backend of `BACKENDS`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import time
 import zipfile
@@ -15,13 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
+from git_server import GitServer
 
 from raas_api.auth.tokens import Role, TokenStore
 from raas_api.http.app import create_app
 from raas_api.settings import ApiSettings
 
-BACKENDS = ("local",)
+BACKENDS = ("local", "kubernetes")
+"""The platforms the contract tests run on: the local one, and a cluster (RaasJobs and Robots in the
+Kubernetes emulator, run by the real kopf operator, pods in podman through the stand-in kubelet)."""
 
 SHORT_CONTROLLER = """\
 import gymnasium as gym
@@ -89,3 +94,57 @@ def api_harness(data_dir: Path, **settings: Any) -> Iterator[ApiHarness]:
     with TestClient(app) as client:
         yield ApiHarness(client, tokens, admin, ada, bob)
     tokens.close()
+
+
+@contextmanager
+def cluster_api_harness(data_dir: Path, git_server: GitServer, **settings: Any) -> Iterator[ApiHarness]:
+    """The API on the Kubernetes backend: two robots (``sim-1``, ``sim-2``: real agents on simulated
+    pendulums with their Robot objects), the real kopf operator, podman pods (tests/cluster_world.py)."""
+    from cluster_world import JOB_IMAGE, NAMESPACE, World, operator_environment, use_kubeconfig
+    from k8s_fixtures import running_emulator
+    from kubelet.podman import PodmanRuntime, remove_leftover_containers
+    from s3_server import running_s3_server
+
+    from gym_raas.results.store import S3ResultStore
+    from raas_api.cluster.platform import ClusterPlatform
+    from raas_node.runner.image import ensure_runtime_image
+    from raas_operator.scheduling.core import Quotas
+
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "backend": "kubernetes",
+        "kubernetes_namespace": NAMESPACE,
+        "local_mode": False,
+        "presigned_result_links": False,  # as the chart sets it: users cannot reach the cluster's MinIO
+        "allowed_git_hosts": ["127.0.0.1"],
+    }
+    values.update(settings)
+    api_settings = ApiSettings(**values)
+    runtime = PodmanRuntime({JOB_IMAGE: ensure_runtime_image()})
+    with (
+        pytest.MonkeyPatch.context() as monkeypatch,
+        running_emulator(NAMESPACE) as emulator,
+        running_s3_server() as s3,
+        contextlib.ExitStack() as stack,
+    ):
+        use_kubeconfig(monkeypatch, data_dir, emulator)
+        operator_environment(monkeypatch, s3)
+        world = World(emulator, s3, git_server, ["sim-1", "sim-2"], stack, runtime)
+        with world.operator():
+            platform = ClusterPlatform(
+                NAMESPACE,
+                S3ResultStore(s3.endpoint, "raas", "raas-secret", "raas-results", secure=False),
+                api_client=emulator.api_client(),
+                quotas=Quotas(api_settings.max_running_per_owner, api_settings.max_queued_per_owner),
+                max_time_limit_s=api_settings.max_time_limit_s,
+            )
+            tokens = TokenStore(data_dir / "tokens.db")
+            admin, _ = tokens.create("root", Role.ADMIN)
+            ada, _ = tokens.create("ada")
+            bob, _ = tokens.create("bob")
+            app = create_app(api_settings, platform=platform.start(), tokens=tokens)
+            with TestClient(app) as test_client:
+                yield ApiHarness(test_client, tokens, admin, ada, bob)
+            tokens.close()
+        world.check_clean()
+    assert remove_leftover_containers() == []

@@ -1,33 +1,38 @@
-"""The REST API's contract, over HTTP, on a real local platform (simulated robots in real time).
+"""The REST API's contract, over HTTP, on every backend: the local platform (simulated robots in
+real time) and a cluster (the Kubernetes emulator, the kopf operator, pods in podman).
 
-Only HTTP is used, through `ApiHarness`: the same tests are meant for the Kubernetes store.
+Only HTTP is used, through `ApiHarness`: the same tests run on both.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from api_fixtures import BACKENDS, ApiHarness, api_harness, controller_zip
+from api_fixtures import BACKENDS, ApiHarness, api_harness, cluster_api_harness, controller_zip
 from git_server import GitServer, running_git_server
 
 from gym_raas.params import calibration_from_document
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiHarness]:
-    """The API on each job-store backend (the Kubernetes store joins `BACKENDS` when it exists)."""
-    assert request.param == "local"
-    with api_harness(tmp_path_factory.mktemp("api"), allowed_git_schemes=["https", "git"]) as harness:
-        yield harness
 
 
 @pytest.fixture(scope="module")
 def git_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitServer]:
     with running_git_server(tmp_path_factory.mktemp("git")) as server:
         yield server
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def api(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, git_server: GitServer
+) -> Iterator[ApiHarness]:
+    """The API on each backend: the local platform, and a cluster (see `api_fixtures.BACKENDS`)."""
+    folder = tmp_path_factory.mktemp(f"api-{request.param}")
+    harness = api_harness if request.param == "local" else functools.partial(cluster_api_harness, git_server=git_server)
+    with harness(folder, allowed_git_schemes=["https", "git"]) as running:
+        yield running
 
 
 # -- auth ----------------------------------------------------------------------------------------
