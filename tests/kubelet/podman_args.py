@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +47,7 @@ from typing import Any
 
 from kubelet.environment import ContainerConfigError, expand
 from kubelet.quantities import to_bytes, to_cpus
-from raas_node.runner.container import NOFILE_LIMIT
+from raas_node.runner.container import NOFILE_LIMIT, nproc_limits
 from raas_node.runner.image import PODMAN_RUNTIME
 
 KUBELET_LABEL = "io.raas.stand-in-kubelet"
@@ -99,7 +98,7 @@ def podman_plan(
         "podman", "create", "--runtime", PODMAN_RUNTIME, "--name", name, "--label", f"{KUBELET_LABEL}=1",
         "--pull", "never", "--log-driver", "none", "--network", "none", "--http-proxy=false",
         "--hostname", str(pod["metadata"]["name"])[:63],
-        "--ulimit", f"nofile={NOFILE_LIMIT}:{NOFILE_LIMIT}", "--ulimit", "nproc={}:{}".format(*_nproc_limits()),
+        "--ulimit", f"nofile={NOFILE_LIMIT}:{NOFILE_LIMIT}", "--ulimit", "nproc={}:{}".format(*nproc_limits()),
     ]  # fmt: skip
     if cgroup_parent is not None:
         arguments += ["--cgroup-parent", cgroup_parent]
@@ -196,15 +195,3 @@ def _bind(source: Path, target: str, *, read_only: bool) -> str:
     if "," in host or "=" in host or "," in target or "=" in target:
         raise ContainerConfigError(f"cannot mount {host} at {target}: podman mounts cannot name ',' or '='")
     return f"type=bind,source={host},target={target}" + (",readonly" if read_only else "")
-
-
-def _nproc_limits() -> tuple[int, int]:
-    """RLIMIT_NPROC for the container: the host's, capped at pid_max (podman cannot go above it here)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)
-    try:
-        pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
-    except (OSError, ValueError):
-        pid_max = 32768
-    hard = pid_max if hard == resource.RLIM_INFINITY else min(hard, pid_max)
-    soft = hard if soft == resource.RLIM_INFINITY else min(soft, hard)
-    return soft, hard

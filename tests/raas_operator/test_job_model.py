@@ -88,3 +88,40 @@ def test_robot_faults_are_retried_once_on_another_robot_and_user_errors_never() 
     assert user.phase is Phase.FAILED
     timed_out = fail(running, FailureClass.TIME_LIMIT, "TimeLimit", "ran for 120 s")
     assert timed_out.phase is Phase.TIMED_OUT
+
+
+def conditions(status: JobStatus) -> dict[str, tuple[str, str]]:
+    return {condition.type: (condition.status.value, condition.reason) for condition in status.conditions}
+
+
+def test_conditions_follow_the_phases_for_kubectl_wait() -> None:
+    status = transition(JobStatus(), Phase.FETCHING, reason="Fetching")
+    assert status.conditions == ()
+    queued = transition(status, Phase.QUEUED, reason="Fetched")
+    assert conditions(queued) == {"Fetched": ("True", "Fetched")}
+    starting = transition(queued, Phase.STARTING, reason="Scheduled", robot="pendulum-1", attempts=1)
+    running = transition(starting, Phase.RUNNING, reason="Running")
+    retried = fail(running, FailureClass.ROBOT_FAULT, "RobotOffline", "the robot went offline")
+    assert conditions(retried)["Scheduled"] == ("False", "RobotOffline")
+    again = transition(retried, Phase.STARTING, reason="Scheduled", robot="pendulum-2", attempts=2)
+    done = transition(transition(again, Phase.UPLOADING, reason="Uploading"), Phase.SUCCEEDED, reason="Completed")
+    assert conditions(done) == {
+        "Fetched": ("True", "Fetched"),
+        "Scheduled": ("True", "Scheduled"),
+        "Finished": ("True", "Succeeded"),
+        "Succeeded": ("True", "Succeeded"),
+    }
+    fetched_at = next(c.last_transition_time for c in done.conditions if c.type == "Fetched")
+    assert fetched_at == queued.history[-1].at  # unchanged status keeps its transition time
+
+
+def test_a_failed_fetch_says_so_in_its_conditions() -> None:
+    fetching = transition(JobStatus(), Phase.FETCHING)
+    failed = transition(fetching, Phase.FAILED, reason="RefNotFound", failure_class=FailureClass.USER_ERROR)
+    assert conditions(failed) == {
+        "Fetched": ("False", "RefNotFound"),
+        "Finished": ("True", "Failed"),
+        "Succeeded": ("False", "RefNotFound"),
+    }
+    cancelled = transition(transition(JobStatus(), Phase.FETCHING), Phase.CANCELLED, reason="the user's wish")
+    assert conditions(cancelled)["Succeeded"] == ("False", "Cancelled")  # a reason must be CamelCase

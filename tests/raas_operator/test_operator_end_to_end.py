@@ -122,6 +122,8 @@ def test_a_raasjob_from_the_examples_runs_on_a_robot_and_succeeds(
     assert status["robot"] == "pendulum-1"
     phases = [change["phase"] for change in status["history"]]
     assert phases == ["Pending", "Fetching", "Queued", "Starting", "Running", "Uploading", "Succeeded"]
+    conditions = {condition["type"]: condition["status"] for condition in status["conditions"]}
+    assert conditions == {"Fetched": "True", "Scheduled": "True", "Finished": "True", "Succeeded": "True"}
     store = S3ResultStore(s3.endpoint, "raas", "raas-secret", "raas-results", secure=False)
     assert b"done after 20 steps on the robot" in store.get_bytes("results/v1/swingup/stdout.txt")
     metadata = json.loads(store.get_bytes("results/v1/swingup/metadata.json"))
@@ -134,6 +136,10 @@ def test_a_raasjob_from_the_examples_runs_on_a_robot_and_succeeds(
     # The agent's own record made the summary; kubectl get rj shows it.
     assert status["summary"]["steps"] == 20
     assert store.exists("results/v1/swingup/trajectory.parquet")
+    assert store.exists("results/v1/swingup/plot.png") and store.exists("results/v1/swingup/animation.gif")
+    metadata = json.loads(store.get_bytes("results/v1/swingup/metadata.json"))
+    assert metadata["session"]["steps"] == 20  # what the agent recorded, for the replay's calibration too
+    assert metadata["calibration"]["control_period_s"] == pytest.approx(0.05)
     document = world.custom.get_namespaced_custom_object("raas.dev", "v1alpha1", NAMESPACE, "raasjobs", "swingup")
     columns = printer_columns(document)
     assert columns["Phase"] == "Succeeded"

@@ -155,7 +155,7 @@ def plan_container(request: RunRequest, image: str, name: str, *, cgroup_parent:
     )
     by_name = {key for key in request.environment if key != AGENT_SOCKET_VARIABLE and _passable_by_name(key)}
     tmpfs_bytes = min(TMPFS_MAX_BYTES, limits.memory_bytes // 4)
-    nproc_soft, nproc_hard = _nproc_limits()
+    nproc_soft, nproc_hard = nproc_limits()
     arguments = [
         "podman", "run", "--runtime", PODMAN_RUNTIME, "--name", name, "--label", f"{RUN_LABEL}=1",
         "--pull", "never", "--init", "--log-driver", "none", "--http-proxy=false", "--unsetenv-all",
@@ -210,7 +210,7 @@ def _passable_by_name(key: str) -> bool:
     return key not in _PODMAN_OWN_VARIABLES and not key.startswith(_PODMAN_OWN_PREFIXES)
 
 
-def _nproc_limits() -> tuple[int, int]:
+def nproc_limits() -> tuple[int, int]:
     """RLIMIT_NPROC for the container: the host's, capped at pid_max (podman caps its own there)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)
     try:

@@ -303,10 +303,46 @@ def transition(
     when = at or utc_now()
     history = (*status.history, PhaseChange(phase=target, at=when, reason=reason, message=message))
     update: dict[str, object] = {"phase": target, "reason": reason, "message": message, "history": history}
+    update["conditions"] = _conditions_after(status, target, reason, message, when)
     if target is not Phase.QUEUED:
         update.update(queue_position=None, estimated_start=None)
     update.update(changes)
     return status.model_copy(update=update)
+
+
+FETCHED, SCHEDULED, FINISHED, SUCCEEDED = "Fetched", "Scheduled", "Finished", "Succeeded"
+"""The RaasJob's conditions (``kubectl wait --for=condition=Finished rj/NAME``): its code is fetched;
+it holds a robot (False again while a retry waits); it has ended (reason: the final phase); and
+whether it succeeded (set when it ends)."""
+
+
+def _conditions_after(
+    status: JobStatus, target: Phase, reason: str, message: str, at: datetime
+) -> tuple[Condition, ...]:
+    """`status`'s conditions once it moves to `target` (a condition keeps its transition time
+    while its status stays the same)."""
+    cause = reason if re.fullmatch(CONDITION_REASON_PATTERN, reason or "") else target.value
+    changes: list[tuple[str, ConditionStatus, str]] = []
+    if target is Phase.QUEUED and status.phase in (Phase.PENDING, Phase.FETCHING):
+        changes.append((FETCHED, ConditionStatus.TRUE, cause))
+    elif target is Phase.QUEUED:  # back from a robot for its retry
+        changes.append((SCHEDULED, ConditionStatus.FALSE, cause))
+    elif target is Phase.STARTING:
+        changes.append((SCHEDULED, ConditionStatus.TRUE, cause))
+    elif target.is_terminal:
+        if status.phase in (Phase.PENDING, Phase.FETCHING):
+            changes.append((FETCHED, ConditionStatus.FALSE, cause))
+        changes.append((FINISHED, ConditionStatus.TRUE, target.value))
+        succeeded = ConditionStatus.TRUE if target is Phase.SUCCEEDED else ConditionStatus.FALSE
+        changes.append((SUCCEEDED, succeeded, target.value if target is not Phase.FAILED else cause))
+    conditions = {condition.type: condition for condition in status.conditions}
+    for kind, state, why in changes:
+        previous = conditions.get(kind)
+        since = previous.last_transition_time if previous is not None and previous.status is state else at
+        conditions[kind] = Condition(
+            type=kind, status=state, reason=why, message=message[:32768], last_transition_time=since
+        )
+    return tuple(conditions.values())
 
 
 def fail(
