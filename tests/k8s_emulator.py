@@ -109,7 +109,7 @@ class RealisticEmulator(kmock.KubernetesEmulator):
         request in its log while it matches it)."""
         self._requests[:] = [known for known in self._requests if id(known) in self._in_flight]
 
-    def _KubernetesEmulator__get_objs(self, request: kmock.Request, strict: bool) -> list:
+    def _KubernetesEmulator__get_objs(self, request: kmock.Request, strict: bool) -> list:  # noqa: N802 (kmock's private name)
         """kmock 0.8 finds even one named object by scanning every object it holds (events included),
         which made each GET and PATCH cost O(objects); a named request is looked up directly."""
         if request.name is not None and request.resource is not None:

@@ -248,9 +248,7 @@ def podman_run(
         arguments += ["--workdir", container["workingDir"]]
     arguments += [image, *container["command"]]
     # conmon writes an "oom" file into its working folder (cgroup v1): keep it out of the repository.
-    return subprocess.run(
-        arguments, capture_output=True, text=True, timeout=timeout_s, check=False, cwd=volumes.root
-    )
+    return subprocess.run(arguments, capture_output=True, text=True, timeout=timeout_s, check=False, cwd=volumes.root)
 
 
 def _settings(image: str) -> PodSettings:

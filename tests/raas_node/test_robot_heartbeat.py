@@ -168,7 +168,8 @@ def test_a_session_makes_the_robot_busy_with_its_job_then_resetting_then_ready(
     assert "robot is busy" in busy["status"]["health"]["reasons"]
     live = busy["status"]["live"]  # the session as of this beat, for the web page's live view
     assert live["steps"] == 1
-    assert live["time_s"] >= 0 and isinstance(live["theta_rad"], float)
+    assert live["time_s"] >= 0
+    assert isinstance(live["theta_rad"], float)
     assert_valid(busy)
 
     backend.close()

@@ -136,7 +136,8 @@ def test_a_raasjob_from_the_examples_runs_on_a_robot_and_succeeds(
     # The agent's own record made the summary; kubectl get rj shows it.
     assert status["summary"]["steps"] == 20
     assert store.exists("results/v1/swingup/trajectory.parquet")
-    assert store.exists("results/v1/swingup/plot.png") and store.exists("results/v1/swingup/animation.gif")
+    assert store.exists("results/v1/swingup/plot.png")
+    assert store.exists("results/v1/swingup/animation.gif")
     metadata = json.loads(store.get_bytes("results/v1/swingup/metadata.json"))
     assert metadata["session"]["steps"] == 20  # what the agent recorded, for the replay's calibration too
     assert metadata["calibration"]["control_period_s"] == pytest.approx(0.05)
