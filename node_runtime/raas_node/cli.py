@@ -23,6 +23,7 @@ import argparse
 import logging
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,8 +34,9 @@ from raas_node.agent.agent import AgentConfig, RobotAgent
 from raas_node.agent.calibration import calibrate_robot
 from raas_node.agent.metrics import AgentMetrics
 from raas_node.agent.settings import ROBOT_LABEL, ClusterSettings
-from raas_node.drivers.base import RobotDriver
-from raas_node.drivers.config import PigpioDriverConfig
+from raas_node.drivers.base import DriverError, RobotDriver
+from raas_node.drivers.config import DriverConfigError, PigpioDriverConfig
+from raas_node.drivers.wiring_arguments import add_wiring_arguments, wiring_from_arguments
 
 if TYPE_CHECKING:
     from raas_node.agent.cluster import RobotHeartbeat
@@ -56,7 +58,10 @@ def _driver(arguments: argparse.Namespace) -> RobotDriver:
         return SimDriver(params)
     from raas_node.drivers.pigpio_driver import PigpioDriver
 
-    return PigpioDriver(PigpioDriverConfig(host=arguments.pigpio_host, port=arguments.pigpio_port), params)
+    config = PigpioDriverConfig(
+        host=arguments.pigpio_host, port=arguments.pigpio_port, wiring=wiring_from_arguments(arguments)
+    )
+    return PigpioDriver(config, params)
 
 
 def _add_robot_arguments(parser: argparse.ArgumentParser, *, robot_required: bool = True) -> None:
@@ -66,6 +71,7 @@ def _add_robot_arguments(parser: argparse.ArgumentParser, *, robot_required: boo
     parser.add_argument("--driver", choices=("sim", "pigpio"), default="pigpio")
     parser.add_argument("--pigpio-host", default="127.0.0.1")
     parser.add_argument("--pigpio-port", type=int, default=8888)
+    add_wiring_arguments(parser)
     parser.add_argument(
         "--calibration", type=Path, help=f"the robot's calibration file (run: {DEFAULT_CALIBRATION} if it exists)"
     )
@@ -181,7 +187,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--kubernetes needs the node's name: pass --node-name or set NODE_NAME (downward API)")
     if arguments.command == "run" and arguments.heartbeat_interval <= 0:
         parser.error("--heartbeat-interval must be a positive number of seconds")
-    return int(arguments.handler(arguments))
+    try:
+        return int(arguments.handler(arguments))
+    except DriverConfigError as error:  # an impossible wiring or PWM setting: say which, no traceback
+        parser.error(str(error))
+    except DriverError as error:  # pigpiod unreachable or failing: one line (a DaemonSet pod restarts)
+        print(f"raas-agent: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ cluster it names its robot after its node's label and reads its settings from th
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import signal
@@ -145,3 +146,19 @@ def test_the_cluster_settings_come_from_the_environment() -> None:
     assert ClusterSettings.from_environment({}).session_key is None
     with pytest.raises(ValueError, match="RAAS_AGENT_S3_SECURE"):
         ClusterSettings.from_environment({"RAAS_AGENT_S3_SECURE": "maybe"})
+
+
+def test_the_wiring_is_set_on_the_command_line_and_an_impossible_one_is_refused(tmp_path: Path) -> None:
+    from raas_node.cli import main
+    from raas_node.drivers.config import BridgeMode, RigWiring
+    from raas_node.drivers.wiring_arguments import add_wiring_arguments, wiring_from_arguments
+
+    parser = argparse.ArgumentParser()
+    add_wiring_arguments(parser)
+    flags = ["--bridge-mode", "pwm_direction", "--pwm-pin", "18", "--direction-complement-pin", "-1"]
+    wiring = wiring_from_arguments(parser.parse_args(flags))
+    assert wiring == RigWiring(bridge_mode=BridgeMode.PWM_DIRECTION, pwm_pin=18, direction_complement_pin=None)
+    assert wiring_from_arguments(parser.parse_args([])) == RigWiring()  # the reference wiring by default
+    with pytest.raises(SystemExit) as refused:  # the encoder on a bridge pin: said before touching pigpiod
+        main(["run", "--robot", "p", "--socket", str(tmp_path / "a.sock"), "--encoder-a-pin", "12"])
+    assert refused.value.code == 2

@@ -10,7 +10,8 @@ import signal
 
 from gym_raas.params import CalibrationError, PendulumParams, load_calibration
 from gym_raas.simulator import HANGING_RAD
-from raas_node.drivers.config import BridgeMode, DriverConfigError, RigWiring
+from raas_node.drivers.config import DriverConfigError
+from raas_node.drivers.wiring_arguments import add_wiring_arguments, wiring_from_arguments
 from raas_node.virtual_rig.server import VirtualRig
 
 logger = logging.getLogger(__name__)
@@ -26,17 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=8888, help="TCP port (default 8888, pigpiod's; 0 = any free)")
     parser.add_argument("--calibration", help="calibration JSON of the robot to emulate (default: reference rig)")
     parser.add_argument("--initial-angle-rad", type=float, default=HANGING_RAD, help="start angle from upright")
-    parser.add_argument("--bridge-mode", choices=[mode.value for mode in BridgeMode], default="two_pwm")
-    defaults = RigWiring()
-    for name in ("forward_pwm_pin", "backward_pwm_pin", "pwm_pin", "direction_pin", "encoder_a_pin", "encoder_b_pin"):
-        flag = "--" + name.replace("_", "-")
-        parser.add_argument(flag, type=int, default=getattr(defaults, name), help="GPIO (default %(default)s)")
-    parser.add_argument(
-        "--direction-complement-pin",
-        type=int,
-        default=defaults.direction_complement_pin,
-        help="GPIO of IN2 in pwm_direction mode; -1 if the board derives it (default %(default)s)",
-    )
+    add_wiring_arguments(parser)
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return parser
 
@@ -50,17 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         params = load_calibration(args.calibration) if args.calibration else PendulumParams()
-        complement = None if args.direction_complement_pin < 0 else args.direction_complement_pin
-        wiring = RigWiring(
-            bridge_mode=BridgeMode(args.bridge_mode),
-            forward_pwm_pin=args.forward_pwm_pin,
-            backward_pwm_pin=args.backward_pwm_pin,
-            pwm_pin=args.pwm_pin,
-            direction_pin=args.direction_pin,
-            direction_complement_pin=complement,
-            encoder_a_pin=args.encoder_a_pin,
-            encoder_b_pin=args.encoder_b_pin,
-        )
+        wiring = wiring_from_arguments(args)
     except (CalibrationError, DriverConfigError) as error:
         logger.error("%s", error)
         return 2
