@@ -6,11 +6,12 @@ runs on every backend of `BACKENDS`.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 from fastapi.testclient import TestClient
 from git_server import GitServer
 
-from raas_api.auth.tokens import Role, TokenStore
+from raas_api.auth.tokens import Role, Tokens, TokenStore
 from raas_api.http.app import create_app
 from raas_api.settings import ApiSettings
 
@@ -54,10 +55,12 @@ def controller_zip(steps: int = 20, *, files: dict[str, str] | None = None) -> b
 @dataclass
 class ApiHarness:
     client: TestClient
-    tokens: TokenStore
+    tokens: Tokens
     admin_token: str
     ada_token: str
     bob_token: str
+    stored_tokens: Callable[[], bytes]
+    """Everything the token store holds, as bytes (to prove no secret is in it)."""
 
     def auth(self, token: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {token}"}
@@ -91,8 +94,12 @@ def api_harness(data_dir: Path, **settings: Any) -> Iterator[ApiHarness]:
     ada, _ = tokens.create("ada")
     bob, _ = tokens.create("bob")
     app = create_app(ApiSettings(**values), tokens=tokens)
+
+    def stored() -> bytes:
+        return b"".join(path.read_bytes() for path in data_dir.glob("tokens.db*"))
+
     with TestClient(app) as client:
-        yield ApiHarness(client, tokens, admin, ada, bob)
+        yield ApiHarness(client, tokens, admin, ada, bob, stored)
     tokens.close()
 
 
@@ -103,9 +110,11 @@ def cluster_api_harness(data_dir: Path, git_server: GitServer, **settings: Any) 
     from cluster_world import JOB_IMAGE, NAMESPACE, World, operator_environment, use_kubeconfig
     from k8s_fixtures import running_emulator
     from kubelet.podman import PodmanRuntime, remove_leftover_containers
+    from kubernetes import client
     from s3_server import running_s3_server
 
     from gym_raas.results.store import S3ResultStore
+    from raas_api.auth.kubernetes_tokens import SecretTokenStore
     from raas_api.cluster.platform import ClusterPlatform
     from raas_node.runner.image import ensure_runtime_image
     from raas_operator.scheduling.core import Quotas
@@ -138,13 +147,19 @@ def cluster_api_harness(data_dir: Path, git_server: GitServer, **settings: Any) 
                 quotas=Quotas(api_settings.max_running_per_owner, api_settings.max_queued_per_owner),
                 max_time_limit_s=api_settings.max_time_limit_s,
             )
-            tokens = TokenStore(data_dir / "tokens.db")
+            tokens = SecretTokenStore(NAMESPACE, client.CoreV1Api(emulator.api_client()))  # as on a cluster
             admin, _ = tokens.create("root", Role.ADMIN)
             ada, _ = tokens.create("ada")
             bob, _ = tokens.create("bob")
             app = create_app(api_settings, platform=platform.start(), tokens=tokens)
+            core = client.CoreV1Api(emulator.api_client())
+
+            def stored() -> bytes:
+                secrets = core.list_namespaced_secret(NAMESPACE, label_selector="raas.dev/token=true").items
+                return b"".join(base64.b64decode(value) for secret in secrets for value in (secret.data or {}).values())
+
             with TestClient(app) as test_client:
-                yield ApiHarness(test_client, tokens, admin, ada, bob)
+                yield ApiHarness(test_client, tokens, admin, ada, bob, stored)
             tokens.close()
         world.check_clean()
     assert remove_leftover_containers() == []

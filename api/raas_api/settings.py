@@ -31,6 +31,9 @@ class ApiSettings(BaseSettings):
         default=Backend.LOCAL, description="local: run jobs in this process; kubernetes: as RaasJobs in a cluster."
     )
     kubernetes_namespace: str = Field(default="raas", description="The cluster's job namespace (backend kubernetes).")
+    token_namespace: str | None = Field(
+        default=None, description="Where a cluster keeps API tokens as Secrets (default: kubernetes_namespace)."
+    )
     admin_token: SecretStr | None = Field(
         default=None, description="A bootstrap admin bearer token (any string; the cluster's Secret provides it)."
     )

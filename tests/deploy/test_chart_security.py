@@ -196,7 +196,7 @@ CONTRACT_RBAC: dict[tuple[str, str], dict[tuple[str, str], set[str]]] = {
         ("raas.dev", "raasjobs/status"): {"get", "list", "watch", "patch", "update"},
         ("", "pods"): {"get", "list", "watch", "create", "delete"},
         ("", "pods/log"): {"get"},
-        ("", "secrets"): {"get", "create", "delete"},
+        ("", "secrets"): {"get", "create", "update", "delete"},  # update: a retry's session token
         ("", "events"): {"create", "patch"},
         ("kopf.dev", "kopfpeerings"): {"get", "list", "watch", "patch"},
     },
@@ -211,6 +211,7 @@ CONTRACT_RBAC: dict[tuple[str, str], dict[tuple[str, str], set[str]]] = {
         ("raas.dev", "raasjobs"): {"get", "list", "watch", "create", "delete", "patch"},
         ("", "pods/log"): {"get"},
         ("", "events"): {"list"},
+        ("", "secrets"): {"get", "list", "create", "patch"},  # API tokens (raas_api.auth.kubernetes_tokens)
     },
     ("ClusterRole", "raas-api"): {("raas.dev", "robots"): {"get", "list", "watch", "patch"}},
 }

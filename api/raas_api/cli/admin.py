@@ -1,4 +1,8 @@
-"""``raas admin token create|list|revoke``: API tokens, on the server's data folder."""
+"""``raas admin token create|list|revoke``: API tokens, where the server keeps them.
+
+Locally that is the server's data folder (``--data-dir``); with ``RAAS_BACKEND=kubernetes`` (in
+the API's pod: ``kubectl exec deploy/raas-api -- raas admin token create --owner ada``) the
+cluster's Secrets."""
 
 from __future__ import annotations
 
@@ -6,12 +10,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from raas_api.auth.tokens import Role, TokenStore
+from raas_api.auth.tokens import Role, Tokens
 
 
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser("admin", help="server administration: API tokens")
-    parser.add_argument("--data-dir", type=Path, default=Path("raas-data"), help="the server's data folder")
+    parser.add_argument("--data-dir", type=Path, default=None, help="the server's data folder (default: raas-data)")
     actions = parser.add_subparsers(dest="admin_command", required=True, metavar="ACTION")
     token = actions.add_parser("token", help="create, list or revoke API tokens")
     token_actions = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
@@ -26,8 +30,12 @@ def add_parser(commands: Any) -> None:
     revoke.set_defaults(handler=_revoke)
 
 
-def _store(arguments: argparse.Namespace) -> TokenStore:
-    return TokenStore(Path(arguments.data_dir) / "tokens.db")
+def _store(arguments: argparse.Namespace) -> Tokens:
+    from raas_api.http.app import token_store
+    from raas_api.settings import ApiSettings
+
+    settings = ApiSettings() if arguments.data_dir is None else ApiSettings(data_dir=Path(arguments.data_dir))
+    return token_store(settings)
 
 
 def _create(arguments: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from raas_api.auth.tokens import Role, TokenStore
+from raas_api.auth.tokens import Role, Tokens
 from raas_api.local.robots import RobotKind
 
 SESSION_OWNER = "local"
@@ -40,7 +40,7 @@ def run(arguments: argparse.Namespace) -> int:
     import uvicorn
 
     from raas_api.http.app import create_app, token_store
-    from raas_api.settings import ApiSettings
+    from raas_api.settings import ApiSettings, Backend
 
     overrides = {
         name: value
@@ -57,7 +57,8 @@ def run(arguments: argparse.Namespace) -> int:
     settings = ApiSettings(**overrides)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     tokens = token_store(settings)
-    token = _session_token(tokens)
+    # Locally each start issues a session admin token; a cluster's replicas share the bootstrap one.
+    token = _session_token(tokens) if settings.backend is Backend.LOCAL else None
     listener = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     # Accepted connections inherit it: without, a response written in two parts waits ~40 ms for
@@ -67,10 +68,13 @@ def run(arguments: argparse.Namespace) -> int:
     port = listener.getsockname()[1]
     url = f"http://{settings.host}:{port}"
     print(f"RaaS API listening on {url}", flush=True)
-    print(f"admin token: {token}", flush=True)
-    print(f"web page: {url}/#token={token}", flush=True)
-    if arguments.save_login:
-        print(f"saved login to {_save_login(url, token)}", flush=True)
+    if token is None:
+        print("admin token: the bootstrap token (RAAS_ADMIN_TOKEN)", flush=True)
+    else:
+        print(f"admin token: {token}", flush=True)
+        print(f"web page: {url}/#token={token}", flush=True)
+        if arguments.save_login:
+            print(f"saved login to {_save_login(url, token)}", flush=True)
     app = create_app(settings, tokens=tokens)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5))
     try:
@@ -80,7 +84,7 @@ def run(arguments: argparse.Namespace) -> int:
     return 0
 
 
-def _session_token(tokens: TokenStore) -> str:
+def _session_token(tokens: Tokens) -> str:
     for info in tokens.list_tokens():
         if info.owner == SESSION_OWNER and info.role is Role.ADMIN and not info.revoked:
             tokens.revoke(info.token_id)

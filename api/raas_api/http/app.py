@@ -20,7 +20,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from raas_api.auth.tokens import TokenStore
+from raas_api.auth.tokens import Tokens, TokenStore
 from raas_api.http import routes_jobs, routes_robots
 from raas_api.http.deps import AppState, Caller
 from raas_api.http.metrics import ApiMetrics
@@ -68,16 +68,10 @@ def make_platform(settings: ApiSettings) -> Platform:
         return LocalPlatform(platform_config(settings))
     if not settings.s3_endpoint:
         raise ValueError("the kubernetes backend keeps results in S3/MinIO: set RAAS_S3_ENDPOINT")
-    from kubernetes import client, config
-
     from gym_raas.results.store import S3ResultStore
+    from raas_api.cluster.client import kubernetes_api_client
     from raas_api.cluster.platform import ClusterPlatform
 
-    configuration = client.Configuration()
-    try:  # in a pod: its service account; elsewhere: the kubeconfig
-        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    except config.ConfigException:
-        config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     results = S3ResultStore(
         settings.s3_endpoint,
         settings.s3_access_key,
@@ -88,19 +82,28 @@ def make_platform(settings: ApiSettings) -> Platform:
     return ClusterPlatform(
         settings.kubernetes_namespace,
         results,
-        api_client=client.ApiClient(configuration),
+        api_client=kubernetes_api_client(),
         quotas=Quotas(settings.max_running_per_owner, settings.max_queued_per_owner),
         max_time_limit_s=settings.max_time_limit_s,
     )
 
 
-def token_store(settings: ApiSettings) -> TokenStore:
-    """The API's tokens (in the data folder), with the bootstrap admin token if one is set."""
+def token_store(settings: ApiSettings) -> Tokens:
+    """The API's tokens, with the bootstrap admin token if one is set: in the data folder, or on a
+    cluster as Secrets (`settings.token_namespace`), so that they outlive the API's pods."""
     bootstrap = settings.admin_token.get_secret_value() if settings.admin_token else None
-    return TokenStore(settings.data_dir / "tokens.db", bootstrap_admin_token=bootstrap)
+    if settings.backend is Backend.LOCAL:
+        return TokenStore(settings.data_dir / "tokens.db", bootstrap_admin_token=bootstrap)
+    from kubernetes import client
+
+    from raas_api.auth.kubernetes_tokens import SecretTokenStore
+    from raas_api.cluster.client import kubernetes_api_client
+
+    namespace = settings.token_namespace or settings.kubernetes_namespace
+    return SecretTokenStore(namespace, client.CoreV1Api(kubernetes_api_client()), bootstrap_admin_token=bootstrap)
 
 
-def create_app(settings: ApiSettings, platform: Platform | None = None, tokens: TokenStore | None = None) -> FastAPI:
+def create_app(settings: ApiSettings, platform: Platform | None = None, tokens: Tokens | None = None) -> FastAPI:
     """The app. Without `platform`/`tokens` it makes its own from `settings`, started and stopped
     with the app's lifespan; given ones are left to their owner."""
     owns_platform = platform is None

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from raas_api.auth.tokens import Role, TokenInfo, TokenStore
+from raas_api.auth.tokens import Role, TokenInfo, Tokens
 from raas_api.http.ratelimit import RateLimiter
 from raas_api.platform import Platform
 from raas_api.settings import ApiSettings
@@ -19,7 +19,7 @@ class AppState:
     """The objects one app instance serves."""
 
     platform: Platform
-    tokens: TokenStore
+    tokens: Tokens
     settings: ApiSettings
     request_limiter: RateLimiter
     submission_limiter: RateLimiter
