@@ -192,7 +192,7 @@ CONTRACT_RBAC: dict[tuple[str, str], dict[tuple[str, str], set[str]]] = {
     },
     ("Role", "raas-jobs/raas-agent"): {("raas.dev", "raasjobs"): {"get", "list"}},
     ("Role", "raas-jobs/raas-operator"): {
-        ("raas.dev", "raasjobs"): {"get", "list", "watch", "patch", "update"},
+        ("raas.dev", "raasjobs"): {"get", "list", "watch", "patch", "update", "delete"},  # delete: the TTL
         ("raas.dev", "raasjobs/status"): {"get", "list", "watch", "patch", "update"},
         ("", "pods"): {"get", "list", "watch", "create", "delete"},
         ("", "pods/log"): {"get"},
