@@ -111,6 +111,7 @@ def cluster_api_harness(data_dir: Path, git_server: GitServer, **settings: Any) 
     from k8s_fixtures import running_emulator
     from kubelet.podman import PodmanRuntime, remove_leftover_containers
     from kubernetes import client
+    from rbac_audit import COMPONENT_TOKENS
     from s3_server import running_s3_server
 
     from gym_raas.results.store import S3ResultStore
@@ -140,14 +141,15 @@ def cluster_api_harness(data_dir: Path, git_server: GitServer, **settings: Any) 
         operator_environment(monkeypatch, s3)
         world = World(emulator, s3, git_server, ["sim-1", "sim-2"], stack, runtime)
         with world.operator():
+            api_client = emulator.api_client(COMPONENT_TOKENS["api"])
             platform = ClusterPlatform(
                 NAMESPACE,
                 S3ResultStore(s3.endpoint, "raas", "raas-secret", "raas-results", secure=False),
-                api_client=emulator.api_client(),
+                api_client=api_client,
                 quotas=Quotas(api_settings.max_running_per_owner, api_settings.max_queued_per_owner),
                 max_time_limit_s=api_settings.max_time_limit_s,
             )
-            tokens = SecretTokenStore(NAMESPACE, client.CoreV1Api(emulator.api_client()))  # as on a cluster
+            tokens = SecretTokenStore(NAMESPACE, client.CoreV1Api(api_client))  # as on a cluster
             admin, _ = tokens.create("root", Role.ADMIN)
             ada, _ = tokens.create("ada")
             bob, _ = tokens.create("bob")

@@ -25,6 +25,7 @@ from kopf.testing import KopfRunner
 from kubelet.node import Egress, Node, StandInKubelet
 from kubelet.runtime import Runtime
 from kubernetes import client
+from rbac_audit import COMPONENT_TOKENS, refused
 from s3_server import S3Server
 
 from gym_raas.params import PendulumParams
@@ -44,8 +45,11 @@ AGENT_SOCKET_HOST_DIR = "/run/raas"
 FINAL = ("Succeeded", "Failed", "TimedOut", "Cancelled")
 
 
-def use_kubeconfig(monkeypatch: pytest.MonkeyPatch, folder: Path, emulator: Emulator) -> Path:
-    """A kubeconfig for `emulator`, made the default of kubectl and of the ``kubernetes`` client."""
+def use_kubeconfig(
+    monkeypatch: pytest.MonkeyPatch, folder: Path, emulator: Emulator, token: str = COMPONENT_TOKENS["operator"]
+) -> Path:
+    """A kubeconfig for `emulator`, made the default of kubectl and of the ``kubernetes`` client
+    (the operator's: it logs in with it)."""
     kubeconfig = folder / "kubeconfig"
     kubeconfig.write_text(
         yaml.safe_dump(
@@ -54,7 +58,7 @@ def use_kubeconfig(monkeypatch: pytest.MonkeyPatch, folder: Path, emulator: Emul
                 "kind": "Config",
                 "current-context": "emulator",
                 "clusters": [{"name": "emulator", "cluster": {"server": emulator.url}}],
-                "users": [{"name": "emulator", "user": {"token": "test"}}],
+                "users": [{"name": "emulator", "user": {"token": token}}],
                 "contexts": [
                     {"name": "emulator", "context": {"cluster": "emulator", "user": "emulator", "namespace": NAMESPACE}}
                 ],
@@ -114,13 +118,15 @@ class World:
         self.api = cluster.api_client()
         self.custom = client.CustomObjectsApi(self.api)
         self.core = client.CoreV1Api(self.api)
+        self.access_log = cluster.emulator.access_log
+        agents_api = client.CustomObjectsApi(cluster.api_client(COMPONENT_TOKENS["agent"]))
         self.agents: dict[str, RobotAgent] = {}
         self.heartbeats: dict[str, RobotHeartbeat] = {}
         for index, robot in enumerate(robots, start=1):
             agent = stack.enter_context(running_agent(SimDriver(PendulumParams()), robot=robot))
             self.agents[robot] = agent
             self.heartbeats[robot] = RobotHeartbeat(
-                agent, self.custom, robot=robot, node=f"pi-{index}", interval_s=0.2,
+                agent, agents_api, robot=robot, node=f"pi-{index}", interval_s=0.2,
                 session_key=SESSION_KEY.encode(), labels={"raas.dev/lab": "north"}, results=self.store,
             ).start()  # fmt: skip
             stack.callback(self.heartbeats[robot].stop)
@@ -143,7 +149,7 @@ class World:
             )
         fetch_egress = Egress([("127.0.0.1", git_server.port), (s3.host, s3.port)], pod_labels={EGRESS_LABEL: "git"})
         nodes.append(Node("worker", runtime, egress=[fetch_egress]))
-        self.kubelet = StandInKubelet(self.api, cluster.emulator, NAMESPACE, nodes).start()
+        self.kubelet = StandInKubelet(cluster.api_client("kubelet"), cluster.emulator, NAMESPACE, nodes).start()
         stack.callback(self.kubelet.stop)
         self.outputs: list[str] = []
 
@@ -179,6 +185,9 @@ class World:
             ) from None
 
     def check_clean(self) -> None:
+        """No failure of the stand-in kubelet, no traceback of an operator, and no request of the
+        operator, the agents or the API that the chart's RBAC would refuse."""
         assert self.kubelet.errors == []
         for output in self.outputs:
             assert "Traceback" not in output, output
+        assert refused(self.access_log, NAMESPACE) == []

@@ -30,10 +30,11 @@ class Emulator:
     emulator: Any
     url: str
 
-    def api_client(self) -> client.ApiClient:
-        """An API client of the official library pointed at the emulator (no global config touched)."""
+    def api_client(self, token: str = "test") -> client.ApiClient:
+        """An API client of the official library pointed at the emulator (no global config touched);
+        the bearer `token` names the caller in the emulator's access log (`rbac_audit`)."""
         configuration = client.Configuration(host=self.url)
-        configuration.api_key = {"authorization": "Bearer test"}
+        configuration.api_key = {"authorization": f"Bearer {token}"}
         return client.ApiClient(configuration)
 
 
