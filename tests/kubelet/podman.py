@@ -31,7 +31,7 @@ from pathlib import Path
 
 from kubelet.egress import LoopbackRelay
 from kubelet.environment import ContainerConfigError
-from kubelet.podman_args import KUBELET_LABEL, podman_plan
+from kubelet.podman_args import KUBELET_LABEL, KUBELET_RUN, podman_plan
 from kubelet.runtime import ContainerExit, ContainerRun
 from raas_node.runner.oom import MemoryWitness
 
@@ -110,9 +110,10 @@ class PodmanRuntime:
 
 
 def remove_leftover_containers() -> list[str]:
-    """Force-remove every container the stand-in kubelet created and left (e.g. after a crash)."""
+    """Force-remove every container this process's stand-in kubelet created and left (e.g. after a
+    crash); another test run's containers are not this one's business."""
     listing = subprocess.run(
-        ["podman", "ps", "--all", "--filter", f"label={KUBELET_LABEL}", "--format", "{{.Names}}"],
+        ["podman", "ps", "--all", "--filter", f"label={KUBELET_LABEL}={KUBELET_RUN}", "--format", "{{.Names}}"],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     names = listing.stdout.split()

@@ -51,6 +51,9 @@ from raas_node.runner.container import NOFILE_LIMIT, nproc_limits
 from raas_node.runner.image import PODMAN_RUNTIME
 
 KUBELET_LABEL = "io.raas.stand-in-kubelet"
+KUBELET_RUN = str(os.getpid())
+"""The label's value: this test process, so that two test runs on one machine never touch each
+other's containers."""
 """Label on every container the stand-in kubelet creates (to find leftovers)."""
 DEFAULT_TERMINATION_PATH = "/dev/termination-log"
 _PODMAN_OWN_VARIABLES = frozenset({"PATH", "HOME", "TMPDIR", "LANG", "TZ", "NOTIFY_SOCKET"})
@@ -95,7 +98,7 @@ def podman_plan(
     spec = pod.get("spec") or {}
     context = security_context(pod, container)
     arguments = [
-        "podman", "create", "--runtime", PODMAN_RUNTIME, "--name", name, "--label", f"{KUBELET_LABEL}=1",
+        "podman", "create", "--runtime", PODMAN_RUNTIME, "--name", name, "--label", f"{KUBELET_LABEL}={KUBELET_RUN}",
         "--pull", "never", "--log-driver", "none", "--network", "none", "--http-proxy=false",
         "--hostname", str(pod["metadata"]["name"])[:63],
         "--ulimit", f"nofile={NOFILE_LIMIT}:{NOFILE_LIMIT}", "--ulimit", "nproc={}:{}".format(*nproc_limits()),
