@@ -208,7 +208,9 @@ class ClusterPlatform:
             booked = (metadata.get("annotations") or {}).get(BOOKING_ANNOTATION) or None
             phase = RobotPhase.OFFLINE if robot.heartbeat_is_stale(now, self.heartbeat_timeout) else robot.status.phase
             if robot.spec.maintenance:
-                phase = RobotPhase.MAINTENANCE
+                phase = RobotPhase.MAINTENANCE  # the lab's word counts before the agent's next beat
+            elif phase is RobotPhase.MAINTENANCE:
+                phase = RobotPhase.RESETTING  # leaving maintenance: the agent resets before taking jobs
             health = robot.status.health
             details.append(
                 RobotDetails(
