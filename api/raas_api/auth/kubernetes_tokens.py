@@ -19,7 +19,7 @@ from typing import Any, cast
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from raas_api.auth.tokens import BootstrapToken, Role, TokenInfo, new_token, parse_token, secret_matches
+from raas_api.auth.tokens import HashedTokens, Role, TokenInfo, new_token
 
 TOKEN_LABEL = "raas.dev/token"
 OWNER_LABEL = "raas.dev/owner"
@@ -33,7 +33,7 @@ def secret_name(token_id: str) -> str:
     return f"raas-token-{token_id}"
 
 
-class SecretTokenStore:
+class SecretTokenStore(HashedTokens):
     """Tokens in `namespace` through `core` (the API's service account needs get, list, create and
     patch on its Secrets)."""
 
@@ -48,7 +48,7 @@ class SecretTokenStore:
         self.namespace = namespace
         self.core = core
         self.cache_s = cache_s
-        self._bootstrap = BootstrapToken(bootstrap_admin_token)
+        super().__init__(bootstrap_admin_token)
         self._cache: dict[str, tuple[float, str, TokenInfo]] = {}
         self._lock = threading.Lock()
 
@@ -70,18 +70,11 @@ class SecretTokenStore:
         self.core.create_namespaced_secret(self.namespace, cast(Any, body))
         return made.token, TokenInfo(made.token_id, owner, role, created, False)
 
-    def verify(self, token: str) -> TokenInfo | None:
-        bootstrap = self._bootstrap.verify(token)
-        if bootstrap is not None:
-            return bootstrap
-        parsed = parse_token(token)
-        if parsed is None:
-            return None
-        token_id, presented = parsed
+    def _lookup(self, token_id: str) -> tuple[TokenInfo, str] | None:
         with self._lock:
             cached = self._cache.get(token_id)
         if cached is not None and time.monotonic() - cached[0] < self.cache_s:
-            return cached[2] if secret_matches(cached[1], presented) else None
+            return cached[2], cached[1]
         try:
             secret = self.core.read_namespaced_secret(secret_name(token_id), self.namespace)
         except ApiException as error:
@@ -89,11 +82,11 @@ class SecretTokenStore:
                 return None
             raise
         info, stored = _info(secret)
-        if info is None or info.revoked:
+        if info is None:
             return None
         with self._lock:
             self._cache[token_id] = (time.monotonic(), stored, info)
-        return info if secret_matches(stored, presented) else None
+        return info, stored
 
     def revoke(self, token_id: str) -> bool:
         patch = {"metadata": {"labels": {REVOKED_LABEL: "true"}}}

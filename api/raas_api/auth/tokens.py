@@ -16,6 +16,7 @@ import re
 import secrets
 import sqlite3
 import threading
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
@@ -106,12 +107,38 @@ class BootstrapToken:
         return TokenInfo(BOOTSTRAP_TOKEN_ID, BOOTSTRAP_OWNER, Role.ADMIN, _EPOCH, False)
 
 
-class TokenStore:
+class HashedTokens(ABC):
+    """Verification shared by the stores: the bootstrap token, else the stored hash of the token's id."""
+
+    def __init__(self, bootstrap_admin_token: str | None) -> None:
+        self._bootstrap = BootstrapToken(bootstrap_admin_token)
+
+    def verify(self, token: str) -> TokenInfo | None:
+        """The token's info if it is valid and not revoked, else None."""
+        bootstrap = self._bootstrap.verify(token)
+        if bootstrap is not None:
+            return bootstrap
+        parsed = parse_token(token)
+        if parsed is None:
+            return None
+        token_id, presented = parsed
+        found = self._lookup(token_id)
+        if found is None:
+            return None
+        info, stored = found
+        return None if info.revoked or not secret_matches(stored, presented) else info
+
+    @abstractmethod
+    def _lookup(self, token_id: str) -> tuple[TokenInfo, str] | None:
+        """The token with this id and its stored hash (None if there is none)."""
+
+
+class TokenStore(HashedTokens):
     """Hashed API tokens in SQLite (thread-safe)."""
 
     def __init__(self, path: Path, *, bootstrap_admin_token: str | None = None) -> None:
         """`bootstrap_admin_token`: see `BootstrapToken`."""
-        self._bootstrap = BootstrapToken(bootstrap_admin_token)
+        super().__init__(bootstrap_admin_token)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -132,22 +159,14 @@ class TokenStore:
             )
         return made.token, TokenInfo(made.token_id, owner, role, created, False)
 
-    def verify(self, token: str) -> TokenInfo | None:
-        """The token's info if it is valid and not revoked, else None."""
-        bootstrap = self._bootstrap.verify(token)
-        if bootstrap is not None:
-            return bootstrap
-        parsed = parse_token(token)
-        if parsed is None:
-            return None
-        token_id, presented = parsed
+    def _lookup(self, token_id: str) -> tuple[TokenInfo, str] | None:
         with self._lock:
             row = self._db.execute(
                 "SELECT owner, role, secret_sha256, created_at, revoked FROM tokens WHERE id = ?", (token_id,)
             ).fetchone()
-        if row is None or row[4] or not secret_matches(row[2], presented):
+        if row is None:
             return None
-        return TokenInfo(token_id, row[0], Role(row[1]), datetime.fromisoformat(row[3]), False)
+        return TokenInfo(token_id, row[0], Role(row[1]), datetime.fromisoformat(row[3]), bool(row[4])), row[2]
 
     def revoke(self, token_id: str) -> bool:
         """Revoke a token by id; False if there is no such token."""
