@@ -150,7 +150,10 @@ class JobController:
             if woken or due:
                 self.scheduler.run_safely()
             if due:
-                self.tick(datetime.now(timezone.utc))
+                try:
+                    self.tick(datetime.now(timezone.utc))
+                except Exception:  # the API server is down or refused: the clock goes on
+                    log.exception("the operator's clock could not look at every job; next tick")
                 next_tick = now_s + interval
 
     def tick(self, now: datetime) -> None:
