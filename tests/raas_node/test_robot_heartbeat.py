@@ -351,3 +351,25 @@ def test_raas_agent_run_with_kubernetes_heartbeats_its_robot_from_the_kubeconfig
             process.kill()
             process.wait()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_the_lab_can_tighten_a_robots_limits_from_its_spec_but_never_loosen_them(
+    api: client.CustomObjectsApi,
+) -> None:
+    own = SafetyLimits(velocity_limit_rad_per_s=12.0, stop_celsius=70.0)
+    with running_agent(SimDriver(PendulumParams()), robot="hb-tighten", limits=own) as agent:
+        beat = heartbeat(agent, api)
+        assert beat.beat_once()
+        assert agent.limits == own  # the spec it wrote itself changes nothing
+
+        def set_limits(**limits: float) -> None:
+            api.patch_cluster_custom_object(
+                "raas.dev", "v1alpha1", "robots", "hb-tighten", {"spec": {"limits": limits}}
+            )
+            assert beat.beat_once()
+
+        set_limits(max_speed_rad_per_s=5.0, thermal_limit_celsius=60.0)
+        assert agent.limits.velocity_limit_rad_per_s == 5.0
+        assert (agent.limits.stop_celsius, agent.limits.throttle_celsius, agent.limits.resume_celsius) == (60, 55, 50)
+        set_limits(max_speed_rad_per_s=100.0, thermal_limit_celsius=200.0, max_command=50.0, watchdog_ms=5000)
+        assert agent.limits == own  # looser than the node's own envelope: the node's stands

@@ -294,6 +294,16 @@ class RobotAgent:
             state=self.state.value,
         )
 
+    @property
+    def limits(self) -> SafetyLimits:
+        """The safety envelope enforced now."""
+        return self.safety.limits
+
+    def enforce_limits(self, limits: SafetyLimits) -> None:
+        """Enforce `limits` from the next control boundary on (the control loop reads the limits
+        once per boundary, so a boundary sees either the old or the new envelope, never a mix)."""
+        self.safety.limits = limits
+
     def set_maintenance(self, on: bool) -> None:
         with self._lock:
             if on:

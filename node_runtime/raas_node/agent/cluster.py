@@ -61,6 +61,7 @@ from gym_raas.results.store import ResultStore, StoreUnavailableError
 from raas_node.agent.agent import AgentState, RobotAgent, SessionResult
 from raas_node.agent.health import RobotHealth
 from raas_node.agent.pictures import draw_session_pictures
+from raas_node.agent.safety import tightened
 from raas_node.agent.settings import ROBOT_LABEL
 
 BOOKING_ANNOTATION = "raas.dev/booked-job"
@@ -232,6 +233,7 @@ class RobotHeartbeat:
             document = self._read_or_create()
             spec = document.get("spec") or {}
             self._follow_maintenance(bool(spec.get("maintenance", False)))
+            self._follow_limits(spec.get("limits") or {})
             self._expect_booked_job((document.get("metadata") or {}).get("annotations") or {})
             self._upload_finished_session()
             if self._jobs_completed is None:
@@ -305,6 +307,26 @@ class RobotHeartbeat:
         elif was and not wanted and in_maintenance:
             log.info("Robot %s: maintenance over; resetting", self.robot)
             self.agent.set_maintenance(False)
+
+    def _follow_limits(self, wanted: dict[str, Any]) -> None:
+        """Enforce the lab's ``spec.limits`` where they are stricter than the node's own (from the
+        agent's configuration); looser values are not honoured: the node's envelope is a ceiling."""
+
+        def number(key: str) -> float | None:
+            value = wanted.get(key)
+            return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+        max_command, watchdog_ms = number("max_command"), number("watchdog_ms")
+        limits = tightened(
+            self.agent.config.limits,
+            max_duty=None if max_command is None else max_command / self.agent.params.max_command,
+            velocity_limit_rad_per_s=number("max_speed_rad_per_s"),
+            watchdog_timeout_s=None if watchdog_ms is None else watchdog_ms / 1000.0,
+            stop_celsius=number("thermal_limit_celsius"),
+        )
+        if limits != self.agent.limits:
+            log.info("Robot %s: enforcing the lab's limits %s", self.robot, limits)
+            self.agent.enforce_limits(limits)
 
     def _expect_booked_job(self, annotations: dict[str, str]) -> None:
         """Let the job the operator booked here open its session (its pod holds the same token)."""

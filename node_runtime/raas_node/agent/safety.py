@@ -17,7 +17,7 @@ events of that boundary:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 SAFETY_EVENTS = ("nan", "clamp", "velocity", "watchdog", "thermal")
 
@@ -38,6 +38,37 @@ class SafetyLimits:
     resume_celsius: float = 60.0
     max_throttle_s: float = 20.0
     """A motor still throttled after this long is stopped to cool down."""
+
+
+def tightened(
+    limits: SafetyLimits,
+    *,
+    max_duty: float | None = None,
+    velocity_limit_rad_per_s: float | None = None,
+    watchdog_timeout_s: float | None = None,
+    stop_celsius: float | None = None,
+) -> SafetyLimits:
+    """`limits`, made stricter where a given value is stricter, never looser (a lab can tighten a
+    robot's envelope from its Robot spec, not widen what its node was configured with). A lower
+    stop temperature pulls the throttle and resume temperatures below it."""
+
+    def stricter(current: float, wanted: float | None) -> float:
+        if wanted is None or not wanted > 0 or wanted >= current * (1 - 1e-9):  # (a unit round trip's noise)
+            return current
+        return wanted
+
+    stop = stricter(limits.stop_celsius, stop_celsius)
+    throttle = limits.throttle_celsius if stop == limits.stop_celsius else min(limits.throttle_celsius, stop - 5.0)
+    resume = limits.resume_celsius if stop == limits.stop_celsius else min(limits.resume_celsius, throttle - 5.0)
+    return replace(
+        limits,
+        max_duty=stricter(limits.max_duty, max_duty),
+        velocity_limit_rad_per_s=stricter(limits.velocity_limit_rad_per_s, velocity_limit_rad_per_s),
+        watchdog_timeout_s=stricter(limits.watchdog_timeout_s, watchdog_timeout_s),
+        stop_celsius=stop,
+        throttle_celsius=throttle,
+        resume_celsius=resume,
+    )
 
 
 @dataclass(frozen=True)
