@@ -49,6 +49,8 @@ class RobotPhase(str, Enum):
 class SafetyLimits(_Model):
     """The envelope the agent's safety layer enforces, whatever the user's code commands.
 
+    The agent writes its node's own envelope when it creates the Robot; the lab may tighten it here
+    (taken at the next heartbeat), never loosen it beyond the node's.
     Defaults match the agent's built-in limits (``raas_node.agent.safety.SafetyLimits``) and the
     environment's action bound (``gym_raas.params.PendulumParams.max_command``).
     """
@@ -77,7 +79,9 @@ class RobotSpec(_Model):
         "pendulum"
     )
     maintenance: Annotated[bool, Field(description="True takes the robot out of scheduling.")] = False
-    limits: SafetyLimits = Field(default_factory=SafetyLimits)
+    limits: SafetyLimits = Field(
+        default_factory=SafetyLimits, description="Safety envelope; the lab may tighten it, never loosen it."
+    )
     calibration: Annotated[
         dict[str, float] | None,
         Field(
