@@ -18,8 +18,10 @@ Robot and platform faults go back to Queued once (`fail`), user errors never.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from raas_operator.jobs.model import (
     ArchiveSource,
@@ -36,6 +38,16 @@ from raas_operator.jobs.model import (
 from raas_operator.pods.builder import fetch_pod_name, job_pod_name
 from raas_operator.reconcile.pods import PodKind, PodOutcome, PodView
 from raas_operator.robots.model import RobotPhase
+
+CANCEL_ANNOTATION = "raas.dev/cancel"
+"""``"true"`` cancels a job without deleting it (the web API's cancel: the job stays listed as
+Cancelled until its TTL). Deleting the RaasJob cancels it too."""
+
+
+def cancel_requested(metadata: Mapping[str, Any]) -> bool:
+    """Whether a RaasJob's metadata carries the cancel request (`CANCEL_ANNOTATION`)."""
+    return (metadata.get("annotations") or {}).get(CANCEL_ANNOTATION) == "true"
+
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _FETCH_ERROR = re.compile(r"^(?P<reason>[A-Z][A-Za-z]+): (?P<message>.+)$", re.DOTALL)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from raas_operator.jobs.model import JobSpec, JobStatus
 from raas_operator.robots.model import DEFAULT_HEARTBEAT_TIMEOUT, Robot, RobotPhase
@@ -37,6 +38,16 @@ class ClusterRobot:
     robot: Robot
     labels: Mapping[str, str] = field(default_factory=dict)
     booked_job: str | None = None
+
+    @classmethod
+    def from_object(cls, item: Mapping[str, Any]) -> ClusterRobot:
+        """A Robot object as the API server serves it (JSON)."""
+        metadata = item["metadata"]
+        robot = Robot.model_validate(
+            {"name": metadata["name"], "spec": item.get("spec") or {}, "status": item.get("status") or {}}
+        )
+        booked = (metadata.get("annotations") or {}).get(BOOKING_ANNOTATION) or None
+        return cls(robot, metadata.get("labels") or {}, booked)
 
 
 def robot_view(

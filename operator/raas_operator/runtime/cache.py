@@ -22,8 +22,7 @@ from typing import Any
 from raas_operator.jobs.model import JobSpec, JobStatus
 from raas_operator.pods.builder import JOB_LABEL
 from raas_operator.reconcile.pods import PodView
-from raas_operator.reconcile.schedule import BOOKING_ANNOTATION, ClusterRobot
-from raas_operator.robots.model import Robot
+from raas_operator.reconcile.schedule import ClusterRobot
 
 
 @dataclass(frozen=True)
@@ -36,12 +35,7 @@ class CachedRobot:
 
 def cached_robot(body: dict[str, Any]) -> CachedRobot:
     """A Robot object (the API's JSON) as the operator reads it."""
-    metadata = body["metadata"]
-    robot = Robot.model_validate(
-        {"name": metadata["name"], "spec": body.get("spec") or {}, "status": body.get("status") or {}}
-    )
-    booked = (metadata.get("annotations") or {}).get(BOOKING_ANNOTATION) or None
-    return CachedRobot(ClusterRobot(robot, metadata.get("labels") or {}, booked), str(metadata["resourceVersion"]))
+    return CachedRobot(ClusterRobot.from_object(body), str(body["metadata"]["resourceVersion"]))
 
 
 def _newer(candidate: dict[str, Any], current: dict[str, Any] | None) -> bool:

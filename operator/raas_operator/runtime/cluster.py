@@ -23,7 +23,6 @@ from raas_operator.jobs.model import JobSpec, JobStatus
 from raas_operator.pods.builder import PodSettings, fetch_pod, job_pod, session_secret
 from raas_operator.reconcile.pods import PodView
 from raas_operator.reconcile.schedule import BOOKING_ANNOTATION, ClusterRobot
-from raas_operator.robots.model import Robot
 from raas_operator.runtime.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
@@ -56,10 +55,6 @@ class Cluster:
         self.key = settings.session_key.get_secret_value().encode()
 
     # -- jobs ------------------------------------------------------------------------------------
-
-    def jobs(self) -> list[dict[str, Any]]:
-        listing = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, "raasjobs")
-        return list(cast(dict[str, Any], listing).get("items", []))
 
     def job(self, name: str) -> dict[str, Any] | None:
         """The RaasJob as the API server has it now (None once it is gone)."""
@@ -218,11 +213,6 @@ class Cluster:
 
     # -- robots ----------------------------------------------------------------------------------
 
-    def robots(self) -> list[tuple[ClusterRobot, str]]:
-        """Every Robot with its booking, and its resourceVersion (for booking)."""
-        listing = cast(dict[str, Any], self.custom.list_cluster_custom_object(GROUP, VERSION, "robots"))
-        return [_cluster_robot(item) for item in listing.get("items", [])]
-
     def robot(self, name: str) -> ClusterRobot | None:
         """One Robot with its booking (None if there is no such Robot)."""
         try:
@@ -231,7 +221,7 @@ class Cluster:
             if error.status == 404:
                 return None
             raise
-        return _cluster_robot(item)[0]
+        return ClusterRobot.from_object(item)
 
     def book(self, robot: str, job: str | None, resource_version: str | None = None) -> dict[str, Any] | None:
         """Book `job` on `robot` (None: free it); with a resourceVersion, only if unchanged since.
@@ -298,12 +288,3 @@ class Cluster:
         except ApiException as error:
             if error.status != 409:
                 raise
-
-
-def _cluster_robot(item: dict[str, Any]) -> tuple[ClusterRobot, str]:
-    metadata = item["metadata"]
-    robot = Robot.model_validate(
-        {"name": metadata["name"], "spec": item.get("spec") or {}, "status": item.get("status") or {}}
-    )
-    booked = (metadata.get("annotations") or {}).get(BOOKING_ANNOTATION) or None
-    return ClusterRobot(robot, metadata.get("labels") or {}, booked), metadata["resourceVersion"]

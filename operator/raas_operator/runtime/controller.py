@@ -40,6 +40,7 @@ from raas_operator.reconcile.jobs import (
     RecordEvent,
     RobotFacts,
     UpdateStatus,
+    cancel_requested,
     expired,
     reconcile_job,
     session_facts,
@@ -47,7 +48,7 @@ from raas_operator.reconcile.jobs import (
 from raas_operator.reconcile.schedule import effective_phase
 from raas_operator.runtime.cache import ClusterCache
 from raas_operator.runtime.cluster import Cluster, ConflictError
-from raas_operator.runtime.scheduler import CANCEL_ANNOTATION, SchedulerLoop, created_at
+from raas_operator.runtime.scheduler import SchedulerLoop, created_at
 from raas_operator.runtime.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ class JobController:
         if previous is None or _phase(previous) is not phase:
             self.scheduler.wake()  # a job joined or left the queue, or an owner's running count changed
         metadata = body["metadata"]
-        cancelling = (metadata.get("annotations") or {}).get(CANCEL_ANNOTATION) == "true"
+        cancelling = cancel_requested(metadata)
         if (
             metadata.get("deletionTimestamp")
             or (cancelling and not phase.is_terminal)
@@ -190,7 +191,7 @@ class JobController:
         metadata = job["metadata"]
         name = metadata["name"]
         spec = JobSpec.model_validate(job["spec"])
-        cancelling = (metadata.get("annotations") or {}).get(CANCEL_ANNOTATION) == "true"
+        cancelling = cancel_requested(metadata)
         status = JobStatus.model_validate(job.get("status") or {})
         now = datetime.now(timezone.utc)
         if not deleting and expired(status, now, timedelta(seconds=handle.settings.finished_ttl_s)):

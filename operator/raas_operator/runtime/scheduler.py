@@ -27,6 +27,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from raas_operator.jobs.model import ON_ROBOT_PHASES, FailureClass, JobStatus, Phase, transition
+from raas_operator.reconcile.jobs import cancel_requested
 from raas_operator.reconcile.schedule import QueuedJob, plan
 from raas_operator.runtime.cache import ClusterCache
 from raas_operator.runtime.cluster import Cluster, ConflictError
@@ -34,9 +35,6 @@ from raas_operator.scheduling.core import Quotas
 
 log = logging.getLogger(__name__)
 
-CANCEL_ANNOTATION = "raas.dev/cancel"
-"""``"true"`` cancels a job without deleting it (the web API's cancel: the job stays listed as
-Cancelled until its TTL). Deleting the RaasJob cancels it too."""
 
 EXACT_POSITIONS = 10
 """Positions up to this one are always written exactly."""
@@ -106,10 +104,7 @@ class SchedulerLoop:
         running: Counter[str] = Counter()
         for job in self.cache.jobs():
             metadata = job["metadata"]
-            if (
-                metadata.get("deletionTimestamp")
-                or (metadata.get("annotations") or {}).get(CANCEL_ANNOTATION) == "true"
-            ):
+            if metadata.get("deletionTimestamp") or cancel_requested(metadata):
                 continue  # being cancelled
             spec, status = self.cache.parsed(job)
             if status.phase is Phase.QUEUED:
