@@ -49,11 +49,11 @@ class Platform(Protocol):
     def read_log(self, job_id: str, stream: str) -> bytes:
         """What the job printed to ``stdout`` or ``stderr`` so far."""
 
-    def steps_run(self, job_id: str) -> int | None:
-        """Control steps run so far (None when unknown or not running)."""
+    def steps_run(self, record: JobRecord) -> int | None:
+        """Control steps the job (as just read) has run so far (None when unknown or not running)."""
 
-    def live_state(self, job_id: str) -> LiveReading | None:
-        """The running job's latest robot reading (None when not available)."""
+    def live_state(self, record: JobRecord) -> LiveReading | None:
+        """The running job's (as just read) latest robot reading (None when not available)."""
 
     def robot_details(self) -> list[RobotDetails]: ...
 

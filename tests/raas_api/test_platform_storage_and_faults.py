@@ -121,7 +121,7 @@ def test_a_robot_that_fails_mid_run_is_excluded_and_the_job_retried_once_on_anot
         record = platform.submit(job("ada", controller(tmp_path, 250)))
 
         def well_under_way() -> bool:
-            steps = platform.steps_run(record.job_id)
+            steps = platform.steps_run(record)
             return platform.get(record.job_id).status.phase is Phase.RUNNING and steps is not None and steps > 20
 
         assert wait_until(well_under_way, timeout_s=60)

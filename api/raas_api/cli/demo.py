@@ -84,7 +84,7 @@ def _follow(platform: LocalPlatform, job_id: str) -> Any:
         if status.phase is Phase.QUEUED and status.queue_position is not None:
             line += f" (position {status.queue_position})"
         if status.phase is Phase.RUNNING:
-            steps = platform.steps_run(job_id)
+            steps = platform.steps_run(record)
             line += f" on {status.robot}: {steps or 0} steps" if steps is not None else f" on {status.robot}"
         if line != shown:
             print(f"  {line}", flush=True)

@@ -43,14 +43,13 @@ from raas_api.stores.kubernetes import GROUP, PLURAL, VERSION, KubernetesJobStor
 from raas_node.agent.agent import LiveReading
 from raas_node.runner.fetch import FetchError, fetch_local
 from raas_operator.jobs.model import ArchiveSource, JobSpec, Phase
-from raas_operator.robots.model import DEFAULT_HEARTBEAT_TIMEOUT, Robot, RobotPhase, RobotStatus
+from raas_operator.reconcile.jobs import CANCEL_ANNOTATION
+from raas_operator.reconcile.schedule import ClusterRobot, effective_phase
+from raas_operator.robots.model import DEFAULT_HEARTBEAT_TIMEOUT, RobotPhase, RobotStatus
 from raas_operator.scheduling.core import Quotas, admit
 
 log = logging.getLogger(__name__)
 
-CANCEL_ANNOTATION = "raas.dev/cancel"
-"""The operator's cancel-without-deleting annotation (`raas_operator.runtime.scheduler`)."""
-BOOKING_ANNOTATION = "raas.dev/booked-job"
 
 _STATE_OF_PHASE = {
     RobotPhase.READY: "idle",
@@ -170,14 +169,13 @@ class ClusterPlatform:
             return b""  # not started yet, or already gone
         return str(text).encode()
 
-    def steps_run(self, job_id: str) -> int | None:
-        live = self.live_state(job_id)
+    def steps_run(self, record: JobRecord) -> int | None:
+        live = self.live_state(record)
         return None if live is None else live.steps
 
-    def live_state(self, job_id: str) -> LiveReading | None:
+    def live_state(self, record: JobRecord) -> LiveReading | None:
         """The job's session as its robot's agent last reported it (at the heartbeat's pace)."""
-        record = self.store.get(job_id)
-        robot_name = record.status.robot
+        job_id, robot_name = record.job_id, record.status.robot
         if robot_name is None or record.status.phase not in (Phase.STARTING, Phase.RUNNING):
             return None
         try:
@@ -189,7 +187,7 @@ class ClusterPlatform:
         except ValidationError:
             log.warning("Robot %s has a status this API cannot read", robot_name)
             return None
-        if status.live is None or (status.current_job or "").rpartition("/")[2] != job_id:
+        if status.live is None or _job_name(status.current_job) != job_id:
             return None
         live = status.live
         return LiveReading(live.steps, live.time_s, live.theta_rad, live.theta_dot_rad_per_s, live.command)
@@ -201,12 +199,9 @@ class ClusterPlatform:
         now = datetime.now(timezone.utc)
         details = []
         for item in listing.get("items", []):
-            metadata = item["metadata"]
-            robot = Robot.model_validate(
-                {"name": metadata["name"], "spec": item.get("spec") or {}, "status": item.get("status") or {}}
-            )
-            booked = (metadata.get("annotations") or {}).get(BOOKING_ANNOTATION) or None
-            phase = RobotPhase.OFFLINE if robot.heartbeat_is_stale(now, self.heartbeat_timeout) else robot.status.phase
+            entry = ClusterRobot.from_object(item)
+            robot, booked = entry.robot, entry.booked_job
+            phase = effective_phase(robot, now, self.heartbeat_timeout)
             if robot.spec.maintenance:
                 phase = RobotPhase.MAINTENANCE  # the lab's word counts before the agent's next beat
             elif phase is RobotPhase.MAINTENANCE:
@@ -216,12 +211,12 @@ class ClusterPlatform:
                 RobotDetails(
                     name=robot.name,
                     type=robot.spec.robot_type,
-                    labels=dict(metadata.get("labels") or {}),
+                    labels=dict(entry.labels),
                     state=_STATE_OF_PHASE[phase],
                     ready=robot.accepts_jobs(now, self.heartbeat_timeout) and booked is None,
                     schedulable=phase not in (RobotPhase.UNHEALTHY, RobotPhase.OFFLINE, RobotPhase.MAINTENANCE),
                     reasons=tuple(health.reasons),
-                    current_job=(robot.status.current_job or booked or "").rpartition("/")[2] or None,
+                    current_job=_job_name(robot.status.current_job or booked),
                     temperature_celsius=health.motor_temperature_celsius,
                     last_reset_ok=health.last_reset_ok,
                     last_reset_duration_s=health.last_reset_duration_s,
@@ -237,3 +232,8 @@ class ClusterPlatform:
             if error.status == 404:
                 raise KeyError(robot) from None
             raise
+
+
+def _job_name(reference: str | None) -> str | None:
+    """A job's name from a Robot's reference to it (``namespace/name``, or a bare booking's name)."""
+    return (reference or "").rpartition("/")[2] or None

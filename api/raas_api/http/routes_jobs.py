@@ -301,8 +301,8 @@ def job_live(job_id: str, state: State, who: Caller) -> StreamingResponse:
 
     def events() -> Iterator[str]:
         while time.monotonic() < deadline:
-            status_now = platform.get(job_id).status
-            live = platform.live_state(job_id)
+            now = platform.get(job_id)
+            status_now, live = now.status, platform.live_state(now)
             event = LiveState(
                 job=job_id,
                 phase=status_now.phase,

@@ -28,7 +28,7 @@ def job_view(record: JobRecord, platform: Platform) -> JobView:
         attempts=status.attempts,
         queue_position=status.queue_position,
         estimated_start=status.estimated_start,
-        steps=platform.steps_run(record.job_id) if not status.phase.is_terminal else None,
+        steps=platform.steps_run(record) if not status.phase.is_terminal else None,
         summary=status.summary,
         results_pending=status.results_pending,
         history=status.history,

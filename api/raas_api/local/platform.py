@@ -247,17 +247,17 @@ class LocalPlatform:
                 return record
             time.sleep(0.1)
 
-    def steps_run(self, job_id: str) -> int | None:
+    def steps_run(self, record: JobRecord) -> int | None:
         """Control steps the job has run so far on its robot (None when not running)."""
         with self._lock:
-            robot = self._busy_robot(job_id)
-        return None if robot is None else self.agents[robot].session_steps(job_id)
+            robot = self._busy_robot(record.job_id)
+        return None if robot is None else self.agents[robot].session_steps(record.job_id)
 
-    def live_state(self, job_id: str) -> LiveReading | None:
+    def live_state(self, record: JobRecord) -> LiveReading | None:
         """The latest reading of a running job's robot session (None when not running)."""
         with self._lock:
-            robot = self._busy_robot(job_id)
-        return None if robot is None else self.agents[robot].live_state(job_id)
+            robot = self._busy_robot(record.job_id)
+        return None if robot is None else self.agents[robot].live_state(record.job_id)
 
     def read_log(self, job_id: str, stream: str) -> bytes:
         """What the job wrote to ``stdout`` or ``stderr`` so far (the stored file once finished)."""
