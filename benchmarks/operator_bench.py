@@ -26,7 +26,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import yaml
 from kubernetes import client
 
 from benchmarks.report import Report
@@ -137,15 +136,9 @@ class VirtualRobots:
 
 @contextlib.contextmanager
 def _operator_process(url: str, scratch: Path, s3_endpoint: str) -> Iterator[subprocess.Popen[bytes]]:
-    kubeconfig = scratch / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "e",
-            "clusters": [{"name": "e", "cluster": {"server": url}}],
-            "users": [{"name": "e", "user": {"token": "bench"}}],
-            "contexts": [{"name": "e", "context": {"cluster": "e", "user": "e", "namespace": NAMESPACE}}],
-        })
-    )  # fmt: skip
+    from k8s_fixtures import write_kubeconfig
+
+    kubeconfig = write_kubeconfig(scratch / "kubeconfig", url, token="bench", namespace=NAMESPACE)
     environment = dict(
         os.environ,
         KUBECONFIG=str(kubeconfig),

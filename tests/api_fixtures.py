@@ -85,14 +85,17 @@ class ApiHarness:
             time.sleep(0.2)
 
 
+def people(tokens: Tokens) -> tuple[str, str, str]:
+    """Tokens of the harness's people: an admin, and the users ada and bob."""
+    return tokens.create("root", Role.ADMIN)[0], tokens.create("ada")[0], tokens.create("bob")[0]
+
+
 @contextmanager
 def api_harness(data_dir: Path, **settings: Any) -> Iterator[ApiHarness]:
     values: dict[str, Any] = {"data_dir": data_dir, "robots": 2, "allowed_git_hosts": ["127.0.0.1"]}
     values.update(settings)
     tokens = TokenStore(data_dir / "tokens.db")
-    admin, _ = tokens.create("root", Role.ADMIN)
-    ada, _ = tokens.create("ada")
-    bob, _ = tokens.create("bob")
+    admin, ada, bob = people(tokens)
     app = create_app(ApiSettings(**values), tokens=tokens)
 
     def stored() -> bytes:
@@ -150,9 +153,7 @@ def cluster_api_harness(data_dir: Path, git_server: GitServer, **settings: Any) 
                 max_time_limit_s=api_settings.max_time_limit_s,
             )
             tokens = SecretTokenStore(NAMESPACE, client.CoreV1Api(api_client))  # as on a cluster
-            admin, _ = tokens.create("root", Role.ADMIN)
-            ada, _ = tokens.create("ada")
-            bob, _ = tokens.create("bob")
+            admin, ada, bob = people(tokens)
             app = create_app(api_settings, platform=platform.start(), tokens=tokens)
             core = client.CoreV1Api(emulator.api_client())
 

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from agent_fixtures import running_agent
 from git_server import GitServer
-from k8s_fixtures import Emulator
+from k8s_fixtures import Emulator, write_kubeconfig
 from kopf.testing import KopfRunner
 from kubelet.node import Egress, Node, StandInKubelet
 from kubelet.runtime import Runtime
@@ -50,21 +50,7 @@ def use_kubeconfig(
 ) -> Path:
     """A kubeconfig for `emulator`, made the default of kubectl and of the ``kubernetes`` client
     (the operator's: it logs in with it)."""
-    kubeconfig = folder / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "emulator",
-                "clusters": [{"name": "emulator", "cluster": {"server": emulator.url}}],
-                "users": [{"name": "emulator", "user": {"token": token}}],
-                "contexts": [
-                    {"name": "emulator", "context": {"cluster": "emulator", "user": "emulator", "namespace": NAMESPACE}}
-                ],
-            }
-        )
-    )
+    kubeconfig = write_kubeconfig(folder / "kubeconfig", emulator.url, token=token, namespace=NAMESPACE)
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     monkeypatch.setattr(kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
     return kubeconfig

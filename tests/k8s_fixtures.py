@@ -12,9 +12,11 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import kmock
+import yaml
 from k8s_emulator import RealisticEmulator
 from kubernetes import client
 
@@ -36,6 +38,22 @@ class Emulator:
         configuration = client.Configuration(host=self.url)
         configuration.api_key = {"authorization": f"Bearer {token}"}
         return client.ApiClient(configuration)
+
+
+def write_kubeconfig(path: Path, url: str, *, token: str = "test", namespace: str | None = None) -> Path:
+    """A kubeconfig at `path` for the emulator at `url`, as a caller with the bearer `token`."""
+    context: dict[str, str] = {"cluster": "emulator", "user": "emulator"}
+    if namespace is not None:
+        context["namespace"] = namespace
+    path.write_text(
+        yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "emulator",
+            "clusters": [{"name": "emulator", "cluster": {"server": url}}],
+            "users": [{"name": "emulator", "user": {"token": token}}],
+            "contexts": [{"name": "emulator", "context": context}],
+        })
+    )  # fmt: skip
+    return path
 
 
 def _seed(emulator: Any, namespace: str) -> None:

@@ -16,8 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
-from k8s_fixtures import running_emulator
+from k8s_fixtures import running_emulator, write_kubeconfig
 from kubernetes import client
 
 from raas_node.agent.settings import ClusterSettings
@@ -62,18 +61,6 @@ def test_the_agent_process_serves_its_socket_and_metrics_and_stops_on_sigterm() 
         if process.poll() is None:
             process.kill()
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def write_kubeconfig(path: Path, url: str) -> Path:
-    path.write_text(
-        yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "emulator",
-            "clusters": [{"name": "emulator", "cluster": {"server": url}}],
-            "users": [{"name": "emulator", "user": {"token": "test"}}],
-            "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "emulator"}}],
-        })
-    )  # fmt: skip
-    return path
 
 
 def agent_in_cluster(folder: Path, url: str, node: str, **environment: str) -> subprocess.Popen[bytes]:
