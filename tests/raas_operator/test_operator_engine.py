@@ -153,6 +153,35 @@ def test_the_cache_groups_pods_by_their_job_and_finds_a_robots_jobs() -> None:
     assert cache.jobs_on("pendulum-1") == ["job-a"]
 
 
+def robot(name: str, version: int, *, booked: str | None = None, spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    annotations = {"raas.dev/booked-job": booked} if booked else {}
+    return {
+        "metadata": {"name": name, "resourceVersion": str(version), "annotations": annotations},
+        "spec": spec if spec is not None else {"node_name": f"pi-{name}"},
+        "status": {"phase": "Ready"},
+    }
+
+
+def test_the_cache_keeps_a_robots_newest_version() -> None:
+    cache = ClusterCache()
+    kept = cache.put_robot(robot("pendulum-1", 8, booked="job-a"))  # as the booking patch returned it
+    assert cache.put_robot(robot("pendulum-1", 6)) == kept  # a late heartbeat event from before it
+    assert cache.robot("pendulum-1").entry.booked_job == "job-a"  # type: ignore[union-attr]
+
+
+def test_a_robot_list_replaces_the_cached_fleet_but_not_robots_newer_than_the_list() -> None:
+    cache = ClusterCache()
+    cache.put_robot(robot("gone", 3))  # deleted while no watch was looking
+    cache.put_robot(robot("created-after-the-list", 12))
+    cache.put_robot(robot("kept", 9, booked="job-a"))
+    listed = [robot("kept", 7), robot("new", 5), robot("unreadable", 6, spec={"node_name": 7, "colour": "red"})]
+    cache.replace_robots(listed, "10")
+    assert sorted(cached.entry.robot.name for cached in cache.robots()) == ["created-after-the-list", "kept", "new"]
+    assert cache.robot("kept").entry.booked_job == "job-a"  # type: ignore[union-attr]  # the newer version stays
+    cache.replace_robots([], None)  # a list without a version: only what it holds is known to exist
+    assert cache.robots() == []
+
+
 def test_queue_positions_are_written_at_the_head_or_when_they_moved_a_tenth_or_went_stale() -> None:
     assert position_worth_writing(None, 300, 0.0)  # never written
     assert not position_worth_writing(12, 12, 100.0)  # unchanged

@@ -201,6 +201,7 @@ class S3ResultStore:
     def download_url(self, key: str, expires: timedelta = timedelta(hours=1)) -> str:
         if not timedelta(seconds=1) <= expires <= timedelta(days=7):
             raise ValueError("presigned URLs expire after 1 second to 7 days")
+        self._ensure_bucket()  # (presigning asks the bucket's region)
         return str(self._call(self._client.presigned_get_object, self.bucket, _check_key(key), expires=expires))
 
     def upload_url(self, key: str, expires: timedelta = timedelta(hours=1)) -> str:

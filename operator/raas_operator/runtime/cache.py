@@ -14,15 +14,20 @@ Thread-safe: kopf's event loop writes, the worker and scheduler threads read cop
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 from raas_operator.jobs.model import JobSpec, JobStatus
 from raas_operator.pods.builder import JOB_LABEL
 from raas_operator.reconcile.pods import PodView
 from raas_operator.reconcile.schedule import ClusterRobot
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -38,15 +43,20 @@ def cached_robot(body: dict[str, Any]) -> CachedRobot:
     return CachedRobot(ClusterRobot.from_object(body), str(body["metadata"]["resourceVersion"]))
 
 
+def _newer_version(new: object, old: object, *, strictly: bool = False) -> bool:
+    """Whether resourceVersion `new` is not older than `old` (after it, if `strictly`). They are
+    compared as numbers when both are; the API only promises they are opaque, so otherwise the
+    newest seen wins (and nothing is strictly after anything)."""
+    if isinstance(new, str) and isinstance(old, str) and new.isdigit() and old.isdigit():
+        return int(new) > int(old) if strictly else int(new) >= int(old)
+    return not strictly
+
+
 def _newer(candidate: dict[str, Any], current: dict[str, Any] | None) -> bool:
-    """Whether `candidate` is not older than `current` (resourceVersions are compared as numbers
-    when both are; the API only promises they are opaque, so otherwise the newest seen wins)."""
+    """Whether object `candidate` is not older than `current` (`_newer_version`)."""
     if current is None:
         return True
-    new, old = candidate["metadata"].get("resourceVersion"), current["metadata"].get("resourceVersion")
-    if isinstance(new, str) and isinstance(old, str) and new.isdigit() and old.isdigit():
-        return int(new) >= int(old)
-    return True
+    return _newer_version(candidate["metadata"].get("resourceVersion"), current["metadata"].get("resourceVersion"))
 
 
 class ClusterCache:
@@ -96,10 +106,31 @@ class ClusterCache:
         return str(job)
 
     def put_robot(self, body: dict[str, Any]) -> CachedRobot:
+        """Keep `body` unless a newer version is cached; returns the version kept."""
         robot = cached_robot(body)
+        name = robot.entry.robot.name
         with self._lock:
-            self._robots[robot.entry.robot.name] = robot
+            current = self._robots.get(name)
+            if current is not None and not _newer_version(robot.resource_version, current.resource_version):
+                return current
+            self._robots[name] = robot
         return robot
+
+    def replace_robots(self, bodies: list[dict[str, Any]], list_version: str | None) -> None:
+        """Make the cached fleet the listed one (`bodies`, listed at `list_version`): robots
+        missing from the list are dropped unless cached at a version after the list's."""
+        listed = {body["metadata"]["name"] for body in bodies}
+        for body in bodies:
+            try:
+                self.put_robot(body)
+            except ValidationError as error:  # the CRD's schema forbids this; an old object may not obey it
+                log.warning("Robot %s cannot be read, so it is left out: %s", body["metadata"]["name"], error)
+        with self._lock:
+            for name, robot in list(self._robots.items()):
+                if name not in listed and not (
+                    list_version is not None and _newer_version(robot.resource_version, list_version, strictly=True)
+                ):
+                    del self._robots[name]
 
     def drop_robot(self, name: str) -> None:
         with self._lock:

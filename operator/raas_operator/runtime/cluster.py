@@ -20,7 +20,7 @@ from gym_raas.protocol.tokens import session_token
 from gym_raas.results.layout import ResultFile, result_key, session_key, upload_key
 from gym_raas.results.store import ResultNotFoundError, S3ResultStore
 from raas_operator.jobs.model import JobSpec, JobStatus
-from raas_operator.pods.builder import PodSettings, fetch_pod, job_pod, session_secret
+from raas_operator.pods.builder import MANAGED_BY, MANAGED_BY_LABEL, PodSettings, fetch_pod, job_pod, session_secret
 from raas_operator.reconcile.pods import PodView
 from raas_operator.reconcile.schedule import BOOKING_ANNOTATION, ClusterRobot
 from raas_operator.runtime.settings import OperatorSettings
@@ -88,6 +88,13 @@ class Cluster:
         )
 
     # -- pods ------------------------------------------------------------------------------------
+
+    def managed_pods(self) -> list[dict[str, Any]]:
+        """Every pod of the namespace this operator manages (the API's JSON)."""
+        response = self.core.list_namespaced_pod(
+            self.namespace, label_selector=f"{MANAGED_BY_LABEL}={MANAGED_BY}", _preload_content=False
+        )
+        return list(json.loads(cast(Any, response).data).get("items", []))
 
     def pods_of(self, job: str) -> tuple[PodView, ...]:
         response = self.core.list_namespaced_pod(
@@ -212,6 +219,11 @@ class Cluster:
         return bool(metadata.get("attempt") == attempt)
 
     # -- robots ----------------------------------------------------------------------------------
+
+    def list_robots(self) -> tuple[list[dict[str, Any]], str | None]:
+        """Every Robot object, and the resourceVersion the list was read at."""
+        listing = cast(dict[str, Any], self.custom.list_cluster_custom_object(GROUP, VERSION, "robots"))
+        return list(listing.get("items") or []), (listing.get("metadata") or {}).get("resourceVersion")
 
     def robot(self, name: str) -> ClusterRobot | None:
         """One Robot with its booking (None if there is no such Robot)."""

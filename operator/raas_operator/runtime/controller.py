@@ -6,6 +6,12 @@
   `runtime.cluster`. A Queued job is the scheduler's, not a worker's.
 * **The scheduler** (`runtime.scheduler`) runs a round when something it depends on changes (a
   job became Queued, a robot was freed or changed) and at least every `reconcile_interval_s`.
+* **Synced first.** kopf's watches of jobs, pods and Robots list independently, so at start the
+  jobs can arrive before the robots or pods they depend on: a scheduler seeing no robot would
+  reject every waiting job, and a look missing a running job's pod would call it lost. So the
+  clock first lists the Robots and the operator's pods into the cache (`sync`); until then the
+  scheduler does not run and looks read their facts afresh. The Robots are listed again every
+  `RESYNC_ALL_S`, which also drops any a missed deletion left behind.
 * **Time** is the only thing no event reports: every `reconcile_interval_s` the jobs whose next
   step depends on the clock (on a robot, whose heartbeat may go stale; Uploading, which waits for
   the agent's session record) are looked at again, every other unfinished job every
@@ -84,6 +90,8 @@ class JobController:
         self._fresh: set[str] = set()
         self._fresh_lock = threading.Lock()
         self._stop = threading.Event()
+        self.synced = threading.Event()
+        """Set once the Robots and the operator's pods have been listed into the cache (`sync`)."""
         self._clock = threading.Thread(target=self.run, args=(self._stop.is_set,), name="raas-clock", daemon=True)
 
     def start(self) -> JobController:
@@ -140,11 +148,27 @@ class JobController:
 
     # -- the clock -----------------------------------------------------------------------------------
 
+    def sync(self) -> None:
+        """List the Robots and the operator's pods into the cache (the watches keep them fresh)."""
+        for pod in self.cluster.managed_pods():
+            self.cache.put_pod(pod)
+        self.cache.replace_robots(*self.cluster.list_robots())
+        if not self.synced.is_set():
+            self.synced.set()
+            log.info("the operator's cache is synced; scheduling starts")
+
     def run(self, stopped: Callable[[], bool]) -> None:
         """Schedule and keep time until `stopped()` (`start` runs this in a thread)."""
         interval = self.cluster.settings.reconcile_interval_s
         next_tick = 0.0
         while not stopped():
+            if not self.synced.is_set():
+                try:
+                    self.sync()
+                except Exception:  # the API server is down or refused: the clock goes on
+                    log.exception("the operator cannot list Robots and pods yet; retrying")
+                    self._stop.wait(min(interval, 1.0))
+                    continue
             woken = self.scheduler.wait(timeout_s=min(interval, 0.25))
             now_s = time.monotonic()
             due = now_s >= next_tick
@@ -163,6 +187,7 @@ class JobController:
         everything = time.monotonic() - self._last_full_resync >= RESYNC_ALL_S
         if everything:
             self._last_full_resync = time.monotonic()
+            self.cache.replace_robots(*self.cluster.list_robots())
         for body in self.cache.jobs():
             name = body["metadata"]["name"]
             status = JobStatus.model_validate(body.get("status") or {})
@@ -178,7 +203,7 @@ class JobController:
 
     def _look(self, name: str) -> None:
         with self._fresh_lock:
-            fresh = name in self._fresh
+            fresh = name in self._fresh or not self.synced.is_set()
             self._fresh.discard(name)
         job = self.cluster.job(name) if fresh else self.cache.job(name)
         if job is not None:
