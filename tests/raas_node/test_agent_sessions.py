@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from agent_fixtures import running_agent, wait_for_state
 
-from gym_raas.backends.robot import RobotBackend, RobotSessionError
+from gym_raas.backends.robot import SESSION_WAIT_ENV, RobotBackend, RobotSessionError, session_wait_s
 from gym_raas.params import PendulumParams
 from raas_node.agent.agent import AgentState, RobotAgent
 from raas_node.agent.recorder import read_trajectory
@@ -103,12 +103,54 @@ def test_a_session_the_agent_was_not_told_to_expect_is_refused(monkeypatch: pyte
     with running_agent(SimDriver(PendulumParams())) as agent:
         agent.expect("job-a", token="the-right-token")
         with pytest.raises(RobotSessionError, match="not told to expect"):
-            RobotBackend(str(agent.config.socket_path), token="a-guessed-token")
+            RobotBackend(str(agent.config.socket_path), token="a-guessed-token", wait_s=0)
         backend = RobotBackend(str(agent.config.socket_path), token="the-right-token")
         assert backend.session == "job-a"
         backend.close()
-        with pytest.raises(RobotSessionError, match="not told to expect"):  # a token works once
-            RobotBackend(str(agent.config.socket_path), token="the-right-token")
+        with pytest.raises(RobotSessionError, match=r"not told to expect.*waited 0\.3 s"):  # a token works once
+            RobotBackend(str(agent.config.socket_path), token="the-right-token", wait_s=0.3)
+
+
+def test_a_job_that_connects_before_its_robot_expects_it_waits_for_the_session() -> None:
+    """On a cluster the agent learns of a booking at its next heartbeat, which can come after
+    the job's pod has started: the client waits for it instead of failing the job."""
+    with running_agent(SimDriver(PendulumParams())) as agent:
+        threading.Timer(0.4, agent.expect, args=("job-early",), kwargs={"token": "early-token"}).start()
+        backend = RobotBackend(str(agent.config.socket_path), token="early-token", wait_s=30)
+        assert backend.session == "job-early"
+        backend.close()
+
+
+def test_a_job_waits_while_the_robot_serves_and_resets_after_another() -> None:
+    with running_agent(SimDriver(PendulumParams())) as agent:
+        first = RobotBackend(str(agent.config.socket_path), token=agent.expect("job-first"))
+        first.reset(np.random.default_rng(0), None)
+        for _ in range(25):
+            first.step(1.0)  # leaves the pendulum swinging: the next session waits for the reset
+        second_token = agent.expect("job-second")
+        opened: list[RobotBackend] = []
+        waiting = threading.Thread(
+            target=lambda: opened.append(RobotBackend(str(agent.config.socket_path), token=second_token, wait_s=60))
+        )
+        waiting.start()
+        time.sleep(0.3)
+        assert not opened  # refused as busy, and still waiting
+        first.close()
+        waiting.join(timeout=60)
+        assert opened
+        assert opened[0].session == "job-second"
+        assert agent.wait_session("job-first", timeout_s=5) is not None
+        opened[0].close()
+
+
+def test_a_robot_in_maintenance_refuses_at_once_however_long_a_job_would_wait() -> None:
+    with running_agent(SimDriver(PendulumParams())) as agent:
+        agent.set_maintenance(True)
+        token = agent.expect("job-maintenance")
+        started = time.monotonic()
+        with pytest.raises(RobotSessionError, match="maintenance"):
+            RobotBackend(str(agent.config.socket_path), token=token, wait_s=120)
+        assert time.monotonic() - started < 60  # not waited out: maintenance is no transient refusal
 
 
 def test_a_slow_controller_misses_deadlines_and_they_are_reported(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -180,3 +222,14 @@ def test_boundaries_while_a_session_closes_are_not_recorded_as_steps(monkeypatch
         assert result.trajectory_path is not None
         rows = read_trajectory(result.trajectory_path)
         assert sum(requested is not None for requested in rows["requested_command"]) == 10
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(None, 30.0), ("5", 5.0), ("0", 0.0), ("2.5", 2.5), ("-1", 30.0), ("nan", 30.0), ("inf", 30.0), ("soon", 30.0)],
+)
+def test_the_session_wait_comes_from_the_environment_and_bad_values_mean_the_default(
+    value: str | None, expected: float
+) -> None:
+    environ = {} if value is None else {SESSION_WAIT_ENV: value}
+    assert session_wait_s(environ) == expected

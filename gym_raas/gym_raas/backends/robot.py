@@ -4,6 +4,11 @@ Inside a RaaS job the platform mounts the agent's Unix socket and sets ``RAAS_AG
 and ``RAAS_SESSION_TOKEN``. The backend opens the session (the agent answers with the robot's
 calibration, so the env's spaces are the robot's), and each `step` sends the command and
 returns the reading of the control boundary at which the agent applied it.
+
+A robot that is not ready for the session yet is waited for, up to ``RAAS_SESSION_WAIT_S``
+seconds (default 30): on a cluster the job's pod can start before the agent's next heartbeat has
+read the booking ("unexpected-session"), or while the pendulum still settles after the previous
+job ("resetting", "busy"). Any other refusal (maintenance, a fault) ends the wait at once.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+import time
 from typing import Any
 
 import numpy as np
@@ -23,20 +29,74 @@ from gym_raas.protocol.framing import FrameError
 SESSION_TOKEN_ENV = "RAAS_SESSION_TOKEN"
 """Environment variable holding the session token of the job."""
 
+SESSION_WAIT_ENV = "RAAS_SESSION_WAIT_S"
+"""Environment variable: how long to wait for a robot not yet ready to open the session."""
+DEFAULT_SESSION_WAIT_S = 30.0
+
+TRANSIENT_REFUSALS = frozenset({"unexpected-session", "resetting", "busy"})
+"""Refusal codes that a later attempt can overcome (the agent's `_refusal`)."""
+
 
 class RobotSessionError(RuntimeError):
-    """The robot agent refused or ended the session; the message says why."""
+    """The robot agent refused or ended the session; the message says why.
+
+    `code` is the agent's refusal code when it refused (``None`` otherwise)."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def session_wait_s(environ: dict[str, str] | None = None) -> float:
+    """The wait for a robot not yet ready (`SESSION_WAIT_ENV`; bad values mean the default)."""
+    raw = (os.environ if environ is None else environ).get(SESSION_WAIT_ENV, "")
+    try:
+        value = float(raw)
+    except ValueError:
+        return DEFAULT_SESSION_WAIT_S
+    return value if math.isfinite(value) and value >= 0 else DEFAULT_SESSION_WAIT_S
 
 
 class RobotBackend:
     """One session with a robot agent (`PendulumBackend`)."""
 
     def __init__(
-        self, socket_path: str | None = None, token: str | None = None, *, connect_timeout_s: float = 10.0
+        self,
+        socket_path: str | None = None,
+        token: str | None = None,
+        *,
+        connect_timeout_s: float = 10.0,
+        wait_s: float | None = None,
     ) -> None:
+        """Open the session; a transient refusal is retried for `wait_s` seconds (None: from
+        `SESSION_WAIT_ENV`), then raised as `RobotSessionError` saying how long it waited."""
         path = socket_path or os.environ.get(AGENT_SOCKET_ENV)
         if not path:
             raise RobotSessionError(f"no robot agent socket: set {AGENT_SOCKET_ENV} (the platform does, inside a job)")
+        token = token or os.environ.get(SESSION_TOKEN_ENV, "")
+        budget_s = session_wait_s() if wait_s is None else wait_s
+        started_s = time.monotonic()
+        pause_s = 0.05
+        while True:
+            try:
+                welcome = self._open(path, token, connect_timeout_s)
+                break
+            except RobotSessionError as error:
+                if error.code not in TRANSIENT_REFUSALS:
+                    raise
+                left_s = started_s + budget_s - time.monotonic()
+                if left_s <= 0:
+                    if budget_s > 0:
+                        raise RobotSessionError(f"{error}; waited {budget_s:g} s", error.code) from None
+                    raise
+                time.sleep(min(pause_s, left_s))
+                pause_s = min(pause_s * 2, 0.5)
+        self.params = PendulumParams.from_dict(welcome["params"])
+        self.robot = welcome["robot"]
+        self.session = welcome["session"]
+
+    def _open(self, path: str, token: str, connect_timeout_s: float) -> dict[str, Any]:
+        """Connect and say hello; the agent's welcome (the socket is closed again on a refusal)."""
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._socket.settimeout(connect_timeout_s)
         try:
@@ -47,12 +107,12 @@ class RobotBackend:
         self._socket.settimeout(None)
         self._reader = FrameReader(self._socket)
         self._closed = False
-        welcome = self._request(
-            "hello", "welcome", token=token or os.environ.get(SESSION_TOKEN_ENV, ""), client="gym_raas"
-        )
-        self.params = PendulumParams.from_dict(welcome["params"])
-        self.robot = welcome["robot"]
-        self.session = welcome["session"]
+        try:
+            return self._request("hello", "welcome", token=token, client="gym_raas")
+        except RobotSessionError:
+            self._closed = True
+            self._socket.close()
+            raise
 
     def reset(self, rng: np.random.Generator, options: dict[str, Any] | None) -> Reading:
         if options and {"theta", "theta_dot", "initial_state"} & set(options):
@@ -91,7 +151,7 @@ class RobotBackend:
         except ProtocolError as error:
             raise RobotSessionError(f"the robot agent sent an invalid message: {error}") from None
         if reply["type"] == "error":
-            raise RobotSessionError(f"the robot refused: {reply['message']} ({reply['code']})")
+            raise RobotSessionError(f"the robot refused: {reply['message']} ({reply['code']})", str(reply["code"]))
         if reply["type"] == "bye":
             self._closed = True
             raise RobotSessionError(f"the robot ended the session: {reply['reason']}")
