@@ -118,3 +118,26 @@ def test_a_running_job_seen_before_its_pod_is_not_called_lost(cluster: Cluster) 
         assert [view.name for view in cluster.pods_of("runner")] == [pod]
     finally:
         controller.stop()
+
+
+def test_a_robot_whose_object_cannot_be_read_counts_as_gone_and_its_job_is_retried(cluster: Cluster) -> None:
+    ready_robot(cluster)
+    controller = JobController(cluster, ClusterCache(), workers=1)
+    controller.job_changed(queued_job(cluster, "stranded"))
+    controller.start()
+    try:
+        wait_for(lambda: (cluster.job("stranded") or {})["status"].get("phase") == "Starting", 20, "the job to start")
+        # (the emulator, unlike an API server, does not hold the object to the CRD's schema)
+        broken = {"phase": "Dancing", "last_heartbeat": datetime.now(timezone.utc).isoformat()}
+        cluster.custom.patch_cluster_custom_object_status(GROUP, VERSION, "robots", ROBOT, {"status": broken})
+        controller.robot_changed(cluster.custom.get_cluster_custom_object(GROUP, VERSION, "robots", ROBOT))
+        status = wait_for(
+            lambda: (job := cluster.job("stranded")) and job["status"]["phase"] == "Queued" and job["status"],
+            20,
+            "the job to go back to the queue",
+        )
+        assert status["reason"] == "RobotFault", status
+        assert f"robot {ROBOT} is gone" in status["message"]
+        assert controller.cache.robot(ROBOT) is None
+    finally:
+        controller.stop()

@@ -199,7 +199,11 @@ class ClusterPlatform:
         now = datetime.now(timezone.utc)
         details = []
         for item in listing.get("items", []):
-            entry = ClusterRobot.from_object(item)
+            try:
+                entry = ClusterRobot.from_object(item)
+            except ValidationError as error:
+                details.append(_unreadable_robot(item, error))
+                continue
             robot, booked = entry.robot, entry.booked_job
             phase = effective_phase(robot, now, self.heartbeat_timeout)
             if robot.spec.maintenance:
@@ -232,6 +236,33 @@ class ClusterPlatform:
             if error.status == 404:
                 raise KeyError(robot) from None
             raise
+
+
+def _unreadable_robot(item: dict[str, Any], error: ValidationError) -> RobotDetails:
+    """A Robot object this API cannot read (the CRD's schema should have refused it): listed as
+    a fault, never ready, with what is wrong, rather than failing the whole listing."""
+    metadata = item.get("metadata") or {}
+    spec = item.get("spec")
+    robot_type = spec.get("robot_type") if isinstance(spec, dict) else None
+    labels = metadata.get("labels") or {}
+    problems = "; ".join(
+        f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}" for problem in error.errors()[:3]
+    )
+    log.warning("Robot %s cannot be read: %s", metadata.get("name"), problems)
+    return RobotDetails(
+        name=str(metadata.get("name", "")),
+        type=robot_type if isinstance(robot_type, str) else "unknown",
+        labels={str(key): str(value) for key, value in labels.items()} if isinstance(labels, dict) else {},
+        state=_STATE_OF_PHASE[RobotPhase.UNHEALTHY],
+        ready=False,
+        schedulable=False,
+        reasons=(f"its Robot object cannot be read ({problems})",),
+        current_job=None,
+        temperature_celsius=None,
+        last_reset_ok=None,
+        last_reset_duration_s=None,
+        calibration={},
+    )
 
 
 def _job_name(reference: str | None) -> str | None:

@@ -15,6 +15,7 @@ from typing import Any, cast
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
 
 from gym_raas.protocol.tokens import session_token
 from gym_raas.results.layout import ResultFile, result_key, session_key, upload_key
@@ -226,14 +227,18 @@ class Cluster:
         return list(listing.get("items") or []), (listing.get("metadata") or {}).get("resourceVersion")
 
     def robot(self, name: str) -> ClusterRobot | None:
-        """One Robot with its booking (None if there is no such Robot)."""
+        """One Robot with its booking (None if there is no such Robot, or it cannot be read)."""
         try:
             item = cast(dict[str, Any], self.custom.get_cluster_custom_object(GROUP, VERSION, "robots", name))
         except ApiException as error:
             if error.status == 404:
                 return None
             raise
-        return ClusterRobot.from_object(item)
+        try:
+            return ClusterRobot.from_object(item)
+        except ValidationError as error:
+            log.warning("Robot %s cannot be read: %s", name, error)
+            return None
 
     def book(self, robot: str, job: str | None, resource_version: str | None = None) -> dict[str, Any] | None:
         """Book `job` on `robot` (None: free it); with a resourceVersion, only if unchanged since.

@@ -33,6 +33,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from pydantic import ValidationError
+
 from raas_operator.jobs.model import ON_ROBOT_PHASES, ArchiveSource, JobSpec, JobStatus, Phase
 from raas_operator.metrics import FleetMetrics, FleetState, RobotSample, queued_since
 from raas_operator.reconcile.jobs import (
@@ -139,8 +141,13 @@ class JobController:
             self.cache.drop_robot(name)
             changed = True
         else:
-            phase = self.cache.put_robot(body).entry.robot.status.phase
-            changed = previous is None or previous.entry.robot.status.phase != phase
+            try:
+                phase = self.cache.put_robot(body).entry.robot.status.phase
+            except ValidationError as error:  # the CRD's schema forbids this: treat the robot as gone
+                log.warning("Robot %s cannot be read, so no job will run on it: %s", name, error)
+                self.cache.drop_robot(name)
+                phase = None
+            changed = previous is None or phase is None or previous.entry.robot.status.phase != phase
         self.scheduler.wake()
         if changed:  # a job on a robot that went Offline or Unhealthy fails over at once
             for job in self.cache.jobs_on(name):
