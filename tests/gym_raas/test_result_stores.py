@@ -51,6 +51,9 @@ def test_filesystem_store_round_trips_and_refuses_escaping_keys(tmp_path: Path) 
         store.put_bytes("results/../../outside", b"x", "text/plain")
     with pytest.raises(ResultNotFoundError):
         store.get_bytes(result_key("job-1", ResultFile.PLOT))
+    store.delete(key)
+    store.delete(key)  # deleting what is not there is no error
+    assert not store.exists(key)
 
 
 def test_s3_store_creates_its_bucket_and_round_trips_objects(s3: S3ResultStore) -> None:
@@ -62,6 +65,9 @@ def test_s3_store_creates_its_bucket_and_round_trips_objects(s3: S3ResultStore) 
     assert s3.list_keys(job_prefix("job-2")) == [key]
     with pytest.raises(ResultNotFoundError):
         s3.get_bytes(result_key("job-2", ResultFile.PLOT))
+    s3.delete(key)
+    s3.delete(key)  # deleting what is not there is no error
+    assert not s3.exists(key)
 
 
 def test_s3_store_uploads_a_large_trajectory_in_parts_and_serves_it_by_presigned_url(

@@ -89,6 +89,13 @@ class SpoolingResultStore:
             stored = set()
         return sorted(spooled | stored)
 
+    def delete(self, key: str) -> None:
+        """Remove the object from the spool and the primary (raises if the primary is down)."""
+        with self._lock:
+            self.spool.delete(key)
+            self.spool.delete(key + _CONTENT_TYPE_SUFFIX)
+        self.primary.delete(key)
+
     def download_url(self, key: str, expires: timedelta = timedelta(hours=1)) -> str:
         if self.spool.exists(key):
             return self.spool.download_url(key, expires)

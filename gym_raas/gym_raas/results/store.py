@@ -33,6 +33,10 @@ class ResultStore(Protocol):
     def get_bytes(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
     def list_keys(self, prefix: str) -> list[str]: ...
+    def delete(self, key: str) -> None:
+        """Remove the object (nothing happens if there is none)."""
+        ...
+
     def download_url(self, key: str, expires: timedelta = timedelta(hours=1)) -> str:
         """A URL a client can fetch the object from (presigned for S3)."""
         ...
@@ -84,6 +88,9 @@ class FilesystemResultStore:
         if not base.exists():
             return []
         return sorted(str(path.relative_to(self.root)) for path in base.rglob("*") if path.is_file())
+
+    def delete(self, key: str) -> None:
+        self.path_of(key).unlink(missing_ok=True)
 
     def download_url(self, key: str, expires: timedelta = timedelta(hours=1)) -> str:
         return self.path_of(key).resolve().as_uri()
@@ -197,6 +204,10 @@ class S3ResultStore:
         self._ensure_bucket()
         objects = self._call(lambda: list(self._client.list_objects(self.bucket, prefix=prefix, recursive=True)))
         return sorted(item.object_name for item in objects)
+
+    def delete(self, key: str) -> None:
+        self._ensure_bucket()
+        self._call(self._client.remove_object, self.bucket, _check_key(key))  # (S3: no error if absent)
 
     def download_url(self, key: str, expires: timedelta = timedelta(hours=1)) -> str:
         if not timedelta(seconds=1) <= expires <= timedelta(days=7):
