@@ -172,3 +172,43 @@ def test_container_isolation_runs_the_controller_in_podman_against_the_robot(tmp
         stdout = platform.results.get_bytes(result_key(done.job_id, ResultFile.STDOUT)).decode()
         assert "uid 65534" in stdout
         assert "network: none" in stdout
+
+
+SLOW_TO_CONNECT = """
+    import time
+    time.sleep({delay})  # thinking before it opens the robot session
+    import gymnasium as gym
+    import numpy as np
+    import gym_raas
+    env = gym.make("RaasPendulum-v0", max_episode_steps=10)
+    env.reset()
+    for step in range(10):
+        env.step(np.array([0.5], dtype=np.float32))
+    env.close()
+"""
+
+
+@pytest.mark.slow
+def test_a_job_its_robot_turns_away_is_the_robots_fault_and_is_retried_elsewhere(tmp_path: Path) -> None:
+    """A lab puts a robot into maintenance after a job was given it but before the job opened its
+    session: the agent refuses the session, the controller exits with an error, and that is the
+    robot's doing, not the user's."""
+    folder = tmp_path / "slow"
+    folder.mkdir()
+    (folder / "run.py").write_text(textwrap.dedent(SLOW_TO_CONNECT.format(delay=3)))
+    with LocalPlatform(PlatformConfig(data_dir=tmp_path / "platform", robots=2)) as platform:
+        record = platform.submit(job("ada", folder))
+        assert wait_until(lambda: platform.get(record.job_id).status.phase is Phase.RUNNING, timeout_s=60)
+        first_robot = platform.get(record.job_id).status.robot
+        assert first_robot is not None
+        platform.set_maintenance(first_robot, True)
+        done = platform.wait(record.job_id, timeout_s=120)
+        assert done.status.phase is Phase.SUCCEEDED, done.status
+        assert done.status.attempts == 2
+        assert done.status.robot != first_robot
+        retries = [change for change in done.status.history if "retrying once on another robot" in change.message]
+        assert len(retries) == 1, done.status.history
+        retry = retries[0]
+        assert retry.reason == "RobotFault"
+        assert f"robot {first_robot} refused the session" in retry.message
+        assert "maintenance" in retry.message

@@ -9,6 +9,7 @@ the documents the agent writes are validated here against the pydantic model and
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -34,8 +35,19 @@ from polling import wait_until
 
 from gym_raas.backends.robot import RobotBackend, RobotSessionError
 from gym_raas.params import PendulumParams
+from gym_raas.protocol.tokens import session_token
+from gym_raas.results.layout import session_key
+from gym_raas.results.store import FilesystemResultStore, ResultNotFoundError
 from raas_node.agent.agent import AgentState, RobotAgent
-from raas_node.agent.cluster import GROUP, PLURAL, VERSION, RobotHeartbeat, robot_phase
+from raas_node.agent.cluster import (
+    BOOKING_ANNOTATION,
+    BOOKING_ATTEMPT_ANNOTATION,
+    GROUP,
+    PLURAL,
+    VERSION,
+    RobotHeartbeat,
+    robot_phase,
+)
 from raas_node.agent.health import RobotHealth
 from raas_node.agent.safety import SafetyLimits
 from raas_node.cli import main as agent_cli
@@ -373,3 +385,69 @@ def test_the_lab_can_tighten_a_robots_limits_from_its_spec_but_never_loosen_them
         assert (agent.limits.stop_celsius, agent.limits.throttle_celsius, agent.limits.resume_celsius) == (60, 55, 50)
         set_limits(max_speed_rad_per_s=100.0, thermal_limit_celsius=200.0, max_command=50.0, watchdog_ms=5000)
         assert agent.limits == own  # looser than the node's own envelope: the node's stands
+
+
+SESSION_KEY = b"test-session-key"
+
+
+def book(api: client.CustomObjectsApi, robot: str, job: str | None, attempt: int | None) -> None:
+    """What the operator writes on the Robot it gives a job."""
+    annotations = {BOOKING_ANNOTATION: job, BOOKING_ATTEMPT_ANNOTATION: None if attempt is None else str(attempt)}
+    api.patch_cluster_custom_object(GROUP, VERSION, PLURAL, robot, {"metadata": {"annotations": annotations}})
+
+
+def run_steps(agent: RobotAgent, job: str, steps: int) -> None:
+    backend = RobotBackend(str(agent.config.socket_path), token=session_token(SESSION_KEY, agent.config.robot, job))
+    backend.reset(np.random.default_rng(0), None)
+    for _ in range(steps):
+        backend.step(0.2)
+    backend.close()
+
+
+def session_record(results: FilesystemResultStore, job: str) -> dict[str, Any] | None:
+    try:
+        return dict(json.loads(results.get_bytes(session_key(job))))
+    except ResultNotFoundError:
+        return None
+
+
+def test_a_booked_job_the_robot_turns_away_gets_a_refused_session_record(
+    agent: RobotAgent, api: client.CustomObjectsApi, tmp_path: Path
+) -> None:
+    name, results = agent.config.robot, FilesystemResultStore(tmp_path / "results")
+    beat = RobotHeartbeat(agent, api, robot=name, node="pi-1", session_key=SESSION_KEY, results=results)
+    assert beat.beat_once()
+    book(api, name, "job-turned-away", 1)
+    assert beat.beat_once()  # the agent reads the booking
+    agent.set_maintenance(True)  # (as the lab's flag would, between the booking and the job's hello)
+    with pytest.raises(RobotSessionError, match="maintenance"):
+        run_steps(agent, "job-turned-away", 1)
+    assert beat.beat_once()
+    record = session_record(results, "job-turned-away")
+    assert record is not None
+    assert (record["outcome"], record["robot"], record["steps"]) == ("refused", name, 0)
+    assert "maintenance" in record["message"]
+
+
+def test_a_retry_booked_on_the_same_robot_is_a_new_session_even_unseen_in_between(
+    agent: RobotAgent, api: client.CustomObjectsApi, tmp_path: Path
+) -> None:
+    """The operator frees the robot and books the job's retry on it again between two beats: the
+    agent sees the attempt change, expects the job again and uploads the new session's record."""
+    name, results = agent.config.robot, FilesystemResultStore(tmp_path / "results")
+    beat = RobotHeartbeat(agent, api, robot=name, node="pi-1", session_key=SESSION_KEY, results=results)
+    assert beat.beat_once()
+    book(api, name, "job-twice", 1)
+    assert beat.beat_once()
+    run_steps(agent, "job-twice", 3)
+    assert agent.wait_session("job-twice", timeout_s=30) is not None
+    assert beat.beat_once()  # starts the upload
+    assert wait_until(lambda: (session_record(results, "job-twice") or {}).get("steps") == 3, timeout_s=60)
+    assert agent.wait_reset("job-twice", timeout_s=30) is not None
+
+    book(api, name, "job-twice", 2)  # no beat saw the booking freed in between
+    assert beat.beat_once()
+    run_steps(agent, "job-twice", 7)
+    assert agent.wait_session("job-twice", timeout_s=30) is not None
+    assert beat.beat_once()
+    assert wait_until(lambda: (session_record(results, "job-twice") or {}).get("steps") == 7, timeout_s=60)

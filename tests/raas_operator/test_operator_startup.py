@@ -86,6 +86,11 @@ def test_jobs_seen_before_any_robot_wait_for_the_fleet_instead_of_being_rejected
         assert status["phase"] == "Starting", status
         assert status["robot"] == ROBOT
         assert controller.synced.is_set()
+        annotations = cluster.custom.get_cluster_custom_object(GROUP, VERSION, "robots", ROBOT)["metadata"][
+            "annotations"
+        ]
+        assert annotations["raas.dev/booked-job"] == "early-bird"
+        assert annotations["raas.dev/booked-attempt"] == "1"  # the agent expects each attempt afresh
     finally:
         controller.stop()
 

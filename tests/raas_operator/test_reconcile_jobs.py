@@ -20,6 +20,8 @@ from raas_operator.reconcile.jobs import (
     UpdateStatus,
     expired,
     reconcile_job,
+    session_facts,
+    session_record_of,
 )
 from raas_operator.reconcile.pods import PodKind, PodOutcome, PodView
 from raas_operator.robots.model import RobotPhase
@@ -283,3 +285,25 @@ def test_a_cancel_request_cancels_the_job_but_keeps_the_raasjob() -> None:
     assert (status.phase, status.message) == (Phase.CANCELLED, "cancelled on request")
     assert not any(isinstance(action, ReleaseFinalizer) for action in actions)
     assert reconcile_job(facts(status, cancel_requested=True)) == []  # nothing left to do
+
+
+def test_the_agents_session_record_gives_the_summary_and_a_robot_side_failure() -> None:
+    completed = {"robot": "pendulum-1", "outcome": "completed", "steps": 250, "total_reward": -12.5}
+    summary, fault = session_facts(completed)
+    assert summary is not None
+    assert (summary.steps, summary.total_reward, fault) == (250, -12.5, None)
+    _, fault = session_facts({"robot": "pendulum-1", "outcome": "agent_error", "message": "encoder lost"})
+    assert fault == "encoder lost"
+    refused = {"robot": "pendulum-1", "outcome": "refused", "message": "the robot is in maintenance", "steps": 0}
+    summary, fault = session_facts(refused)
+    assert summary is None  # no session ran
+    assert fault == "robot pendulum-1 refused the session: the robot is in maintenance"
+    assert session_facts(None) == (None, None)
+
+
+def test_only_the_current_attempts_session_record_counts() -> None:
+    record: dict[str, object] = {"robot": "pendulum-1", "outcome": "agent_error", "message": "encoder lost"}
+    assert session_record_of(record, "pendulum-1") is record
+    assert session_record_of(record, "pendulum-2") is None  # the first attempt's, from the robot it left
+    assert session_record_of({"outcome": "completed"}, "pendulum-2") is not None  # (an agent that names no robot)
+    assert session_record_of(None, "pendulum-1") is None

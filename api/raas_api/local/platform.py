@@ -482,6 +482,10 @@ class LocalPlatform:
         robot_fault = None
         if session is not None and session.outcome == "agent_error":
             robot_fault = session.message
+        refusal = agent.refusal(job_id) if session is None else None
+        if refusal is not None:  # the job came for the robot and was turned away: not its fault
+            robot_fault = f"robot {robot} refused the session: {refusal.message}"
+        agent.forget_refusal(job_id)
         classification = classify_run(outcome, robot_fault)
         metadata: dict[str, Any] = {
             "job": job_id,

@@ -83,6 +83,25 @@ class LiveReading:
     """The command in force (applied duty × max_command)."""
 
 
+TRANSIENT_REFUSALS = frozenset({"busy", "resetting"})
+"""Refusal codes a client waits out (gym_raas's robot backend retries them; it also retries an
+unknown token, which the agent cannot tie to a job)."""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A session the robot turned away although the job's token was right."""
+
+    code: str
+    """busy, resetting (the client retries), or unavailable (maintenance, fault: it does not)."""
+    message: str
+
+    @property
+    def final(self) -> bool:
+        """Whether the client gives up at once (no session of the job can follow it)."""
+        return self.code not in TRANSIENT_REFUSALS
+
+
 @dataclass(frozen=True)
 class SessionResult:
     """What a finished session left behind."""
@@ -147,6 +166,8 @@ class RobotAgent:
         self._results: dict[str, SessionResult] = {}
         self._opened: set[str] = set()
         """Jobs that opened a session (their result comes, even if not yet)."""
+        self._refused: dict[str, Refusal] = {}
+        """The latest refusal of each expected job that has not opened its session."""
         self._reset: ResetRoutine | None = None
         self._last_reset: ResetReport | None = None
         self._stop = threading.Event()
@@ -203,10 +224,16 @@ class RobotAgent:
     # -- platform interface ------------------------------------------------------------------
 
     def expect(self, job_id: str, token: str | None = None) -> str:
-        """Accept one session for `job_id` presenting `token` (generated when not given)."""
+        """Accept one session for `job_id` presenting `token` (generated when not given). A job
+        expected again (a retry on the same robot) starts afresh: what its earlier attempt left
+        (result, refusal) is forgotten."""
         token = token or secrets.token_urlsafe(24)
         with self._lock:
             self._expected[job_id] = token
+            if self._session is None or self._session.job_id != job_id:
+                self._results.pop(job_id, None)
+                self._opened.discard(job_id)
+                self._refused.pop(job_id, None)
         return token
 
     def cancel(self, job_id: str) -> None:
@@ -280,6 +307,18 @@ class RobotAgent:
                 theta_dot_rad_per_s=reading.theta_dot_rad_per_s,
                 command=self._duty * self.params.max_command,
             )
+
+    def refusal(self, job_id: str) -> Refusal | None:
+        """How the robot last turned away `job_id`, if it presented its token and has not opened
+        its session since (None otherwise). `Refusal.final` ones are the robot's doing: a job
+        that ended after one never had the robot, and deserves a retry elsewhere."""
+        with self._lock:
+            return self._refused.get(job_id)
+
+    def forget_refusal(self, job_id: str) -> None:
+        """Drop `job_id`'s refusal (once its job's end has been accounted for)."""
+        with self._lock:
+            self._refused.pop(job_id, None)
 
     def session_result(self, job_id: str) -> SessionResult | None:
         with self._lock:
@@ -526,10 +565,13 @@ class RobotAgent:
             )
             refusal = self._refusal(job_id)
             if refusal is not None:
+                if job_id is not None:  # the job's own token: it was turned away, not an impostor
+                    self._refused[job_id] = Refusal(*refusal)
                 self._send(connection, "error", code=refusal[0], message=refusal[1])
                 return None
             assert job_id is not None
             del self._expected[job_id]
+            self._refused.pop(job_id, None)
             self._opened.add(job_id)
             session = _Session(job_id=job_id, started_s=time.monotonic(), connection=connection)
             self._session = session

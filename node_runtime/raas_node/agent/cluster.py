@@ -40,6 +40,7 @@ The documents are plain dicts matching the CRD: ``raas_node`` does not import
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import re
@@ -66,6 +67,9 @@ from raas_node.agent.settings import ROBOT_LABEL
 
 BOOKING_ANNOTATION = "raas.dev/booked-job"
 """Set by the operator on the Robot it gives a job (the agent only reads it)."""
+BOOKING_ATTEMPT_ANNOTATION = "raas.dev/booked-attempt"
+"""Which attempt of the booked job: a retry booked on the same robot is a new session to expect,
+even when the agent never saw the booking freed in between."""
 log = logging.getLogger(__name__)
 
 GROUP = "raas.dev"
@@ -169,6 +173,8 @@ class RobotHeartbeat:
         self.labels = dict(labels or {})
         """Labels of a Robot this agent creates (jobs select robots by them)."""
         self._expected_job: str | None = None
+        self._expected_booking: tuple[str | None, str | None] = (None, None)
+        """(job, attempt) of the booking last acted on."""
         self.results = results
         """Where the agent uploads a cluster job's ``trajectory.parquet`` and ``session.json``."""
         self._uploaded: set[str] = set()
@@ -236,6 +242,7 @@ class RobotHeartbeat:
             self._follow_limits(spec.get("limits") or {})
             self._expect_booked_job((document.get("metadata") or {}).get("annotations") or {})
             self._upload_finished_session()
+            self._report_refusal()
             if self._jobs_completed is None:
                 previous = (document.get("status") or {}).get("jobs_completed")
                 self._jobs_completed = previous if isinstance(previous, int) and previous >= 0 else 0
@@ -331,12 +338,14 @@ class RobotHeartbeat:
     def _expect_booked_job(self, annotations: dict[str, str]) -> None:
         """Let the job the operator booked here open its session (its pod holds the same token)."""
         booked = annotations.get(BOOKING_ANNOTATION) or None
-        if self.session_key is None or booked == self._expected_job:
+        booking = (booked, annotations.get(BOOKING_ATTEMPT_ANNOTATION) if booked else None)
+        if self.session_key is None or booking == self._expected_booking:
             return
-        if booked is not None:
+        if booked is not None:  # (booked again after a retry: a new attempt, its session still to upload)
+            self._uploaded.discard(booked)
             self.agent.expect(booked, session_token(self.session_key, self.robot, booked))
             log.info("Robot %s: expecting job %s", self.robot, booked)
-        self._expected_job = booked
+        self._expected_job, self._expected_booking = booked, booking
 
     def _upload_finished_session(self) -> None:
         """Hand the booked job's session to the result store once it has ended (in a thread of its
@@ -349,6 +358,34 @@ class RobotHeartbeat:
             return
         self._uploading.add(job)
         threading.Thread(target=self._upload_session, args=(job, result), name=f"upload-{job}", daemon=True).start()
+
+    def _report_refusal(self) -> None:
+        """When the robot turned the booked job away for good (maintenance, a fault), say so in
+        the job's session record (outcome ``refused``): its pod then fails, and the operator
+        counts that as the robot's fault, not the user's. No session of the job can follow, so
+        the record is final."""
+        job = self._expected_job
+        if self.results is None or job is None or job in self._uploaded:
+            return
+        refusal = self.agent.refusal(job)
+        if refusal is None or not refusal.final:
+            return
+        record = {
+            "job_id": job,
+            "robot": self.robot,
+            "outcome": "refused",
+            "message": refusal.message,
+            "code": refusal.code,
+            "steps": 0,
+        }
+        try:
+            self.results.put_bytes(session_key(job), json.dumps(record).encode(), "application/json")
+        except StoreUnavailableError as error:
+            log.warning("Robot %s: cannot report the refusal of %s yet (%s)", self.robot, job, error)
+            return
+        self._uploaded.add(job)
+        self.agent.forget_refusal(job)
+        log.info("Robot %s: reported that it refused %s (%s)", self.robot, job, refusal.message)
 
     def _upload_session(self, job: str, result: SessionResult) -> None:
         """The recording, its plot and animation, then ``session.json`` last: the operator reads

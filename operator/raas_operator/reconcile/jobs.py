@@ -340,10 +340,23 @@ def _source(spec: JobSpec) -> str:
     return f"{source.url}@{source.ref}" if source.kind == "git" else "an uploaded archive"
 
 
+def session_record_of(record: dict[str, object] | None, robot: str | None) -> dict[str, object] | None:
+    """The agent's session record if it is the current attempt's, i.e. from the robot the job is
+    on now (an earlier attempt's, from the robot it left, is not); None otherwise."""
+    if not record:
+        return None
+    recorded = record.get("robot")
+    return record if recorded is None or recorded == robot else None
+
+
 def session_facts(record: dict[str, object] | None) -> tuple[JobSummary | None, str | None]:
-    """Summary and robot fault (if the session failed on the robot's side) from the agent's record."""
+    """Summary and robot fault from the agent's record: the session failed on the robot's side
+    (``agent_error``), or the robot turned the job away before it began (``refused``)."""
     if not record:
         return None, None
+    if record.get("outcome") == "refused":
+        message = str(record.get("message") or "no reason given")
+        return None, f"robot {record.get('robot') or '?'} refused the session: {message}"
 
     def number(key: str) -> float:
         value = record.get(key)

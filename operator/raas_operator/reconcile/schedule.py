@@ -19,6 +19,8 @@ from raas_operator.robots.model import DEFAULT_HEARTBEAT_TIMEOUT, Robot, RobotPh
 from raas_operator.scheduling.core import Decision, Quotas, RobotView, WaitingJob, schedule
 
 BOOKING_ANNOTATION = "raas.dev/booked-job"
+BOOKING_ATTEMPT_ANNOTATION = "raas.dev/booked-attempt"
+"""The attempt of the booked job (the agent expects a retry on the same robot afresh)."""
 
 
 @dataclass(frozen=True)

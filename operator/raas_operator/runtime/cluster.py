@@ -23,7 +23,7 @@ from gym_raas.results.store import ResultNotFoundError, S3ResultStore
 from raas_operator.jobs.model import JobSpec, JobStatus
 from raas_operator.pods.builder import MANAGED_BY, MANAGED_BY_LABEL, PodSettings, fetch_pod, job_pod, session_secret
 from raas_operator.reconcile.pods import PodView
-from raas_operator.reconcile.schedule import BOOKING_ANNOTATION, ClusterRobot
+from raas_operator.reconcile.schedule import BOOKING_ANNOTATION, BOOKING_ATTEMPT_ANNOTATION, ClusterRobot
 from raas_operator.runtime.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
@@ -212,6 +212,10 @@ class Cluster:
         except ResultNotFoundError:
             return None
 
+    def discard_session_record(self, job: str) -> None:
+        """Forget the agent's session record of the job's last attempt (before its retry)."""
+        self.store.delete(session_key(job))
+
     def results_collected(self, job: str, attempt: int) -> bool:
         try:
             metadata = json.loads(self.store.get_bytes(result_key(job, ResultFile.METADATA)))
@@ -240,11 +244,15 @@ class Cluster:
             log.warning("Robot %s cannot be read: %s", name, error)
             return None
 
-    def book(self, robot: str, job: str | None, resource_version: str | None = None) -> dict[str, Any] | None:
-        """Book `job` on `robot` (None: free it); with a resourceVersion, only if unchanged since.
+    def book(
+        self, robot: str, job: str | None, resource_version: str | None = None, *, attempt: int | None = None
+    ) -> dict[str, Any] | None:
+        """Book `attempt` of `job` on `robot` (None: free it); with a resourceVersion, only if
+        unchanged since.
 
         Returns the Robot as patched (None if there is no such Robot)."""
-        metadata: dict[str, Any] = {"annotations": {BOOKING_ANNOTATION: job}}
+        attempt_value = str(attempt) if job is not None and attempt is not None else None
+        metadata: dict[str, Any] = {"annotations": {BOOKING_ANNOTATION: job, BOOKING_ATTEMPT_ANNOTATION: attempt_value}}
         if resource_version is not None:
             metadata["resourceVersion"] = resource_version
         try:

@@ -52,6 +52,7 @@ from raas_operator.reconcile.jobs import (
     expired,
     reconcile_job,
     session_facts,
+    session_record_of,
 )
 from raas_operator.reconcile.schedule import effective_phase
 from raas_operator.runtime.cache import ClusterCache
@@ -229,7 +230,9 @@ class JobController:
         if not deleting and expired(status, now, timedelta(seconds=handle.settings.finished_ttl_s)):
             handle.delete_job(name)
             return []
-        record = handle.agent_session(name) if status.phase is Phase.UPLOADING else None
+        record = (
+            session_record_of(handle.agent_session(name), status.robot) if status.phase is Phase.UPLOADING else None
+        )
         summary, robot_fault = session_facts(record)
         collected = status.phase is Phase.UPLOADING and handle.results_collected(name, status.attempts)
         if collected and record is None:  # the agent uploads its record a heartbeat after the session
@@ -286,6 +289,8 @@ class JobController:
                     return  # changed meanwhile: its newer version is on its way through the watch
                 self.cache.put_job(job)
                 self.fleet.observe_transition(before, action.status)
+                if action.status.phase is Phase.QUEUED and before.phase in CLOCK_PHASES:
+                    handle.discard_session_record(name)  # a retry: the next attempt's record is to come
                 if action.status.phase.is_terminal or action.status.phase is Phase.QUEUED:
                     self._free_robot(name)
             elif isinstance(action, RecordEvent):

@@ -133,7 +133,12 @@ class SchedulerLoop:
         for assignment in decision.assignments:
             job = documents[assignment.job_id]
             try:
-                booked = self.cluster.book(assignment.robot, assignment.job_id, versions[assignment.robot])
+                booked = self.cluster.book(
+                    assignment.robot,
+                    assignment.job_id,
+                    versions[assignment.robot],
+                    attempt=statuses[assignment.job_id].attempts + 1,
+                )
             except ConflictError:
                 continue  # someone else booked it first: next round
             if booked is not None:
