@@ -11,6 +11,7 @@ reader (web API, CLI, users' scripts) builds keys with these functions; nobody g
     results/v1/<job-id>/plot.png
     results/v1/<job-id>/animation.gif
     results/v1/<job-id>/session.json         (cluster) the robot agent's record of the session
+    results/v1/<job-id>/wheels.tar.gz        (cluster) the wheels of the code's requirements.txt
 
 In the cluster the robot agent uploads ``trajectory.parquet`` and ``session.json`` itself; the
 operator adds the log and ``metadata.json``.
@@ -89,3 +90,12 @@ def upload_key(sha256: str) -> str:
     if not re.fullmatch(r"[0-9a-f]{64}", sha256):
         raise ValueError(f"not a SHA-256 digest: {sha256!r}")
     return f"{UPLOADS_ROOT}/{sha256}.tar.gz"
+
+
+WHEELS_FILE = "wheels.tar.gz"
+"""The wheels the fetch pod resolved for a job's requirements.txt, for the job pod to install."""
+
+
+def wheels_key(job_id: str) -> str:
+    """Key of a job's ``wheels.tar.gz``."""
+    return job_prefix(job_id) + WHEELS_FILE

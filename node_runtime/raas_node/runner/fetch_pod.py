@@ -2,12 +2,19 @@
 
 Resolves the job's ref, fetches exactly that commit, checks the entrypoint, and uploads
 ``code.tar.gz`` to the presigned PUT URL the operator gave it (the pod holds no store
-credentials). It reports through its termination message, which the operator reads from the
-pod's status: the 40-hex commit on success, ``<Reason>: <message>`` (a `FetchError`) on failure,
-with exit codes 0 and 1. Settings come from the environment the operator sets:
+credentials). When the code has a ``requirements.txt``, it also resolves the wheels for the
+robots' platforms (`raas_node.runner.wheels`) and uploads them as ``wheels.tar.gz``. For code
+uploaded through the web API (already stored) it only downloads it and resolves its wheels.
 
-``RAAS_SOURCE_URL``, ``RAAS_SOURCE_REF``, ``RAAS_ENTRYPOINT``, ``RAAS_CODE_UPLOAD_URL`` and
-``RAAS_TERMINATION_LOG`` (default ``/dev/termination-log``).
+It reports through its termination message, which the operator reads from the pod's status:
+the 40-hex commit on success (``uploaded`` for uploaded code), ``<Reason>: <message>`` (a
+`FetchError`) on failure, with exit codes 0 and 1. Settings come from the environment the
+operator sets:
+
+``RAAS_SOURCE_URL``, ``RAAS_SOURCE_REF``, ``RAAS_ENTRYPOINT``, ``RAAS_CODE_UPLOAD_URL`` (git
+sources) or ``RAAS_CODE_DOWNLOAD_URL`` (uploaded code); ``RAAS_WHEELS_UPLOAD_URL`` and
+``RAAS_WHEEL_PLATFORMS`` (comma-separated pip platform tags); pip's own ``PIP_INDEX_URL`` and
+kin; ``RAAS_TERMINATION_LOG`` (default ``/dev/termination-log``).
 """
 
 from __future__ import annotations
@@ -15,35 +22,39 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
-from raas_node.runner.fetch import FetchError, fetch_git, resolve_ref
+from raas_node.runner.fetch import FetchError, fetch_git, resolve_ref, unpack_archive
+from raas_node.runner.transfer import download, upload
+from raas_node.runner.wheels import DEFAULT_PLATFORMS, pack_wheelhouse, resolve_wheelhouse
 
-UPLOAD_TIMEOUT_S = 120.0
-
-
-def upload(archive: Path, url: str) -> None:
-    """PUT the archive to a presigned URL; `FetchError` when the store refuses or is unreachable."""
-    request = urllib.request.Request(
-        url, data=archive.read_bytes(), method="PUT", headers={"Content-Type": "application/gzip"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=UPLOAD_TIMEOUT_S):
-            pass
-    except (urllib.error.URLError, OSError) as error:
-        raise FetchError("UploadFailed", f"could not store code.tar.gz: {error}") from None
+UPLOADED = "uploaded"
+"""The termination message of a fetch pod that took uploaded code (there is no commit)."""
 
 
 def fetch_and_upload(environment: Mapping[str, str], workdir: Path) -> str:
-    """The commit that was fetched and uploaded."""
-    url, ref = environment["RAAS_SOURCE_URL"], environment.get("RAAS_SOURCE_REF", "HEAD")
-    commit = resolve_ref(url, ref)
-    snapshot = fetch_git(url, commit, environment.get("RAAS_ENTRYPOINT", "run.py"), workdir)
-    upload(snapshot.archive, environment["RAAS_CODE_UPLOAD_URL"])
-    return commit
+    """Fetch (or download) the code, store what is missing; the commit, or `UPLOADED`."""
+    if "RAAS_CODE_DOWNLOAD_URL" in environment:  # uploaded through the web API: already stored
+        code = workdir / "code"
+        code.mkdir()
+        unpack_archive(download(environment["RAAS_CODE_DOWNLOAD_URL"], workdir / "code.tar.gz"), code)
+        result = UPLOADED
+    else:
+        url, ref = environment["RAAS_SOURCE_URL"], environment.get("RAAS_SOURCE_REF", "HEAD")
+        result = resolve_ref(url, ref)
+        snapshot = fetch_git(url, result, environment.get("RAAS_ENTRYPOINT", "run.py"), workdir)
+        upload(snapshot.archive, environment["RAAS_CODE_UPLOAD_URL"])
+        code = snapshot.directory
+    requirements = code / "requirements.txt"
+    if requirements.is_file() and environment.get("RAAS_WHEELS_UPLOAD_URL"):
+        platforms = [tag for tag in environment.get("RAAS_WHEEL_PLATFORMS", "").split(",") if tag.strip()]
+        wheels = resolve_wheelhouse(
+            requirements, workdir / "wheels", platforms=[tag.strip() for tag in platforms] or DEFAULT_PLATFORMS,
+            environment=environment,
+        )  # fmt: skip
+        upload(pack_wheelhouse(wheels, workdir / "wheels.tar.gz"), environment["RAAS_WHEELS_UPLOAD_URL"])
+    return result
 
 
 def main(environment: Mapping[str, str] | None = None) -> int:
@@ -60,7 +71,7 @@ def main(environment: Mapping[str, str] | None = None) -> int:
             report.write_text(f"FetchMisconfigured: the fetch pod has no {missing.args[0]}")
             return 1
     report.write_text(commit)
-    print(f"fetched {commit}")
+    print(f"fetched {commit}")  # (a commit, or "uploaded")
     return 0
 
 

@@ -13,7 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from raas_node.runner.fetch import FetchError
@@ -21,20 +21,30 @@ from raas_node.runner.fetch import FetchError
 _COMPLETE_MARKER = ".complete"
 
 
-def _pip(arguments: Sequence[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
-    environment = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": os.environ.get("HOME", "/tmp"),
+PIP_SETTINGS = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_NO_INDEX", "PIP_TRUSTED_HOST")
+"""pip's own variables that choose the package index: passed through to pip."""
+
+
+def run_pip(
+    arguments: Sequence[str], timeout_s: float, environment: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m pip <arguments>`` with a clean environment (`PIP_SETTINGS`, certificates and
+    TMPDIR taken from `environment`, default ``os.environ``); `FetchError` on a timeout."""
+    source = os.environ if environment is None else environment
+    clean = {
+        "PATH": source.get("PATH", "/usr/bin:/bin"),
+        "HOME": source.get("HOME", "/tmp"),
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
         "PIP_NO_INPUT": "1",
+        "PIP_PROGRESS_BAR": "off",
     }
-    for name in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_CERT", "SSL_CERT_FILE"):
-        if name in os.environ:
-            environment[name] = os.environ[name]
+    for name in (*PIP_SETTINGS, "PIP_CERT", "SSL_CERT_FILE", "TMPDIR"):
+        if name in source:
+            clean[name] = source[name]
     try:
         return subprocess.run(
             [sys.executable, "-m", "pip", *arguments],
-            env=environment,
+            env=clean,
             capture_output=True,
             text=True,
             timeout=timeout_s,
@@ -83,16 +93,17 @@ def _cached_pip_output(folder: Path, arguments: Callable[[Path], list[str]], fai
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    result = _pip(arguments(partial), timeout_s)
+    result = run_pip(arguments(partial), timeout_s)
     if result.returncode != 0:
         shutil.rmtree(partial, ignore_errors=True)
-        raise FetchError("RequirementsFailed", f"{failure}: {_summary(result.stderr)}")
+        raise FetchError("RequirementsFailed", f"{failure}: {pip_error_summary(result.stderr)}")
     (partial / _COMPLETE_MARKER).touch()
     shutil.rmtree(folder, ignore_errors=True)
     partial.rename(folder)
     return folder
 
 
-def _summary(stderr: str) -> str:
+def pip_error_summary(stderr: str) -> str:
+    """The line of pip's error output that says what went wrong."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip().startswith("ERROR")]
     return lines[0] if lines else (stderr.strip().splitlines() or ["pip failed"])[-1]
