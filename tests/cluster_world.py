@@ -99,6 +99,7 @@ class World:
         robots: list[str],
         stack: contextlib.ExitStack,
         runtime: Runtime,
+        fetch_endpoints: tuple[tuple[str, int], ...] = (),
     ) -> None:
         self.store = S3ResultStore(s3.endpoint, "raas", "raas-secret", "raas-results", secure=False)
         self.api = cluster.api_client()
@@ -133,7 +134,9 @@ class World:
                     egress=[Egress([(s3.host, s3.port)], init_containers_only=True)],
                 )
             )
-        fetch_egress = Egress([("127.0.0.1", git_server.port), (s3.host, s3.port)], pod_labels={EGRESS_LABEL: "git"})
+        fetch_egress = Egress(
+            [("127.0.0.1", git_server.port), (s3.host, s3.port), *fetch_endpoints], pod_labels={EGRESS_LABEL: "git"}
+        )  # (fetch_endpoints: e.g. a package index)
         nodes.append(Node("worker", runtime, egress=[fetch_egress]))
         self.kubelet = StandInKubelet(cluster.api_client("kubelet"), cluster.emulator, NAMESPACE, nodes).start()
         stack.callback(self.kubelet.stop)

@@ -30,7 +30,7 @@ SPEC = JobSpec.model_validate({"owner": "ada", "source": {"kind": "git", "url": 
 UID = "6f1c9a52-0000-4000-8000-000000000001"
 
 
-def a_job_pod() -> dict[str, Any]:
+def a_job_pod(wheels_url: str | None = None) -> dict[str, Any]:
     return job_pod(
         job_name="swingup",
         namespace="raas-jobs",
@@ -40,6 +40,7 @@ def a_job_pod() -> dict[str, Any]:
         commit="c" * 40,
         code_url="http://raas-minio:9000/b/code.tar.gz?sig=1",
         settings=SETTINGS,
+        wheels_url=wheels_url,
     )
 
 
@@ -81,6 +82,7 @@ def refusals(policy: dict[str, Any], pod: dict[str, Any]) -> list[str]:
 
 def test_the_pods_the_operator_builds_are_admitted(policy: dict[str, Any]) -> None:
     assert refusals(policy, a_job_pod()) == []
+    assert refusals(policy, a_job_pod(wheels_url="http://raas-minio:9000/b/wheels.tar.gz?sig=2")) == []  # + install
     assert refusals(policy, a_fetch_pod()) == []
 
 

@@ -18,9 +18,12 @@ with a message saying so; they do not skip.
 from __future__ import annotations
 
 import contextlib
+import functools
+import http.server
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +45,7 @@ from git_server import GitServer, running_git_server
 from k8s_fixtures import Emulator, running_emulator
 from kubelet.podman import PodmanRuntime, remove_leftover_containers
 from s3_server import S3Server, running_s3_server
+from wheels import make_wheel
 
 from gym_raas.results.store import S3ResultStore
 from raas_node.runner.image import ensure_runtime_image
@@ -104,7 +108,7 @@ def world_factory(
     """``world_factory(robots, runtime)``: a `World` whose nodes run their pods with `runtime`."""
     operator_environment(monkeypatch, s3)
     with contextlib.ExitStack() as stack:
-        yield lambda robots, runtime: World(cluster, s3, git_server, robots, stack, runtime)
+        yield lambda robots, runtime, **more: World(cluster, s3, git_server, robots, stack, runtime, **more)
 
 
 @pytest.mark.slow
@@ -147,6 +151,60 @@ def test_a_raasjob_from_the_examples_runs_on_a_robot_and_succeeds(
     assert columns["Robot"] == "pendulum-1"
     assert columns["Reward"] == pytest.approx(status["summary"]["total_reward"])
     assert columns["Reward"] < 0
+
+
+WITH_REQUIREMENTS = """\
+import tinypkg
+import gymnasium as gym
+import numpy as np
+import gym_raas
+env = gym.make("RaasPendulum-v0", max_episode_steps=5)
+env.reset()
+for _ in range(5):
+    env.step(np.array([0.5], dtype=np.float32))
+env.close()
+print(tinypkg.GREETING, "on the robot")
+"""
+
+
+@contextlib.contextmanager
+def package_index(folder: Path) -> Iterator[int]:
+    """The folder served over HTTP: pip's --find-links reads its listing (a lab's mirror stand-in)."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+
+
+@pytest.mark.slow
+def test_a_requirements_txt_is_resolved_by_the_fetch_pod_and_installed_offline_in_the_job_pod(
+    world_factory: Any, s3: S3Server, git_server: GitServer, podman: PodmanRuntime, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """Only the fetch pod may reach a package index: it resolves the wheels, the job pod's init
+    container installs them with no network, and the controller imports them."""
+    make_wheel(tmp_path / "index", "tinypkg")
+    git_server.publish("deps", {"swingup/run.py": WITH_REQUIREMENTS, "requirements.txt": "tinypkg==1.0\n"})
+    with package_index(tmp_path / "index") as port:
+        pip = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": f"http://127.0.0.1:{port}/"}
+        monkeypatch.setenv("RAAS_OPERATOR_FETCH_PIP_ENVIRONMENT", json.dumps(pip))
+        world = world_factory(["pendulum-1"], podman, fetch_endpoints=(("127.0.0.1", port),))
+        with world.operator():
+            world.submit("with-deps", git_server.url("deps"))
+            status = world.wait_phase("with-deps", FINAL)
+    world.check_clean()
+    store = S3ResultStore(s3.endpoint, "raas", "raas-secret", "raas-results", secure=False)
+    stdout = store.get_bytes("results/v1/with-deps/stdout.txt").decode()
+    assert status["phase"] == "Succeeded", (status, stdout)
+    assert "hello from tinypkg 1.0 on the robot" in stdout
+    assert store.exists("results/v1/with-deps/wheels.tar.gz")
+    started = [name for name in world.kubelet.started if not name.endswith("-fetch")]
+    assert started == ["with-deps-1"]
 
 
 PROBE = """\

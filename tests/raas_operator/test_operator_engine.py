@@ -9,10 +9,12 @@ import time
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from raas_operator.runtime.cache import ClusterCache
 from raas_operator.runtime.main import AUTO_PRIORITY_RANGE, auto_priority, build_parser
 from raas_operator.runtime.scheduler import EXACT_POSITIONS, POSITION_REFRESH_S, position_worth_writing
+from raas_operator.runtime.settings import OperatorSettings
 from raas_operator.runtime.workqueue import WorkQueue
 
 
@@ -204,3 +206,20 @@ def test_priority_auto_reads_the_pod_name(monkeypatch: pytest.MonkeyPatch) -> No
     assert build_parser().parse_args(["--priority", "auto"]).priority == auto_priority("raas-operator-1")
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--priority", "high"])
+
+
+def test_the_fetch_pods_pip_settings_come_as_json_and_only_pips_index_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RAAS_OPERATOR_SESSION_KEY", "k")
+    monkeypatch.setenv("RAAS_OPERATOR_S3_ENDPOINT", "minio:9000")
+    monkeypatch.setenv("RAAS_OPERATOR_FETCH_PIP_ENVIRONMENT", "{}")  # as the chart renders the default
+    assert OperatorSettings().fetch_pip_environment == {}  # type: ignore[call-arg]
+    mirror = '{"PIP_INDEX_URL": "https://mirror.lab/simple", "PIP_TRUSTED_HOST": "mirror.lab"}'
+    monkeypatch.setenv("RAAS_OPERATOR_FETCH_PIP_ENVIRONMENT", mirror)
+    settings = OperatorSettings()  # type: ignore[call-arg]
+    assert settings.fetch_pip_environment["PIP_INDEX_URL"] == "https://mirror.lab/simple"
+    assert settings.wheel_platforms.split(",") == ["manylinux_2_36_aarch64", "manylinux_2_36_x86_64"]
+    monkeypatch.setenv("RAAS_OPERATOR_FETCH_PIP_ENVIRONMENT", '{"LD_PRELOAD": "/tmp/evil.so"}')
+    with pytest.raises(ValidationError, match="LD_PRELOAD"):
+        OperatorSettings()  # type: ignore[call-arg]

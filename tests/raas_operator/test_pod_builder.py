@@ -47,9 +47,14 @@ def build(**changes: Any) -> dict[str, Any]:
     return job_pod(**arguments)
 
 
-@pytest.fixture
-def pod() -> dict[str, Any]:
-    return build()
+WHEELS_URL = "http://minio.raas:9000/results/swingup/wheels.tar.gz?X-Amz-Signature=def"
+
+
+@pytest.fixture(params=[None, WHEELS_URL], ids=["plain", "with-requirements"])
+def pod(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """A job pod, without and with a requirements.txt's install container: every rule of
+    hardening holds for both."""
+    return build(wheels_url=request.param)
 
 
 def controller(pod: dict[str, Any]) -> dict[str, Any]:
@@ -147,7 +152,7 @@ def test_resources_come_from_the_settings(pod: dict[str, Any]) -> None:
 
 def test_every_empty_dir_has_a_size_limit(pod: dict[str, Any]) -> None:
     empty_dirs = [volume["emptyDir"] for volume in pod["spec"]["volumes"] if "emptyDir" in volume]
-    assert len(empty_dirs) == 3
+    assert len(empty_dirs) == len(pod["spec"]["volumes"]) - 1  # all but the agent's socket folder
     assert all("sizeLimit" in empty_dir for empty_dir in empty_dirs)
 
 
@@ -177,7 +182,7 @@ def test_the_session_token_comes_from_the_jobs_secret_not_the_pod_spec(pod: dict
 
 
 def test_the_presigned_url_is_given_only_to_the_init_container(pod: dict[str, Any]) -> None:
-    (init,) = pod["spec"]["initContainers"]
+    init = pod["spec"]["initContainers"][0]
     assert env_of(init)["RAAS_CODE_URL"].startswith("http://minio.raas:9000/")
     assert "RAAS_CODE_URL" not in env_of(controller(pod))
 
@@ -192,7 +197,7 @@ def test_the_code_is_read_only_and_home_and_tmp_are_writable_for_the_controller(
 
 
 def test_the_init_container_unpacks_into_the_code_volume(pod: dict[str, Any]) -> None:
-    (init,) = pod["spec"]["initContainers"]
+    init = pod["spec"]["initContainers"][0]
     assert init["command"][:2] == [SETTINGS.python, "-c"]
     assert init["command"][-1] == "/code"
     assert {"name": "code", "mountPath": "/code"} in init["volumeMounts"]
@@ -235,8 +240,9 @@ def test_each_attempt_gets_its_own_pod_name_in_the_jobs_namespace() -> None:
 
 
 def test_the_builder_is_pure(pod: dict[str, Any]) -> None:
-    assert build() == pod
-    assert build() is not pod
+    wheels_url = env_of(pod["spec"]["initContainers"][-1]).get("RAAS_WHEELS_URL")
+    assert build(wheels_url=wheels_url) == pod
+    assert build(wheels_url=wheels_url) is not pod
 
 
 # --- session secret --------------------------------------------------------------------------------
@@ -389,5 +395,39 @@ def test_the_init_program_refuses_code_over_the_byte_budget(serve: Any, tmp_path
 
 
 def test_the_init_container_is_told_the_byte_budget(pod: dict[str, Any]) -> None:
-    (init,) = pod["spec"]["initContainers"]
+    init = pod["spec"]["initContainers"][0]
     assert env_of(init)["RAAS_CODE_MAX_BYTES"] == str(SETTINGS.code_max_bytes)
+
+
+# --- a requirements.txt ----------------------------------------------------------------------------
+
+
+def test_without_requirements_there_is_no_install_step() -> None:
+    plain = build()
+    assert [container["name"] for container in plain["spec"]["initContainers"]] == ["fetch-code"]
+    assert "PYTHONPATH" not in env_of(controller(plain))
+    assert "packages" not in {volume["name"] for volume in plain["spec"]["volumes"]}
+
+
+def test_requirements_are_installed_offline_after_the_code_and_found_by_the_controller() -> None:
+    with_requirements = build(wheels_url=WHEELS_URL)
+    fetch_code, install = with_requirements["spec"]["initContainers"]
+    assert fetch_code["name"] == "fetch-code"  # the code first: the install reads its requirements.txt
+    assert install["name"] == "install-requirements"
+    assert install["command"] == [
+        SETTINGS.python,
+        "-m",
+        "raas_node.runner.install_wheels",
+        "/code",
+        "/opt/packages/site",
+    ]
+    assert env_of(install)["RAAS_WHEELS_URL"] == WHEELS_URL
+    assert "RAAS_WHEELS_URL" not in env_of(controller(with_requirements))
+    install_mounts = {mount["mountPath"]: mount for mount in install["volumeMounts"]}
+    assert install_mounts["/code"]["readOnly"] is True
+    assert not install_mounts["/opt/packages"].get("readOnly")
+    assert env_of(controller(with_requirements))["PYTHONPATH"] == "/opt/packages/site"
+    mounts = {mount["mountPath"]: mount for mount in controller(with_requirements)["volumeMounts"]}
+    assert mounts["/opt/packages"]["readOnly"] is True  # what runs is what was installed
+    volumes = {volume["name"]: volume for volume in with_requirements["spec"]["volumes"]}
+    assert volumes["packages"] == {"name": "packages", "emptyDir": {"sizeLimit": SETTINGS.packages_size_limit}}

@@ -267,6 +267,26 @@ def test_an_uploaded_job_takes_its_code_from_the_store_and_is_queued_without_a_f
     assert actions.index(AdoptUpload("c" * 64)) < actions.index(UpdateStatus(status))  # code first, then Queued
 
 
+def test_an_uploaded_job_with_requirements_has_them_resolved_by_a_fetch_pod_then_queues() -> None:
+    pending = JobFacts("job-1", ARCHIVE_SPEC, JobStatus(), upload_present=True, upload_has_requirements=True)
+    actions = reconcile_job(pending)
+    assert actions[:2] == [AdoptUpload("c" * 64), CreateFetchPod("job-1-fetch")]  # stored before it is read
+    fetching = new_status(actions)
+    assert fetching.phase is Phase.FETCHING
+    resolved = JobFacts("job-1", ARCHIVE_SPEC, fetching, (fetch_pod(PodOutcome.SUCCEEDED, message="uploaded"),))
+    actions = reconcile_job(resolved)
+    queued = new_status(actions)
+    assert (queued.phase, queued.commit) == (Phase.QUEUED, None)
+    assert DeletePod("job-1-fetch") in actions
+    failed = fetch_pod(PodOutcome.FAILED, message="RequirementsFailed: requirements.txt cannot be resolved: no x")
+    status = new_status(reconcile_job(JobFacts("job-1", ARCHIVE_SPEC, fetching, (failed,))))
+    assert (status.phase, status.reason, status.failure_class) == (
+        Phase.FAILED,
+        "RequirementsFailed",
+        FailureClass.USER_ERROR,
+    )
+
+
 def test_an_uploaded_job_whose_code_is_missing_fails_as_a_user_error() -> None:
     actions = reconcile_job(JobFacts("job-1", ARCHIVE_SPEC, JobStatus(), upload_present=False))
     status = new_status(actions)

@@ -59,6 +59,9 @@ RAASJOB_API_VERSION = "raas.dev/v1alpha1"
 RAASJOB_KIND = "RaasJob"
 
 CODE_DIR = "/code"
+PACKAGES_DIR = "/opt/packages"
+PACKAGES_SITE_DIR = f"{PACKAGES_DIR}/site"
+"""Where a job's requirements are installed (on the controller's PYTHONPATH)."""
 HOME_DIR = "/home/raas"
 TMP_DIR = "/tmp"
 AGENT_SOCKET_DIR = "/run/raas"
@@ -135,9 +138,27 @@ class PodSettings:
     image_pull_policy: str = "IfNotPresent"
     controller: ContainerResources = field(default_factory=ContainerResources)
     init: ContainerResources = _SMALL
-    fetch: ContainerResources = _SMALL
+    fetch: ContainerResources = field(
+        default_factory=lambda: ContainerResources(
+            cpu_request="100m", memory_request="128Mi", memory_limit="512Mi", ephemeral_storage_limit="2Gi"
+        )
+    )
+    """The fetch pod (git, and pip when the code has a requirements.txt: its wheels count as
+    ephemeral storage)."""
+    install: ContainerResources = field(
+        default_factory=lambda: ContainerResources(
+            memory_request="128Mi", memory_limit="512Mi", ephemeral_storage_limit="2Gi"
+        )
+    )
+    """The init container that installs a job's requirements (pip; the wheels and the install
+    count as ephemeral storage)."""
     code_size_limit: str = "128Mi"
     """emptyDir size limit of the unpacked code."""
+    packages_size_limit: str = "1536Mi"
+    """emptyDir size limit of a job's installed requirements (with room to unpack their wheels),
+    and of the fetch pod's working folder, where they are resolved."""
+    packages_max_bytes: int = 512 * 1024 * 1024
+    """The install container refuses a wheelhouse larger than this."""
     code_max_bytes: int = 100 * 1024 * 1024
     """The init container refuses an archive that unpacks to more (a clear error before eviction)."""
     scratch_size_limit: str = "128Mi"
@@ -256,8 +277,10 @@ def job_pod(
     code_url: str,
     settings: PodSettings,
     attempt: int = 1,
+    wheels_url: str | None = None,
 ) -> dict[str, Any]:
-    """The pod that runs `spec`'s entrypoint at `commit` on `robot` (see the module docstring)."""
+    """The pod that runs `spec`'s entrypoint at `commit` on `robot` (see the module docstring);
+    with `wheels_url` (the code has a requirements.txt), its wheels are installed first."""
     init_container = {
         "name": "fetch-code",
         "image": settings.image,
@@ -288,7 +311,7 @@ def job_pod(
         "name": "RAAS_SESSION_TOKEN",
         "valueFrom": {"secretKeyRef": {"name": session_secret_name(job_name), "key": SESSION_TOKEN_KEY}},
     }
-    controller = {
+    controller: dict[str, Any] = {
         "name": "controller",
         "image": settings.image,
         "imagePullPolicy": settings.image_pull_policy,
@@ -304,22 +327,54 @@ def job_pod(
             {"name": "agent", "mountPath": AGENT_SOCKET_DIR, "readOnly": True},
         ],
     }
+    init_containers = [init_container]
+    volumes = [
+        _empty_dir("code", settings.code_size_limit),
+        _empty_dir("home", settings.scratch_size_limit),
+        _empty_dir("tmp", settings.scratch_size_limit),
+        {"name": "agent", "hostPath": {"path": settings.agent_socket_host_dir, "type": "Directory"}},
+    ]
+    if wheels_url is not None:
+        init_containers.append(_install_container(settings, wheels_url))
+        volumes.append(_empty_dir("packages", settings.packages_size_limit))
+        controller["env"].insert(0, {"name": "PYTHONPATH", "value": PACKAGES_SITE_DIR})
+        controller["volumeMounts"].append({"name": "packages", "mountPath": PACKAGES_DIR, "readOnly": True})
     metadata = _metadata(job_pod_name(job_name, attempt), namespace, job_name, job_uid, {ROBOT_LABEL: robot}, "job")
     metadata["annotations"] = {COMMIT_ANNOTATION: commit, ATTEMPT_ANNOTATION: str(attempt)}
     pod_spec = _pod_spec(settings, spec.time_limit_s + settings.start_margin_s)
     pod_spec.update(
         nodeSelector={ROBOT_LABEL: robot},
         tolerations=[{"key": ROBOT_LABEL, "operator": "Equal", "value": robot, "effect": "NoSchedule"}],
-        initContainers=[init_container],
+        initContainers=init_containers,
         containers=[controller],
-        volumes=[
-            _empty_dir("code", settings.code_size_limit),
-            _empty_dir("home", settings.scratch_size_limit),
-            _empty_dir("tmp", settings.scratch_size_limit),
-            {"name": "agent", "hostPath": {"path": settings.agent_socket_host_dir, "type": "Directory"}},
-        ],
+        volumes=volumes,
     )
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
+
+
+def _install_container(settings: PodSettings, wheels_url: str) -> dict[str, Any]:
+    """The init container that installs the job's requirements from its wheels, offline."""
+    return {
+        "name": "install-requirements",
+        "image": settings.image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": [settings.python, "-m", "raas_node.runner.install_wheels", CODE_DIR, PACKAGES_SITE_DIR],
+        "env": _env(
+            {
+                "RAAS_WHEELS_URL": wheels_url,
+                "RAAS_WHEELS_MAX_BYTES": str(settings.packages_max_bytes),
+                "HOME": HOME_DIR,
+                "TMPDIR": TMP_DIR,
+            }
+        ),
+        "resources": settings.install.as_dict(),
+        "securityContext": _container_security(),
+        "volumeMounts": [
+            {"name": "code", "mountPath": CODE_DIR, "readOnly": True},
+            {"name": "packages", "mountPath": PACKAGES_DIR},
+            {"name": "tmp", "mountPath": TMP_DIR},
+        ],
+    }
 
 
 def fetch_pod(
@@ -333,8 +388,9 @@ def fetch_pod(
 ) -> dict[str, Any]:
     """The throw-away pod that fetches a job's code: runs `command` with `environment`, egress allowed.
 
-    ``/work`` (writable, `PodSettings.code_size_limit`) is the command's working folder for the
-    clone and the archive; HOME and ``/tmp`` are writable too. Everything else is read-only.
+    ``/work`` (writable, `PodSettings.packages_size_limit`: the clone, the archive and the wheels
+    of a requirements.txt) is the command's working folder and TMPDIR; HOME and ``/tmp`` are
+    writable too. Everything else is read-only.
     """
     if not command:
         raise ValueError("fetch_pod needs a command to run")
@@ -344,7 +400,9 @@ def fetch_pod(
         "imagePullPolicy": settings.image_pull_policy,
         "command": list(command),
         "workingDir": "/work",
-        "env": _env({"HOME": HOME_DIR, "TMPDIR": TMP_DIR, "RAAS_JOB": job_name, **(environment or {})}),
+        "env": _env(
+            {"HOME": HOME_DIR, "TMPDIR": "/work", "PIP_NO_CACHE_DIR": "1", "RAAS_JOB": job_name, **(environment or {})}
+        ),
         "resources": settings.fetch.as_dict(),
         "securityContext": _container_security(),
         "volumeMounts": [
@@ -357,7 +415,7 @@ def fetch_pod(
     pod_spec.update(
         containers=[container],
         volumes=[
-            _empty_dir("work", settings.code_size_limit),
+            _empty_dir("work", settings.packages_size_limit),
             _empty_dir("home", settings.scratch_size_limit),
             _empty_dir("tmp", settings.scratch_size_limit),
         ],

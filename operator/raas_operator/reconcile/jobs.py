@@ -8,7 +8,8 @@ operator that sees the same facts takes the same decisions (idempotent: pods are
 attempt, statuses are written with optimistic concurrency).
 
 Phases (the job model's): Pending → Fetching (a fetch pod resolves the ref, writes the commit or
-its error as its termination message, stores ``code.tar.gz``) → Queued (the scheduler, elsewhere,
+its error as its termination message, stores ``code.tar.gz`` and the wheels of its
+requirements.txt; uploaded code skips it unless it has a requirements.txt) → Queued (the scheduler, elsewhere,
 picks a robot: Starting) → Starting (the run pod is created on the robot's node) → Running →
 Uploading (logs and the bundle go to the result store) → Succeeded | Failed | TimedOut |
 Cancelled. Deleting a RaasJob cancels it: its pods are deleted, then its finalizer released.
@@ -85,6 +86,9 @@ class JobFacts:
     """Headline figures of the run, from the robot agent's record of the session."""
     upload_present: bool = False
     """For an archive source: the uploaded code is in the result store."""
+    upload_has_requirements: bool = False
+    """For an archive source: the uploaded code has a requirements.txt (whose wheels a fetch pod
+    resolves: only it may reach a package index)."""
 
 
 # -- actions -----------------------------------------------------------------------------------
@@ -184,6 +188,13 @@ def _pending(facts: JobFacts) -> list[Action]:
                 status, Phase.FAILED, reason="UploadMissing", message=message, failure_class=FailureClass.USER_ERROR
             )
             return [UpdateStatus(failed), RecordEvent("UploadMissing", message, warning=True)]
+        if facts.upload_has_requirements:
+            resolving = transition(
+                status, Phase.FETCHING, reason="Fetching", message="resolving the requirements of the uploaded code"
+            )
+            pod: list[Action] = [] if _fetch_pod(facts) is not None else [CreateFetchPod(fetch_pod_name(facts.name))]
+            event = RecordEvent("Fetching", "resolving the requirements of the uploaded code")
+            return [AdoptUpload(source.sha256), *pod, UpdateStatus(resolving), event]
         received = transition(status, Phase.FETCHING, reason="Fetching", message="taking the uploaded code")
         queued = transition(received, Phase.QUEUED, reason="Fetched", message=f"uploaded code {source.sha256[:12]}")
         return [AdoptUpload(source.sha256), UpdateStatus(queued), RecordEvent("Queued", "uploaded code received")]
@@ -200,7 +211,7 @@ def _fetching(facts: JobFacts) -> list[Action]:
         return [CreateFetchPod(fetch_pod_name(facts.name))]
     if not pod.ended:
         return []
-    if pod.outcome is PodOutcome.SUCCEEDED and (_COMMIT.match(pod.message) or facts.spec.source.kind == "local"):
+    if pod.outcome is PodOutcome.SUCCEEDED and (_COMMIT.match(pod.message) or facts.spec.source.kind != "git"):
         commit = pod.message if _COMMIT.match(pod.message) else None
         status = transition(facts.status, Phase.QUEUED, reason="Fetched", commit=commit)
         note = f"code fetched at {commit[:12]}" if commit else "code fetched"

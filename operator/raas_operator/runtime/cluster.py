@@ -8,8 +8,10 @@ resourceVersion they were computed from (a 409 means someone else acted first: l
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import tarfile
 from datetime import datetime, timedelta, timezone
 from typing import Any, cast
 
@@ -18,9 +20,9 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from gym_raas.protocol.tokens import session_token
-from gym_raas.results.layout import ResultFile, result_key, session_key, upload_key
+from gym_raas.results.layout import ResultFile, result_key, session_key, upload_key, wheels_key
 from gym_raas.results.store import ResultNotFoundError, S3ResultStore
-from raas_operator.jobs.model import JobSpec, JobStatus
+from raas_operator.jobs.model import ArchiveSource, JobSpec, JobStatus
 from raas_operator.pods.builder import MANAGED_BY, MANAGED_BY_LABEL, PodSettings, fetch_pod, job_pod, session_secret
 from raas_operator.reconcile.pods import PodView
 from raas_operator.reconcile.schedule import BOOKING_ANNOTATION, BOOKING_ATTEMPT_ANNOTATION, ClusterRobot
@@ -104,15 +106,25 @@ class Cluster:
         return tuple(PodView.from_pod(pod) for pod in json.loads(cast(Any, response).data).get("items", []))
 
     def create_fetch_pod(self, job: dict[str, Any]) -> None:
+        """The job's fetch pod: it fetches a git source and stores ``code.tar.gz`` (uploaded code
+        is stored already: it only reads it), and resolves the wheels of a requirements.txt."""
         name, uid = job["metadata"]["name"], job["metadata"]["uid"]
         spec = JobSpec.model_validate(job["spec"])
         source = spec.source
+        code = result_key(name, ResultFile.CODE)
+        self.store.delete(wheels_key(name))  # (a job of the same name before this one may have left some)
         environment = {
-            "RAAS_SOURCE_URL": getattr(source, "url", ""),
-            "RAAS_SOURCE_REF": getattr(source, "ref", "HEAD"),
             "RAAS_ENTRYPOINT": spec.entrypoint,
-            "RAAS_CODE_UPLOAD_URL": self.store.upload_url(result_key(name, ResultFile.CODE), timedelta(hours=1)),
+            "RAAS_WHEELS_UPLOAD_URL": self.store.upload_url(wheels_key(name), timedelta(hours=1)),
+            "RAAS_WHEEL_PLATFORMS": self.settings.wheel_platforms,
+            **self.settings.fetch_pip_environment,
         }
+        if isinstance(source, ArchiveSource):
+            environment["RAAS_CODE_DOWNLOAD_URL"] = self.store.download_url(code, timedelta(hours=1))
+        else:
+            environment["RAAS_SOURCE_URL"] = getattr(source, "url", "")
+            environment["RAAS_SOURCE_REF"] = getattr(source, "ref", "HEAD")
+            environment["RAAS_CODE_UPLOAD_URL"] = self.store.upload_url(code, timedelta(hours=1))
         command = [self.settings.python, "-m", "raas_node.runner.fetch_pod"]
         pod = fetch_pod(
             job_name=name, namespace=self.namespace, job_uid=uid, command=command, settings=self.pod_settings,
@@ -143,6 +155,11 @@ class Cluster:
             code_url=self.store.download_url(result_key(name, ResultFile.CODE), timedelta(hours=2)),
             settings=self.pod_settings,
             attempt=attempt,
+            wheels_url=(
+                self.store.download_url(wheels_key(name), timedelta(hours=2))
+                if self.store.exists(wheels_key(name))
+                else None
+            ),
         )
         self._create_pod(pod)
 
@@ -199,11 +216,22 @@ class Cluster:
     def upload_present(self, sha256: str) -> bool:
         return self.store.exists(upload_key(sha256))
 
+    def upload_has_requirements(self, sha256: str) -> bool:
+        """Whether the uploaded code (a normalised ``code.tar.gz``) has a requirements.txt at its top."""
+        try:
+            with tarfile.open(fileobj=io.BytesIO(self.store.get_bytes(upload_key(sha256))), mode="r:gz") as bundle:
+                return any(
+                    member.isfile() and member.name.removeprefix("./") == "requirements.txt" for member in bundle
+                )
+        except (tarfile.TarError, EOFError, ResultNotFoundError):
+            return False  # (an unreadable upload fails when the job's pod unpacks it, with a clear message)
+
     def adopt_upload(self, job: str, sha256: str) -> None:
         """The uploaded code becomes the job's ``code.tar.gz`` (the upload itself stays: the same
         archive may be submitted again)."""
         data = self.store.get_bytes(upload_key(sha256))
         self.store.put_bytes(result_key(job, ResultFile.CODE), data, ResultFile.CODE.content_type)
+        self.store.delete(wheels_key(job))  # (a job of the same name before this one may have left some)
 
     def agent_session(self, job: str) -> dict[str, Any] | None:
         """The robot agent's ``session.json`` of the job, once it uploaded it."""

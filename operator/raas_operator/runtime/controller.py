@@ -243,6 +243,11 @@ class JobController:
             and isinstance(spec.source, ArchiveSource)
             and handle.upload_present(spec.source.sha256)
         )
+        upload_requirements = (
+            upload_present
+            and isinstance(spec.source, ArchiveSource)
+            and handle.upload_has_requirements(spec.source.sha256)
+        )
         facts = JobFacts(
             name=name,
             spec=spec,
@@ -256,6 +261,7 @@ class JobController:
             summary=summary,
             robot_fault=robot_fault,
             upload_present=upload_present,
+            upload_has_requirements=upload_requirements,
         )
         actions = reconcile_job(facts)
         if record is not None:

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+WHEEL_PLATFORMS = ("manylinux_2_36_aarch64", "manylinux_2_36_x86_64")
+"""pip platform tags of Raspberry Pi (aarch64) and ordinary (x86_64) nodes running the job image
+(Debian bookworm: glibc 2.36; pip implies the older manylinux tags)."""
+PIP_SETTINGS = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_NO_INDEX", "PIP_TRUSTED_HOST")
+"""pip's variables a fetch pod passes to pip (raas_node.runner.requirements.PIP_SETTINGS)."""
 
 
 class OperatorSettings(BaseSettings):
@@ -30,5 +36,23 @@ class OperatorSettings(BaseSettings):
         default=20.0, ge=0, description="How long a finished job waits for its robot agent's session record."
     )
     start_margin_s: int = Field(default=60, ge=0, description="Pod start allowance on top of a job's time limit.")
+    wheel_platforms: str = Field(
+        default=",".join(WHEEL_PLATFORMS),
+        description="pip platform tags of the robot nodes (comma-separated): a requirements.txt is resolved for each.",
+    )
+    fetch_pip_environment: dict[str, str] = Field(
+        default_factory=dict,
+        description="pip's index settings for the fetch pods (JSON: PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, "
+        "PIP_FIND_LINKS, PIP_NO_INDEX, PIP_TRUSTED_HOST), e.g. a lab's mirror.",
+    )
+
+    @field_validator("fetch_pip_environment")
+    @classmethod
+    def _only_pip_settings(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(PIP_SETTINGS))
+        if unknown:
+            raise ValueError(f"only {', '.join(PIP_SETTINGS)} may be set, not {', '.join(unknown)}")
+        return value
+
     max_running_per_owner: int = Field(default=2, ge=1)
     max_queued_per_owner: int = Field(default=100, ge=1)
