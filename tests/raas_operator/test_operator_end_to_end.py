@@ -153,18 +153,8 @@ def test_a_raasjob_from_the_examples_runs_on_a_robot_and_succeeds(
     assert columns["Reward"] < 0
 
 
-WITH_REQUIREMENTS = """\
-import tinypkg
-import gymnasium as gym
-import numpy as np
-import gym_raas
-env = gym.make("RaasPendulum-v0", max_episode_steps=5)
-env.reset()
-for _ in range(5):
-    env.step(np.array([0.5], dtype=np.float32))
-env.close()
-print(tinypkg.GREETING, "on the robot")
-"""
+WITH_REQUIREMENTS = f"import tinypkg\n{CONTROLLER}print(tinypkg.GREETING, 'on the robot')\n"
+"""The controller, importing a package that only its requirements.txt brings."""
 
 
 @contextlib.contextmanager

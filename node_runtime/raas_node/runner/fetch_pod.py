@@ -19,13 +19,15 @@ kin; ``RAAS_TERMINATION_LOG`` (default ``/dev/termination-log``).
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from raas_node.runner.fetch import FetchError, fetch_git, resolve_ref, unpack_archive
+from raas_node.runner.fetch import fetch_git, resolve_ref, unpack_archive
+from raas_node.runner.termination import DEFAULT_TERMINATION_LOG, run_reported
 from raas_node.runner.transfer import download, upload
 from raas_node.runner.wheels import DEFAULT_PLATFORMS, pack_wheelhouse, resolve_wheelhouse
 
@@ -59,17 +61,12 @@ def fetch_and_upload(environment: Mapping[str, str], workdir: Path) -> str:
 
 def main(environment: Mapping[str, str] | None = None) -> int:
     environment = os.environ if environment is None else environment
-    report = Path(environment.get("RAAS_TERMINATION_LOG", "/dev/termination-log"))
+    report = Path(environment.get("RAAS_TERMINATION_LOG", DEFAULT_TERMINATION_LOG))
     with tempfile.TemporaryDirectory(prefix="raas-fetch-") as scratch:
-        try:
-            commit = fetch_and_upload(environment, Path(scratch))
-        except FetchError as error:
-            report.write_text(f"{error.reason}: {error}"[:4000])
-            print(f"{error.reason}: {error}", file=sys.stderr)
-            return 1
-        except KeyError as missing:
-            report.write_text(f"FetchMisconfigured: the fetch pod has no {missing.args[0]}")
-            return 1
+        step = functools.partial(fetch_and_upload, environment, Path(scratch))
+        commit = run_reported(report, step, "FetchMisconfigured: the fetch pod has no")
+    if commit is None:
+        return 1
     report.write_text(commit)
     print(f"fetched {commit}")  # (a commit, or "uploaded")
     return 0

@@ -12,6 +12,7 @@ the fetch pod does: the user's requirements could not be installed on this robot
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import tarfile
@@ -21,6 +22,7 @@ from pathlib import Path, PurePosixPath
 
 from raas_node.runner.fetch import FetchError
 from raas_node.runner.requirements import pip_error_summary, run_pip
+from raas_node.runner.termination import DEFAULT_TERMINATION_LOG, run_reported
 from raas_node.runner.transfer import download
 
 INSTALL_TIMEOUT_S = 600.0
@@ -74,7 +76,7 @@ def install(code: Path, target: Path, environment: Mapping[str, str], scratch: P
 def main(argv: list[str] | None = None, environment: Mapping[str, str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else argv
     environment = os.environ if environment is None else environment
-    report = Path(environment.get("RAAS_TERMINATION_LOG", "/dev/termination-log"))
+    report = Path(environment.get("RAAS_TERMINATION_LOG", DEFAULT_TERMINATION_LOG))
     if len(arguments) != 2:
         print("usage: python -m raas_node.runner.install_wheels <code folder> <target folder>", file=sys.stderr)
         return 2
@@ -82,15 +84,10 @@ def main(argv: list[str] | None = None, environment: Mapping[str, str] | None = 
     target.parent.mkdir(parents=True, exist_ok=True)
     # Scratch beside the target, on the volume sized for the wheels (the pod's /tmp is small).
     with tempfile.TemporaryDirectory(prefix="raas-wheels-", dir=target.parent) as scratch:
-        try:
-            count = install(code, target, environment, Path(scratch))
-        except FetchError as error:
-            report.write_text(f"{error.reason}: {error}"[:4000])
-            print(f"{error.reason}: {error}", file=sys.stderr)
-            return 1
-        except KeyError as missing:
-            report.write_text(f"InstallMisconfigured: the init container has no {missing.args[0]}")
-            return 1
+        step = functools.partial(install, code, target, environment, Path(scratch))
+        count = run_reported(report, step, "InstallMisconfigured: the init container has no")
+    if count is None:
+        return 1
     print(f"installed the requirements from {count} wheels")
     return 0
 
