@@ -4,6 +4,7 @@ Usage (as root, from the repository, with the development venv)::
 
     .venv/bin/python images/build.py job                       # base: the Containerfile's debian:12.12-slim
     .venv/bin/python images/build.py job --base debootstrap    # base: localhost/raas-debian-min:bookworm
+    .venv/bin/python images/build.py job --base debootstrap --arch arm64   # for the Pis, under qemu-user-static
     .venv/bin/python images/build.py job --libraries rl        # plus torch and stable-baselines3
     .venv/bin/python images/build.py api --arch amd64 --arch arm64 --tag ghcr.io/raas-dev/raas-api:0.1.0
     .venv/bin/python images/build.py agent --wheelhouse-only   # print the wheelhouse folder, build nothing
@@ -39,6 +40,7 @@ from raas_node.runner.image_build import (
     host_machine,
     machine_name,
     remove_other_wheelhouses,
+    require_emulation,
     require_tools,
     tree_digest,
 )
@@ -149,9 +151,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         build_args = {"VERSION": VERSION, "REVISION": arguments.revision}
         if arguments.libraries:
             build_args["LIBRARY_SETS"] = " ".join(arguments.libraries)
+        for architecture in arguments.arch:
+            require_emulation(architecture)
         if arguments.base == "debootstrap":
             require_tools("debootstrap")
-            build_args["BASE_IMAGE"] = ensure_base_image(cache / "rootfs" / "bookworm", mirror=arguments.mirror)
+            if len(arguments.arch) > 1:
+                raise ImageBuildError("--base debootstrap builds one --arch at a time (each has its own base)")
+            build_args["BASE_IMAGE"] = ensure_base_image(
+                cache / "rootfs" / "bookworm", mirror=arguments.mirror, architecture=next(iter(arguments.arch), None)
+            )
         elif arguments.base:
             build_args["BASE_IMAGE"] = arguments.base
         platforms = [f"linux/{'amd64' if machine_name(a) == 'x86_64' else 'arm64'}" for a in arguments.arch]

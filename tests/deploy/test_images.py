@@ -40,8 +40,10 @@ from minio import Minio
 from s3_server import S3Server, running_s3_server
 
 from gym_raas.params import PendulumParams
+from raas_node.agent.agent import SessionResult
 from raas_node.drivers.sim_driver import SimDriver
 from raas_node.runner.image import IMAGE_PYTHON, JOB_IMAGE_FOLDER, ensure_runtime_image
+from raas_node.runner.image_build import BASE_IMAGE, base_image_tag, debian_architecture, host_machine
 from raas_operator.jobs.model import GitSource, JobSpec
 from raas_operator.pods.builder import PodSettings, fetch_pod, job_pod
 
@@ -329,8 +331,9 @@ print(json.dumps({
 """
 
 
-def test_the_job_pod_runs_the_example_controller_against_a_robot_agent(job_image: str, s3: S3Server) -> None:
-    """The example swing-up, fetched by the init container, drives a real agent (simulated robot)."""
+def _swing_up_in_a_job_pod(image: str, s3: S3Server) -> tuple[subprocess.CompletedProcess[str], SessionResult | None]:
+    """The example swing-up, fetched by the init container, driving a real agent (simulated robot)
+    through the socket folder: the controller container's result and the agent's session."""
     scratch = Path(tempfile.mkdtemp(prefix="raas-code-"))
     try:
         url = _upload_code(s3, "results/v1/swing/code.tar.gz", {"run.py": SWINGUP.read_bytes()}, scratch)
@@ -340,11 +343,15 @@ def test_the_job_pod_runs_the_example_controller_against_a_robot_agent(job_image
             os.chown(agent.config.socket_path, -1, NOBODY)  # the agent's socket group, as on a robot node
             agent.config.socket_path.chmod(0o660)
             token = agent.expect("swing")
-            pod = _job_pod(job_image, "run.py", url)
-            _, controller = _run_job_pod(job_image, pod, {"/run/raas": socket_folder}, token)
-            session = agent.end_job("swing")
+            pod = _job_pod(image, "run.py", url)
+            _, controller = _run_job_pod(image, pod, {"/run/raas": socket_folder}, token)
+            return controller, agent.end_job("swing")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def test_the_job_pod_runs_the_example_controller_against_a_robot_agent(job_image: str, s3: S3Server) -> None:
+    controller, session = _swing_up_in_a_job_pod(job_image, s3)
     assert controller.returncode == 0, controller.stderr
     assert "done: 200 steps" in controller.stdout
     assert "[swing]" in controller.stdout
@@ -487,6 +494,60 @@ def test_the_service_images_build_offline_and_their_commands_start(
     assert run.returncode == 0, run.stderr
     assert expected in run.stdout
     assert config["Cmd"][0] == command[0]
+
+
+def test_each_architecture_has_its_own_debootstrapped_base() -> None:
+    foreign = "arm64" if host_machine() == "x86_64" else "amd64"
+    assert base_image_tag() == base_image_tag(host_machine()) == BASE_IMAGE
+    assert base_image_tag(foreign) == f"{BASE_IMAGE}-{foreign}"
+    assert debian_architecture("aarch64") == "arm64"
+    assert debian_architecture("x86_64") == "amd64"
+
+
+@pytest.fixture(scope="module")
+def arm64_job_image() -> str:
+    """The job image for the Raspberry Pis (arm64), built on this machine with images/build.py from
+    a debootstrapped arm64 Debian; its build steps run under qemu-user-static (binfmt_misc), as
+    scripts/install-system-deps sets up. Kept between runs: its layers are the next build's cache."""
+    reason = _podman_unusable()
+    if reason is not None:
+        pytest.skip(reason)
+    tag = "localhost/raas-job:test-arm64"
+    previous = _image_id(tag)
+    result = subprocess.run(
+        [sys.executable, str(IMAGES / "build.py"), "job", "--base", "debootstrap", "--arch", "arm64", "--tag", tag],
+        capture_output=True, text=True, timeout=3600, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    if previous is not None and previous != _image_id(tag):
+        subprocess.run(["podman", "rmi", previous], capture_output=True, timeout=120, check=False)
+    return tag
+
+
+@pytest.mark.slow
+def test_the_job_image_for_the_raspberry_pis_is_arm64_and_runs_the_example_controller(
+    arm64_job_image: str, s3: S3Server
+) -> None:
+    """Built for arm64 and run here under emulation with the job pod's restrictions: the init
+    container fetches the code, the controller drives a real agent through the socket."""
+    inspect = subprocess.run(
+        ["podman", "image", "inspect", arm64_job_image], capture_output=True, text=True, check=True
+    )
+    assert json.loads(inspect.stdout)[0]["Architecture"] == "arm64"
+    probe = subprocess.run(
+        ["podman", "run", "--rm", "--runtime", "runc", "--pull=never", "--platform", "linux/arm64", *ULIMITS,
+         "--network", "none", "--read-only",
+         "--user", f"{NOBODY}:{NOBODY}", arm64_job_image, "/opt/raas/bin/python3", "-c",
+         "import platform, numpy, scipy, gymnasium, gym_raas, raas_node; print(platform.machine())"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.strip() == "aarch64"
+    controller, session = _swing_up_in_a_job_pod(arm64_job_image, s3)
+    assert controller.returncode == 0, controller.stderr
+    assert "done: 200 steps" in controller.stdout
+    assert session is not None
+    assert (session.steps, session.outcome) == (200, "completed")
 
 
 @pytest.mark.slow

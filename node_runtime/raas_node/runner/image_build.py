@@ -5,7 +5,9 @@ The steps every image of the project shares (``images/build.py`` and
 
 * `ensure_base_image`: ``debootstrap --variant=minbase bookworm`` (≈30 s, ≈200 MB, cached in a
   folder) imported with ``podman import`` as ``localhost/raas-debian-min:bookworm``; it stands in
-  for ``debian:12-slim`` where no registry is reachable;
+  for ``debian:12-slim`` where no registry is reachable. For a foreign architecture (arm64 on an
+  amd64 host: the Raspberry Pis' images) it is ``…:bookworm-arm64``, its second stage and the
+  image's build steps running under qemu-user-static;
 * `build_wheelhouse`: pip cannot reach an index from inside a build, so every wheel the image's
   ``pip install`` needs is gathered on the host: the local projects' own wheels (built from
   copies of their folders), then their dependencies and the image's requirement files as binary
@@ -84,29 +86,67 @@ def require_tools(*tools: str) -> None:
         raise ImageBuildError("building images needs root (debootstrap and rootful podman)")
 
 
-def ensure_base_image(rootfs: Path, *, mirror: str = DEBIAN_MIRROR, timeout_s: float = 1800.0) -> str:
-    """`BASE_IMAGE`, debootstrapped into `rootfs` (kept for next time) and imported unless podman has it."""
-    if image_exists(BASE_IMAGE):
-        return BASE_IMAGE
+def debian_architecture(architecture: str) -> str:
+    """Debian's (and OCI's) name of an architecture: ``x86_64`` → ``amd64``, ``aarch64`` → ``arm64``."""
+    return {"x86_64": "amd64", "aarch64": "arm64"}[machine_name(architecture)]
+
+
+def base_image_tag(architecture: str | None = None) -> str:
+    """The debootstrapped base's tag: `BASE_IMAGE` for this machine's architecture, with the
+    architecture appended for a foreign one (``…:bookworm-arm64``)."""
+    machine = machine_name(architecture) if architecture else host_machine()
+    return BASE_IMAGE if machine == host_machine() else f"{BASE_IMAGE}-{debian_architecture(machine)}"
+
+
+def require_emulation(architecture: str) -> None:
+    """`ImageBuildError` unless this machine can run `architecture`'s programs (its own, or a
+    foreign one through qemu-user-static registered with binfmt_misc, with the F flag so that
+    it works inside containers too)."""
+    machine = machine_name(architecture)
+    if machine == host_machine():
+        return
+    handler = Path("/proc/sys/fs/binfmt_misc") / f"qemu-{machine}"
+    lines = handler.read_text().splitlines() if handler.is_file() else []
+    flags = next((line.partition(":")[2] for line in lines if line.startswith("flags:")), "")
+    if "enabled" not in lines or "F" not in flags:
+        raise ImageBuildError(
+            f"building for {debian_architecture(machine)} on this {host_machine()} machine needs qemu-user-static "
+            "registered with binfmt_misc: run scripts/install-system-deps as root"
+        )
+
+
+def ensure_base_image(
+    rootfs: Path, *, mirror: str = DEBIAN_MIRROR, timeout_s: float = 1800.0, architecture: str | None = None
+) -> str:
+    """The debootstrapped base (`base_image_tag`), imported unless podman has it; its root file
+    system is kept in `rootfs` for next time (a foreign `architecture`'s beside it, in
+    ``<rootfs>-<arch>``: debootstrap runs its second stage under qemu-user-static)."""
+    tag = base_image_tag(architecture)
+    if image_exists(tag):
+        return tag
+    debian_arch = debian_architecture(architecture or host_machine())
+    if tag != BASE_IMAGE:
+        require_emulation(debian_arch)
+        rootfs = rootfs.with_name(f"{rootfs.name}-{debian_arch}")
     if not (rootfs / _COMPLETE_MARKER).exists():
         partial = rootfs.with_name(rootfs.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         shutil.rmtree(rootfs, ignore_errors=True)
         rootfs.parent.mkdir(parents=True, exist_ok=True)
-        log.info("debootstrap %s into %s (once per machine)", DEBIAN_SUITE, rootfs)
-        run_step(
-            ["debootstrap", "--variant=minbase", DEBIAN_SUITE, str(partial), mirror], timeout_s, step="debootstrap"
-        )
+        log.info("debootstrap %s (%s) into %s (once per machine)", DEBIAN_SUITE, debian_arch, rootfs)
+        command = ["debootstrap", "--variant=minbase", f"--arch={debian_arch}", DEBIAN_SUITE, str(partial), mirror]
+        run_step(command, timeout_s, step="debootstrap")
         partial.rename(rootfs)
         (rootfs / _COMPLETE_MARKER).touch()
-    log.info("importing %s as %s", rootfs, BASE_IMAGE)
+    log.info("importing %s as %s", rootfs, tag)
     # The marker must not end up in the image: tar everything but it.
     entries = sorted(entry.name for entry in rootfs.iterdir() if entry.name != _COMPLETE_MARKER)
+    importing = ["podman", "import", "--quiet", "--arch", debian_arch, "-", tag]
     with subprocess.Popen(["tar", "-C", str(rootfs), "-c", *entries], stdout=subprocess.PIPE) as tar:
-        run_step(["podman", "import", "--quiet", "-", BASE_IMAGE], timeout_s, step="podman import", stdin=tar.stdout)
+        run_step(importing, timeout_s, step="podman import", stdin=tar.stdout)
     if tar.returncode != 0:
         raise ImageBuildError(f"tar of {rootfs} failed with status {tar.returncode}")
-    return BASE_IMAGE
+    return tag
 
 
 def build_wheelhouse(
