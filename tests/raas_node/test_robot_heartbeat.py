@@ -451,3 +451,28 @@ def test_a_retry_booked_on_the_same_robot_is_a_new_session_even_unseen_in_betwee
     assert agent.wait_session("job-twice", timeout_s=30) is not None
     assert beat.beat_once()
     assert wait_until(lambda: (session_record(results, "job-twice") or {}).get("steps") == 7, timeout_s=60)
+
+
+class RefusingStore(FilesystemResultStore):
+    """A result store that refuses every write (as an S3 server with a wrong policy would)."""
+
+    def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        raise PermissionError(f"AccessDenied: {key}")
+
+
+def test_a_refusal_the_store_will_not_take_never_stops_the_heartbeat(
+    agent: RobotAgent, api: client.CustomObjectsApi, tmp_path: Path
+) -> None:
+    name = agent.config.robot
+    beat = RobotHeartbeat(
+        agent, api, robot=name, node="pi-1", session_key=SESSION_KEY, results=RefusingStore(tmp_path / "results")
+    )
+    assert beat.beat_once()
+    book(api, name, "job-unstored", 1)
+    assert beat.beat_once()
+    agent.set_maintenance(True)
+    with pytest.raises(RobotSessionError, match="maintenance"):
+        run_steps(agent, "job-unstored", 1)
+    assert beat.beat_once()  # the report failed (and is tried again next beat); the status went out
+    assert beat.beat_once()
+    assert get_robot(api, name)["status"]["phase"] == "Maintenance"

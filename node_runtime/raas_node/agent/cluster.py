@@ -380,7 +380,7 @@ class RobotHeartbeat:
         }
         try:
             self.results.put_bytes(session_key(job), json.dumps(record).encode(), "application/json")
-        except StoreUnavailableError as error:
+        except Exception as error:  # the store is down or refuses: next beat (the beat itself goes on)
             log.warning("Robot %s: cannot report the refusal of %s yet (%s)", self.robot, job, error)
             return
         self._uploaded.add(job)

@@ -35,6 +35,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from gym_raas.results.store import StoreUnavailableError
 from raas_operator.jobs.model import ON_ROBOT_PHASES, ArchiveSource, JobSpec, JobStatus, Phase
 from raas_operator.metrics import FleetMetrics, FleetState, RobotSample, queued_since
 from raas_operator.reconcile.jobs import (
@@ -295,10 +296,10 @@ class JobController:
                     return  # changed meanwhile: its newer version is on its way through the watch
                 self.cache.put_job(job)
                 self.fleet.observe_transition(before, action.status)
-                if action.status.phase is Phase.QUEUED and before.phase in CLOCK_PHASES:
-                    handle.discard_session_record(name)  # a retry: the next attempt's record is to come
                 if action.status.phase.is_terminal or action.status.phase is Phase.QUEUED:
                     self._free_robot(name)
+                if action.status.phase is Phase.QUEUED and before.phase in CLOCK_PHASES:
+                    self._discard_session_record(name)
             elif isinstance(action, RecordEvent):
                 handle.event(job, action.reason, action.message, warning=action.warning)
 
@@ -333,6 +334,14 @@ class JobController:
             return None
         timeout = timedelta(seconds=self.cluster.settings.heartbeat_timeout_s)
         return RobotFacts(entry.robot.name, effective_phase(entry.robot, now, timeout), entry.robot.status.current_job)
+
+    def _discard_session_record(self, job: str) -> None:
+        """A retry: its attempt's record is still to come (best effort: the record names its robot,
+        so only a retry on the same robot could mistake the old one for its own)."""
+        try:
+            self.cluster.discard_session_record(job)
+        except StoreUnavailableError as error:
+            log.warning("could not remove the last session record of %s before its retry: %s", job, error)
 
     def _free_robot(self, job: str) -> None:
         for cached in self.cache.robots():
