@@ -101,6 +101,7 @@ def test_requirements_are_resolved_while_fetching_installed_offline_and_cached(t
     with LocalPlatform(config) as platform:
         first = platform.wait(platform.submit(job("ada", folder)).job_id, timeout_s=90)
         assert first.status.phase is Phase.SUCCEEDED, first.status
+        assert first.status.requirements
         assert b"hello from tinypkg 1.0" in platform.results.get_bytes(result_key(first.job_id, ResultFile.STDOUT))
         shutil.rmtree(index)  # a resubmission pays for nothing: the wheelhouse and the install are cached
         second = platform.wait(platform.submit(job("ada", folder)).job_id, timeout_s=90)

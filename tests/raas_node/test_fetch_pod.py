@@ -112,7 +112,7 @@ def test_a_requirements_txt_is_resolved_for_every_robot_platform_and_stored_as_w
         "RAAS_TERMINATION_LOG": str(report),
     }
     assert main(environment) == 0, report.read_text()
-    assert report.read_text() == commit
+    assert report.read_text() == f"{commit} +wheels"
     archive = tmp_path / "wheels.tar.gz"
     client.fget_object("results", "results/v1/job-w/wheels.tar.gz", str(archive))
     with tarfile.open(archive) as bundle:
@@ -168,7 +168,7 @@ def test_uploaded_code_is_only_downloaded_and_its_requirements_resolved(s3: S3Se
         "RAAS_TERMINATION_LOG": str(report),
     }
     assert main(environment) == 0, report.read_text()
-    assert report.read_text() == "uploaded"
+    assert report.read_text() == "uploaded +wheels"
     client.fget_object("results", "results/v1/job-u/wheels.tar.gz", str(tmp_path / "wheels.tar.gz"))
     with tarfile.open(tmp_path / "wheels.tar.gz") as bundle:
         assert bundle.getnames() == ["tinypkg-1.0-py3-none-any.whl"]

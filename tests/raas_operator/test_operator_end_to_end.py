@@ -192,6 +192,7 @@ def test_a_requirements_txt_is_resolved_by_the_fetch_pod_and_installed_offline_i
     stdout = store.get_bytes("results/v1/with-deps/stdout.txt").decode()
     assert status["phase"] == "Succeeded", (status, stdout)
     assert "hello from tinypkg 1.0 on the robot" in stdout
+    assert status["requirements"] is True
     assert store.exists("results/v1/with-deps/wheels.tar.gz")
     started = [name for name in world.kubelet.started if not name.endswith("-fetch")]
     assert started == ["with-deps-1"]

@@ -74,7 +74,13 @@ def test_a_fetched_job_is_queued_at_its_commit_and_its_fetch_pod_removed() -> No
     status = new_status(actions)
     assert status.phase is Phase.QUEUED
     assert status.commit == COMMIT
+    assert not status.requirements
     assert DeletePod("job-1-fetch") in actions
+    with_wheels = fetch_pod(PodOutcome.SUCCEEDED, f"{COMMIT} +wheels")  # it stored a requirements.txt's wheels
+    status = new_status(reconcile_job(facts(status_at(Phase.FETCHING), with_wheels)))
+    assert (status.commit, status.requirements) == (COMMIT, True)
+    nonsense = fetch_pod(PodOutcome.SUCCEEDED, "not-a-commit")
+    assert new_status(reconcile_job(facts(status_at(Phase.FETCHING), nonsense))).reason == "FetchFailed"
 
 
 def test_a_failed_fetch_fails_the_job_as_a_user_error_with_the_fetchers_reason() -> None:
@@ -273,10 +279,10 @@ def test_an_uploaded_job_with_requirements_has_them_resolved_by_a_fetch_pod_then
     assert actions[:2] == [AdoptUpload("c" * 64), CreateFetchPod("job-1-fetch")]  # stored before it is read
     fetching = new_status(actions)
     assert fetching.phase is Phase.FETCHING
-    resolved = JobFacts("job-1", ARCHIVE_SPEC, fetching, (fetch_pod(PodOutcome.SUCCEEDED, message="uploaded"),))
-    actions = reconcile_job(resolved)
+    done = fetch_pod(PodOutcome.SUCCEEDED, message="uploaded +wheels")
+    actions = reconcile_job(JobFacts("job-1", ARCHIVE_SPEC, fetching, (done,)))
     queued = new_status(actions)
-    assert (queued.phase, queued.commit) == (Phase.QUEUED, None)
+    assert (queued.phase, queued.commit, queued.requirements) == (Phase.QUEUED, None, True)
     assert DeletePod("job-1-fetch") in actions
     failed = fetch_pod(PodOutcome.FAILED, message="RequirementsFailed: requirements.txt cannot be resolved: no x")
     status = new_status(reconcile_job(JobFacts("job-1", ARCHIVE_SPEC, fetching, (failed,))))

@@ -445,7 +445,13 @@ class LocalPlatform:
             self._end_as_user_error(job_id, error.reason, str(error))
             return
         self.results.put_file(result_key(job_id, ResultFile.CODE), snapshot.archive, ResultFile.CODE.content_type)
-        self._update(job_id, lambda status: transition(status, Phase.QUEUED, reason="Fetched", commit=snapshot.commit))
+        requirements = snapshot.requirements_sha256 is not None
+        self._update(
+            job_id,
+            lambda status: transition(
+                status, Phase.QUEUED, reason="Fetched", commit=snapshot.commit, requirements=requirements
+            ),
+        )
 
     def _run(self, job_id: str, robot: str) -> None:
         record = self.store.get(job_id)

@@ -7,9 +7,9 @@ robots' platforms (`raas_node.runner.wheels`) and uploads them as ``wheels.tar.g
 uploaded through the web API (already stored) it only downloads it and resolves its wheels.
 
 It reports through its termination message, which the operator reads from the pod's status:
-the 40-hex commit on success (``uploaded`` for uploaded code), ``<Reason>: <message>`` (a
-`FetchError`) on failure, with exit codes 0 and 1. Settings come from the environment the
-operator sets:
+the 40-hex commit on success (``uploaded`` for uploaded code), followed by `` +wheels`` when
+it stored the wheels of a requirements.txt; ``<Reason>: <message>`` (a `FetchError`) on
+failure; exit codes 0 and 1. Settings come from the environment the operator sets:
 
 ``RAAS_SOURCE_URL``, ``RAAS_SOURCE_REF``, ``RAAS_ENTRYPOINT``, ``RAAS_CODE_UPLOAD_URL`` (git
 sources) or ``RAAS_CODE_DOWNLOAD_URL`` (uploaded code); ``RAAS_WHEELS_UPLOAD_URL`` and
@@ -33,6 +33,8 @@ from raas_node.runner.wheels import DEFAULT_PLATFORMS, pack_wheelhouse, resolve_
 
 UPLOADED = "uploaded"
 """The termination message of a fetch pod that took uploaded code (there is no commit)."""
+WITH_WHEELS = "+wheels"
+"""Appended (after a space) to the message when the code's requirements' wheels were stored."""
 
 
 def fetch_and_upload(environment: Mapping[str, str], workdir: Path) -> str:
@@ -56,6 +58,7 @@ def fetch_and_upload(environment: Mapping[str, str], workdir: Path) -> str:
             environment=environment,
         )  # fmt: skip
         upload(pack_wheelhouse(wheels, workdir / "wheels.tar.gz"), environment["RAAS_WHEELS_UPLOAD_URL"])
+        result += f" {WITH_WHEELS}"
     return result
 
 
@@ -68,7 +71,7 @@ def main(environment: Mapping[str, str] | None = None) -> int:
     if commit is None:
         return 1
     report.write_text(commit)
-    print(f"fetched {commit}")  # (a commit, or "uploaded")
+    print(f"fetched {commit}")  # (a commit, or "uploaded"; and "+wheels")
     return 0
 
 

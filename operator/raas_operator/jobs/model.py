@@ -244,6 +244,9 @@ class JobStatus(_Model):
     failure_class: FailureClass | None = None
     robot: str | None = None
     commit: Annotated[str | None, Field(pattern=r"^[0-9a-f]{40}$")] = None
+    requirements: bool = False
+    """The code has a requirements.txt, whose wheels were stored while fetching (a cluster's job
+    pod installs them before the controller starts)."""
     attempts: Annotated[int, Field(ge=0)] = 0
     excluded_robots: tuple[str, ...] = ()
     """Robots a retry must avoid (where the fault happened)."""

@@ -40,6 +40,10 @@ from raas_operator.pods.builder import fetch_pod_name, job_pod_name
 from raas_operator.reconcile.pods import PodKind, PodOutcome, PodView
 from raas_operator.robots.model import RobotPhase
 
+WITH_WHEELS = "+wheels"
+"""What the fetch pod appends to its report when it stored the wheels of a requirements.txt
+(``raas_node.runner.fetch_pod.WITH_WHEELS``)."""
+
 CANCEL_ANNOTATION = "raas.dev/cancel"
 """``"true"`` cancels a job without deleting it (the web API's cancel: the job stays listed as
 Cancelled until its TTL). Deleting the RaasJob cancels it too."""
@@ -211,10 +215,14 @@ def _fetching(facts: JobFacts) -> list[Action]:
         return [CreateFetchPod(fetch_pod_name(facts.name))]
     if not pod.ended:
         return []
-    if pod.outcome is PodOutcome.SUCCEEDED and (_COMMIT.match(pod.message) or facts.spec.source.kind != "git"):
-        commit = pod.message if _COMMIT.match(pod.message) else None
-        status = transition(facts.status, Phase.QUEUED, reason="Fetched", commit=commit)
+    fetched, _, extra = pod.message.partition(" ")
+    commit = fetched if _COMMIT.match(fetched) else None
+    if pod.outcome is PodOutcome.SUCCEEDED and (commit or facts.spec.source.kind != "git"):
+        requirements = extra.strip() == WITH_WHEELS
+        status = transition(facts.status, Phase.QUEUED, reason="Fetched", commit=commit, requirements=requirements)
         note = f"code fetched at {commit[:12]}" if commit else "code fetched"
+        if requirements:
+            note += ", with the wheels of its requirements.txt"
         return [UpdateStatus(status), DeletePod(pod.name), RecordEvent("Queued", note)]
     reason, message = _fetch_failure(pod)
     status = transition(

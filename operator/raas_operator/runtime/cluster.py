@@ -112,7 +112,6 @@ class Cluster:
         spec = JobSpec.model_validate(job["spec"])
         source = spec.source
         code = result_key(name, ResultFile.CODE)
-        self.store.delete(wheels_key(name))  # (a job of the same name before this one may have left some)
         environment = {
             "RAAS_ENTRYPOINT": spec.entrypoint,
             "RAAS_WHEELS_UPLOAD_URL": self.store.upload_url(wheels_key(name), timedelta(hours=1)),
@@ -155,11 +154,7 @@ class Cluster:
             code_url=self.store.download_url(result_key(name, ResultFile.CODE), timedelta(hours=2)),
             settings=self.pod_settings,
             attempt=attempt,
-            wheels_url=(
-                self.store.download_url(wheels_key(name), timedelta(hours=2))
-                if self.store.exists(wheels_key(name))
-                else None
-            ),
+            wheels_url=self.store.download_url(wheels_key(name), timedelta(hours=2)) if status.requirements else None,
         )
         self._create_pod(pod)
 
@@ -231,7 +226,6 @@ class Cluster:
         archive may be submitted again)."""
         data = self.store.get_bytes(upload_key(sha256))
         self.store.put_bytes(result_key(job, ResultFile.CODE), data, ResultFile.CODE.content_type)
-        self.store.delete(wheels_key(job))  # (a job of the same name before this one may have left some)
 
     def agent_session(self, job: str) -> dict[str, Any] | None:
         """The robot agent's ``session.json`` of the job, once it uploaded it."""
