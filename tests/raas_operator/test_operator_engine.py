@@ -104,17 +104,33 @@ def test_a_failed_look_is_retried_after_a_back_off() -> None:
 
 def test_an_urgent_name_goes_ahead_of_the_waiting_ones() -> None:
     handler = Recorder(block="first")
-    queue = WorkQueue(handler, workers=1).start()
+    queue = WorkQueue(handler, workers=1, urgent_workers=0).start()
     try:
         queue.add("first")
         assert wait_until(lambda: handler.calls == ["first"])
         for name in ("queued-1", "queued-2", "starting"):
             queue.add(name)
-        queue.add("starting", urgent=True)  # already waiting: moved to the front
+        queue.add("starting", urgent=True)  # already waiting: moved ahead
         queue.add("running", urgent=True)
         handler.release.set()
         assert wait_until(lambda: queue.handled == 5)
-        assert handler.calls == ["first", "running", "starting", "queued-1", "queued-2"]
+        assert handler.calls == ["first", "starting", "running", "queued-1", "queued-2"]  # urgent ones in order
+    finally:
+        queue.stop()
+
+
+def test_an_urgent_name_is_handled_while_every_ordinary_worker_is_busy() -> None:
+    handler = Recorder(block="slow-look")
+    queue = WorkQueue(handler, workers=1, urgent_workers=1).start()
+    try:
+        queue.add("slow-look")  # e.g. reading a finished job's results from a slow store
+        assert wait_until(lambda: handler.calls == ["slow-look"])
+        queue.add("routine")
+        queue.add("next-on-robot", urgent=True)
+        assert wait_until(lambda: "next-on-robot" in handler.calls)  # the urgent worker took it
+        assert "routine" not in handler.calls  # the urgent worker takes urgent names only
+        handler.release.set()
+        assert wait_until(lambda: queue.handled == 3)
     finally:
         queue.stop()
 

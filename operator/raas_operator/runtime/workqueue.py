@@ -4,7 +4,9 @@ The semantics of Kubernetes controllers' work queues: a name added while it wait
 twice; a name added while a worker handles it is handled once more afterwards (its object
 changed during the look), never by two workers at once; a look that raises is retried after a
 back-off (0.5 s doubling to 30 s) instead of being lost. Handling order is first in, first out,
-except that an urgent name (a job about to use a robot) goes ahead of every waiting one.
+except that an urgent name (a job about to use a robot) goes ahead of every waiting one, and
+`urgent_workers` more threads take urgent names only: a robot's next job never waits for a
+worker busy with routine looks (reading results from the store, say).
 """
 
 from __future__ import annotations
@@ -23,11 +25,14 @@ MAX_BACKOFF_S = 30.0
 class WorkQueue:
     """Calls `handle(name)` for every name added, from `workers` daemon threads."""
 
-    def __init__(self, handle: Callable[[str], None], *, workers: int = 4, name: str = "raas-reconcile") -> None:
-        if workers < 1:
-            raise ValueError(f"a work queue needs at least one worker, got {workers}")
+    def __init__(
+        self, handle: Callable[[str], None], *, workers: int = 4, urgent_workers: int = 1, name: str = "raas-reconcile"
+    ) -> None:
+        if workers < 1 or urgent_workers < 0:
+            raise ValueError(f"a work queue needs at least one worker, got {workers} (and {urgent_workers} urgent)")
         self.handle = handle
         self._condition = threading.Condition()
+        self._urgent: deque[str] = deque()
         self._waiting: deque[str] = deque()
         self._queued: set[str] = set()
         self._processing: set[str] = set()
@@ -38,7 +43,11 @@ class WorkQueue:
         self.handled = 0
         """Looks completed, successful or not (for tests and benchmarks)."""
         self._threads = [
-            threading.Thread(target=self._work, name=f"{name}-{index}", daemon=True) for index in range(workers)
+            threading.Thread(target=self._work, args=(False,), name=f"{name}-{index}", daemon=True)
+            for index in range(workers)
+        ] + [
+            threading.Thread(target=self._work, args=(True,), name=f"{name}-urgent-{index}", daemon=True)
+            for index in range(urgent_workers)
         ]
 
     def start(self) -> WorkQueue:
@@ -63,27 +72,25 @@ class WorkQueue:
                 self._again.add(name)
             elif name not in self._queued:
                 self._queued.add(name)
-                if urgent:
-                    self._waiting.appendleft(name)
-                else:
-                    self._waiting.append(name)
-                self._condition.notify()
-            elif urgent:
+                (self._urgent if urgent else self._waiting).append(name)
+                self._condition.notify_all()
+            elif urgent and name in self._waiting:
                 self._waiting.remove(name)
-                self._waiting.appendleft(name)
+                self._urgent.append(name)
+                self._condition.notify_all()
 
     def __len__(self) -> int:
         with self._condition:
-            return len(self._waiting)
+            return len(self._urgent) + len(self._waiting)
 
-    def _work(self) -> None:
+    def _work(self, urgent_only: bool) -> None:
         while True:
             with self._condition:
-                while not self._waiting and not self._stopped:
+                while not self._urgent and (urgent_only or not self._waiting) and not self._stopped:
                     self._condition.wait()
                 if self._stopped:
                     return
-                name = self._waiting.popleft()
+                name = (self._urgent or self._waiting).popleft()
                 self._queued.discard(name)
                 self._processing.add(name)
             failed = False
