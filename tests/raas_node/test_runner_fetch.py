@@ -43,6 +43,9 @@ def test_the_snapshot_archive_is_reproducible(git_server: GitServer, tmp_path: P
     one = fetch_git(git_server.url("repro"), commit, "run.py", tmp_path / "one")
     two = fetch_git(git_server.url("repro"), commit, "run.py", tmp_path / "two")
     assert one.archive.read_bytes() == two.archive.read_bytes()
+    header = one.archive.read_bytes()[:10]
+    assert header[4:8] == b"\0\0\0\0"  # no time stamp in the gzip header (it differed from second to second)
+    assert header[3] & 0x08 == 0  # and no file name
 
 
 def test_an_unknown_repository_is_a_clear_error(git_server: GitServer) -> None:

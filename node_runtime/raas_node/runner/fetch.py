@@ -9,6 +9,7 @@ that is stored with the results). Errors are `FetchError` with a reason a user c
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import re
@@ -219,7 +220,8 @@ def _finish(code: Path, workdir: Path, entrypoint: str, commit: str | None, limi
 
 
 def pack_tree(tree: Path, archive: Path) -> None:
-    """Pack a folder as a reproducible .tar.gz (sorted names, zeroed owners and times)."""
+    """Pack a folder as a reproducible .tar.gz (sorted names, zeroed owners and times, and a gzip
+    header without a time stamp or file name: tarfile's own ``w:gz`` writes the current time)."""
 
     def normalise(info: tarfile.TarInfo) -> tarfile.TarInfo:
         info.uid = info.gid = 0
@@ -227,7 +229,11 @@ def pack_tree(tree: Path, archive: Path) -> None:
         info.mtime = 0
         return info
 
-    with tarfile.open(archive, "w:gz", compresslevel=6) as bundle:
+    with (
+        archive.open("wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=6, mtime=0) as compressed,
+        tarfile.open(fileobj=compressed, mode="w") as bundle,
+    ):
         for path in sorted(tree.rglob("*")):
             if path.is_file() and not path.is_symlink():
                 bundle.add(path, arcname=str(path.relative_to(tree)), filter=normalise)
