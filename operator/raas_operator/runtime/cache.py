@@ -105,10 +105,21 @@ class ClusterCache:
                 self._pods.pop(job, None)
         return str(job)
 
-    def put_robot(self, body: dict[str, Any]) -> CachedRobot:
-        """Keep `body` unless a newer version is cached; returns the version kept."""
-        robot = cached_robot(body)
-        name = robot.entry.robot.name
+    def put_robot(self, body: dict[str, Any]) -> CachedRobot | None:
+        """Keep `body` unless a newer version is cached; returns the version kept. A Robot that
+        cannot be read (the CRD's schema forbids that, but an old object may not obey it) counts
+        as gone: it is dropped, with a warning, and None returned (no job runs on it)."""
+        name, version = body["metadata"]["name"], str(body["metadata"]["resourceVersion"])
+        with self._lock:
+            current = self._robots.get(name)
+        if current is not None and not _newer_version(version, current.resource_version):
+            return current
+        try:
+            robot = cached_robot(body)
+        except ValidationError as error:
+            log.warning("Robot %s cannot be read, so no job will run on it: %s", name, error)
+            self.drop_robot(name)
+            return None
         with self._lock:
             current = self._robots.get(name)
             if current is not None and not _newer_version(robot.resource_version, current.resource_version):
@@ -121,10 +132,7 @@ class ClusterCache:
         missing from the list are dropped unless cached at a version after the list's."""
         listed = {body["metadata"]["name"] for body in bodies}
         for body in bodies:
-            try:
-                self.put_robot(body)
-            except ValidationError as error:  # the CRD's schema forbids this; an old object may not obey it
-                log.warning("Robot %s cannot be read, so it is left out: %s", body["metadata"]["name"], error)
+            self.put_robot(body)
         with self._lock:
             for name, robot in list(self._robots.items()):
                 if name not in listed and not (

@@ -33,8 +33,6 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from pydantic import ValidationError
-
 from gym_raas.results.store import StoreUnavailableError
 from raas_operator.jobs.model import ON_ROBOT_PHASES, ArchiveSource, JobSpec, JobStatus, Phase
 from raas_operator.metrics import FleetMetrics, FleetState, RobotSample, queued_since
@@ -143,12 +141,8 @@ class JobController:
             self.cache.drop_robot(name)
             changed = True
         else:
-            try:
-                phase = self.cache.put_robot(body).entry.robot.status.phase
-            except ValidationError as error:  # the CRD's schema forbids this: treat the robot as gone
-                log.warning("Robot %s cannot be read, so no job will run on it: %s", name, error)
-                self.cache.drop_robot(name)
-                phase = None
+            kept = self.cache.put_robot(body)  # (None: unreadable, so gone)
+            phase = None if kept is None else kept.entry.robot.status.phase
             changed = previous is None or phase is None or previous.entry.robot.status.phase != phase
         self.scheduler.wake()
         if changed:  # a job on a robot that went Offline or Unhealthy fails over at once
