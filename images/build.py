@@ -36,6 +36,7 @@ from raas_node.runner.image_build import (
     build_image,
     build_wheelhouse,
     check_offline_install,
+    debian_architecture,
     ensure_base_image,
     host_machine,
     machine_name,
@@ -162,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         elif arguments.base:
             build_args["BASE_IMAGE"] = arguments.base
-        platforms = [f"linux/{'amd64' if machine_name(a) == 'x86_64' else 'arm64'}" for a in arguments.arch]
+        platforms = [f"linux/{debian_architecture(architecture)}" for architecture in arguments.arch]
         tag = arguments.tag or f"{REGISTRY}/raas-{recipe.name}:{VERSION}"
         pull = not build_args.get("BASE_IMAGE", "").startswith("localhost/")
         print(

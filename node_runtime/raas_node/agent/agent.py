@@ -32,6 +32,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from gym_raas.backends.robot import TRANSIENT_REFUSALS
 from gym_raas.envs.pendulum import swing_cost
 from gym_raas.protocol import FrameReader, ProtocolError, decode_message, encode_frame, encode_message
 from gym_raas.protocol.framing import FrameError
@@ -83,17 +84,13 @@ class LiveReading:
     """The command in force (applied duty × max_command)."""
 
 
-TRANSIENT_REFUSALS = frozenset({"busy", "resetting"})
-"""Refusal codes a client waits out (gym_raas's robot backend retries them; it also retries an
-unknown token, which the agent cannot tie to a job)."""
-
-
 @dataclass(frozen=True)
 class Refusal:
     """A session the robot turned away although the job's token was right."""
 
     code: str
-    """busy, resetting (the client retries), or unavailable (maintenance, fault: it does not)."""
+    """busy, resetting (the client retries: `gym_raas.backends.robot.TRANSIENT_REFUSALS`), or
+    unavailable (maintenance, fault: it does not)."""
     message: str
 
     @property

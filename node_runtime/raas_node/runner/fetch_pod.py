@@ -52,11 +52,10 @@ def fetch_and_upload(environment: Mapping[str, str], workdir: Path) -> str:
         code = snapshot.directory
     requirements = code / "requirements.txt"
     if requirements.is_file() and environment.get("RAAS_WHEELS_UPLOAD_URL"):
-        platforms = [tag for tag in environment.get("RAAS_WHEEL_PLATFORMS", "").split(",") if tag.strip()]
+        platforms = [tag.strip() for tag in environment.get("RAAS_WHEEL_PLATFORMS", "").split(",") if tag.strip()]
         wheels = resolve_wheelhouse(
-            requirements, workdir / "wheels", platforms=[tag.strip() for tag in platforms] or DEFAULT_PLATFORMS,
-            environment=environment,
-        )  # fmt: skip
+            requirements, workdir / "wheels", platforms=platforms or DEFAULT_PLATFORMS, environment=environment
+        )
         upload(pack_wheelhouse(wheels, workdir / "wheels.tar.gz"), environment["RAAS_WHEELS_UPLOAD_URL"])
         result += f" {WITH_WHEELS}"
     return result
