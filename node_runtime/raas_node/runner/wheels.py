@@ -82,6 +82,7 @@ def _pip(
     timeout_s: float,
     failure: str = "requirements.txt cannot be resolved",
 ) -> None:
-    result = run_pip(["--quiet", *arguments], timeout_s, environment)
+    # No cache: a fetch pod is thrown away, and its HOME is too small for large wheels.
+    result = run_pip(["--quiet", "--no-cache-dir", *arguments], timeout_s, environment)
     if result.returncode != 0:
         raise FetchError("RequirementsFailed", f"{failure}: {pip_error_summary(result.stderr)}")

@@ -400,9 +400,7 @@ def fetch_pod(
         "imagePullPolicy": settings.image_pull_policy,
         "command": list(command),
         "workingDir": "/work",
-        "env": _env(
-            {"HOME": HOME_DIR, "TMPDIR": "/work", "PIP_NO_CACHE_DIR": "1", "RAAS_JOB": job_name, **(environment or {})}
-        ),
+        "env": _env({"HOME": HOME_DIR, "TMPDIR": "/work", "RAAS_JOB": job_name, **(environment or {})}),
         "resources": settings.fetch.as_dict(),
         "securityContext": _container_security(),
         "volumeMounts": [
