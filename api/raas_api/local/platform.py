@@ -22,7 +22,9 @@ import dataclasses
 import functools
 import hashlib
 import logging
+import os
 import shutil
+import stat
 import sys
 import tempfile
 import threading
@@ -136,20 +138,20 @@ class LocalPlatform:
     def __init__(self, config: PlatformConfig, results: ResultStore | None = None) -> None:
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
+        config.data_dir.chmod(0o700)  # jobs, tokens, uploads, recordings, results: never readable by jobs
         self.store = SqliteJobStore(config.data_dir / "jobs.db")
         self.results = results or open_result_store(config.data_dir, config.s3)
         self._flusher = SpoolFlusher(self.results, self._results_uploaded, interval_s=config.spool_flush_interval_s)
         self.agents: dict[str, RobotAgent] = {}
         self.robot_parts: dict[str, LocalRobot] = {}
         self._busy: dict[str, str] = {}
-        self._fetching: set[str] = set()
         self._image = config.container_image
-        self._workers: dict[str, threading.Thread] = {}
-        self._cancels: dict[str, threading.Event] = {}
+        self._workers: dict[str, _Worker] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._dispatcher: threading.Thread | None = None
+        self._sockets: Path | None = None
         self.fleet = FleetMetrics(state=self.fleet_state)
         """Queue, finished jobs, robots, spooled results (`raas_operator.metrics`); each status change feeds it."""
 
@@ -158,7 +160,7 @@ class LocalPlatform:
     def start(self) -> LocalPlatform:
         if self.config.isolation is Isolation.CONTAINER and self._image is None:
             self._image = ensure_runtime_image()
-        sockets = Path(tempfile_dir(self.config.data_dir))
+        sockets = self._sockets = private_socket_folder()
         for index in range(1, self.config.robots + 1):
             name = f"{'sim' if self.config.robot_kind is RobotKind.SIM else 'rig'}-{index}"
             config = AgentConfig(name, sockets / f"{name}.sock", self.config.data_dir / "recordings" / name)
@@ -176,17 +178,19 @@ class LocalPlatform:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
-        for event in list(self._cancels.values()):
-            event.set()
+        for worker in list(self._workers.values()):
+            worker.cancel.set()
         if self._dispatcher is not None:
             self._dispatcher.join(timeout=10)
         for worker in list(self._workers.values()):
-            worker.join(timeout=30)
+            worker.thread.join(timeout=30)
         self._flusher.stop()
         for agent in self.agents.values():
             agent.stop()
         for robot in self.robot_parts.values():
             robot.close()
+        if self._sockets is not None:
+            shutil.rmtree(self._sockets, ignore_errors=True)
         self.store.close()
 
     @property
@@ -230,7 +234,8 @@ class LocalPlatform:
         if record.status.phase.is_terminal:
             return record
         with self._lock:
-            event = self._cancels.get(job_id)
+            worker = self._workers.get(job_id)
+            event = None if worker is None else worker.cancel
             robot = self._busy_robot(job_id)
         if event is not None:
             event.set()
@@ -339,14 +344,14 @@ class LocalPlatform:
             self._wake.clear()
 
     def _dispatch_once(self) -> None:
-        fetching = sum(1 for job_id in list(self._workers) if job_id in self._fetching)
+        with self._lock:
+            fetching = sum(1 for worker in self._workers.values() if worker.robot is None)
         room = self.config.max_concurrent_fetches - fetching
         if room > 0:
             pending = self.store.list_jobs(phases=[Phase.PENDING, Phase.FETCHING], limit=500).jobs
             for record in sorted(pending, key=lambda record: record.created_at)[:room]:
                 if record.job_id not in self._workers:
-                    self._fetching.add(record.job_id)
-                    self._spawn(record.job_id, self._fetch)
+                    self._spawn(record.job_id, lambda job_id, _cancel: self._fetch(job_id))
         queued = self.store.list_jobs(phases=[Phase.QUEUED], limit=500).jobs
         if not queued:
             return
@@ -382,7 +387,7 @@ class LocalPlatform:
             )  # fmt: skip
 
         self._update(job_id, starting)
-        self._spawn(job_id, lambda job: self._run(job, robot))
+        self._spawn(job_id, lambda job, cancel: self._run(job, robot, cancel), robot=robot)
 
     def _end_as_user_error(self, job_id: str, reason: str, message: str) -> None:
         def failed(status: JobStatus) -> JobStatus:
@@ -392,29 +397,34 @@ class LocalPlatform:
 
         self._update(job_id, failed)
 
-    def _spawn(self, job_id: str, work: Callable[[str], None]) -> None:
+    def _spawn(self, job_id: str, work: Callable[[str, threading.Event], None], robot: str | None = None) -> None:
+        """Run `work(job_id, cancel)` in a thread of its own: a fetch (`robot` None) or a run on `robot`.
+
+        A worker cleans up only what is its own: a job's fetch worker may still be finishing when
+        the dispatcher has already started the job's run, whose cancel event and robot booking
+        must survive the fetch worker's exit.
+        """
+        worker = _Worker(robot=robot)
+
         def run() -> None:
             try:
-                work(job_id)
+                work(job_id, worker.cancel)
             except Exception as error:
                 log.exception("job %s: platform failure", job_id)
                 message = f"platform failure: {error}"
                 self._update(job_id, lambda status: fail(status, FailureClass.PLATFORM_FAULT, "PlatformFault", message))
             finally:
                 with self._lock:
-                    self._workers.pop(job_id, None)
-                    self._cancels.pop(job_id, None)
-                    self._fetching.discard(job_id)
-                    for robot, busy_job in list(self._busy.items()):
-                        if busy_job == job_id:
-                            del self._busy[robot]
+                    if self._workers.get(job_id) is worker:
+                        del self._workers[job_id]
+                    if robot is not None and self._busy.get(robot) == job_id:
+                        del self._busy[robot]
                 self._wake.set()
 
-        thread = threading.Thread(target=run, name=f"job-{job_id}", daemon=True)
+        worker.thread = threading.Thread(target=run, name=f"job-{job_id}", daemon=True)
         with self._lock:
-            self._workers[job_id] = thread
-            self._cancels[job_id] = threading.Event()
-        thread.start()
+            self._workers[job_id] = worker
+        worker.thread.start()
 
     def _fetch(self, job_id: str) -> None:
         record = self.store.get(job_id)
@@ -453,10 +463,9 @@ class LocalPlatform:
             ),
         )
 
-    def _run(self, job_id: str, robot: str) -> None:
+    def _run(self, job_id: str, robot: str, cancel: threading.Event) -> None:
         record = self.store.get(job_id)
         agent = self.agents[robot]
-        cancel = self._cancels[job_id]
         workdir = self._workdir(job_id)
         try:
             python_path = self._installed_requirements(workdir / "code")
@@ -599,13 +608,29 @@ class LocalPlatform:
         return self.config.data_dir / "work" / job_id
 
 
+@dataclass
+class _Worker:
+    """A job's worker thread: its fetch (`robot` None) or its run on `robot`, with its cancel event."""
+
+    robot: str | None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread = field(default_factory=threading.Thread)
+
+
 def _spool_note(waiting: int) -> str:
     return f" ({waiting} result files wait in the spool until the result store is back)" if waiting else ""
 
 
-def tempfile_dir(data_dir: Path) -> str:
-    """A short folder for the agents' Unix sockets (paths are limited to 107 bytes)."""
-    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:10]
-    folder = Path(tempfile.gettempdir()) / f"raas-{digest}"
-    folder.mkdir(mode=0o755, exist_ok=True)
-    return str(folder)
+def private_socket_folder() -> Path:
+    """A new folder for the agents' Unix sockets, private to this process and never reused.
+
+    Short (socket paths are limited to 107 bytes), created afresh by ``mkdtemp`` (mode 0700,
+    owned by this process's user, never a folder someone prepared in advance: a predictable
+    name let a job plant its own socket for the next server to use), and checked to be so.
+    A job reaches only its own robot's socket, which its launcher mounts into its sandbox.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="raas-sockets-"))
+    facts = folder.lstat()
+    if not stat.S_ISDIR(facts.st_mode) or facts.st_uid != os.geteuid() or stat.S_IMODE(facts.st_mode) != 0o700:
+        raise RuntimeError(f"{folder} is not a private folder of this process; check {tempfile.gettempdir()}")
+    return folder
