@@ -14,7 +14,6 @@ import hashlib
 import hmac
 import re
 import secrets
-import sqlite3
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Protocol
 
+from raas_api.stores.sqlite_files import open_checked
 from raas_operator.jobs.model import NAME_PATTERN
 
 _PREFIX = "raas"
@@ -139,9 +139,7 @@ class TokenStore(HashedTokens):
     def __init__(self, path: Path, *, bootstrap_admin_token: str | None = None) -> None:
         """`bootstrap_admin_token`: see `BootstrapToken`."""
         super().__init__(bootstrap_admin_token)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = open_checked(path, "the API tokens")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS tokens (id TEXT PRIMARY KEY, owner TEXT NOT NULL, role TEXT NOT NULL,"
             " secret_sha256 TEXT NOT NULL, created_at TEXT NOT NULL, revoked INTEGER NOT NULL DEFAULT 0)"

@@ -7,6 +7,8 @@ cluster's Secrets."""
 from __future__ import annotations
 
 import argparse
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +24,12 @@ def add_parser(commands: Any) -> None:
     create = token_actions.add_parser("create", help="a new token (printed once; stored hashed)")
     create.add_argument("--owner", required=True, help="who the token speaks for (lowercase, digits, '-')")
     create.add_argument("--admin", action="store_true", help="an admin token (cancel any job, robot maintenance)")
-    create.set_defaults(handler=_create)
+    create.set_defaults(handler=functools.partial(run_admin, _create))
     listing = token_actions.add_parser("list", help="every token (ids and owners, never secrets)")
-    listing.set_defaults(handler=_list)
+    listing.set_defaults(handler=functools.partial(run_admin, _list))
     revoke = token_actions.add_parser("revoke", help="revoke a token by id")
     revoke.add_argument("token_id")
-    revoke.set_defaults(handler=_revoke)
+    revoke.set_defaults(handler=functools.partial(run_admin, _revoke))
 
 
 def _store(arguments: argparse.Namespace) -> Tokens:
@@ -38,7 +40,28 @@ def _store(arguments: argparse.Namespace) -> Tokens:
     return token_store(settings)
 
 
+def run_admin(handler: Callable[[argparse.Namespace], int], arguments: argparse.Namespace) -> int:
+    """`handler`, with a damaged token file reported in one sentence instead of a traceback."""
+    from raas_api.stores.sqlite_files import DamagedStoreError
+
+    try:
+        return handler(arguments)
+    except DamagedStoreError as error:
+        print(f"raas: error: {error}")
+        return 2
+
+
 def _create(arguments: argparse.Namespace) -> int:
+    from raas_api.cli.isolation_choice import noted_isolation, strangers_refusal
+    from raas_api.cli.serve import SESSION_OWNER
+    from raas_api.settings import ApiSettings, Backend
+
+    settings = ApiSettings() if arguments.data_dir is None else ApiSettings(data_dir=Path(arguments.data_dir))
+    if settings.backend is Backend.LOCAL and arguments.owner != SESSION_OWNER:
+        refusal = strangers_refusal(noted_isolation(settings.data_dir), {arguments.owner})
+        if refusal is not None:
+            print(f"raas: error: {refusal}")
+            return 2
     store = _store(arguments)
     try:
         token, info = store.create(arguments.owner, Role.ADMIN if arguments.admin else Role.USER)

@@ -4,6 +4,12 @@ Prints ``RaaS API listening on http://HOST:PORT`` and ``admin token: <token>`` f
 issues a fresh admin token for this session (revoking the previous session's), since stored
 tokens are hashed and cannot be shown again. ``--save-login`` writes the server and token into
 the CLI's config file so that ``raas submit`` and friends need no flags.
+
+Users' programs run in podman containers wherever rootful podman works (`isolation_choice`);
+``--isolation process`` is for one trusted developer, prints what it does not protect, and
+refuses to start while other people hold active tokens. The data folder is made private (0700)
+and its SQLite files are checked before anything is printed: a damaged one stops the server with
+one sentence naming it.
 """
 
 from __future__ import annotations
@@ -17,6 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from raas_api.auth.tokens import Role, Tokens
+from raas_api.cli.isolation_choice import (
+    PROCESS_LEVEL_NOTICE,
+    choose_isolation,
+    note_isolation,
+    strangers_refusal,
+)
+from raas_api.local.platform import Isolation
 from raas_api.local.robots import RobotKind
 
 SESSION_OWNER = "local"
@@ -30,7 +43,10 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--robots", type=int, default=None, help="simulated robots (default 3)")
     parser.add_argument("--robot-kind", choices=[kind.value for kind in RobotKind], default=None)
     parser.add_argument(
-        "--isolation", choices=["process", "container"], default=None, help="how users' programs are contained"
+        "--isolation",
+        choices=[isolation.value for isolation in Isolation],
+        default=None,
+        help="how users' programs are contained (default: container where rootful podman works, else process)",
     )
     parser.add_argument("--save-login", action="store_true", help="write server and token to the CLI config file")
     parser.set_defaults(handler=run)
@@ -41,6 +57,7 @@ def run(arguments: argparse.Namespace) -> int:
 
     from raas_api.http.app import create_app, token_store
     from raas_api.settings import ApiSettings, Backend
+    from raas_api.stores.sqlite_files import DamagedStoreError
 
     overrides = {
         name: value
@@ -50,15 +67,31 @@ def run(arguments: argparse.Namespace) -> int:
             ("port", arguments.port),
             ("robots", arguments.robots),
             ("robot_kind", arguments.robot_kind),
-            ("isolation", arguments.isolation),
         )
         if value is not None
     }
     settings = ApiSettings(**overrides)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    tokens = token_store(settings)
+    local = settings.backend is Backend.LOCAL
+    if local:
+        settings = settings.model_copy(update={"isolation": choose_isolation(arguments.isolation)})
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.data_dir.chmod(0o700)  # tokens.db is opened before the platform makes it private too
+    try:
+        tokens = token_store(settings)
+        refusal = strangers_refusal(settings.isolation, _strangers(tokens)) if local else None
+        if refusal is not None:
+            tokens.close()
+            print(f"raas serve: {refusal}", file=sys.stderr)
+            return 2
+        # Made before the address is printed: a damaged jobs.db stops the server here, in one sentence.
+        app = create_app(settings, tokens=tokens)
+    except DamagedStoreError as error:
+        print(f"raas serve: {error}", file=sys.stderr)
+        return 2
     # Locally each start issues a session admin token; a cluster's replicas share the bootstrap one.
-    token = _session_token(tokens) if settings.backend is Backend.LOCAL else None
+    token = _session_token(tokens) if local else None
+    if local:
+        note_isolation(settings.data_dir, settings.isolation)
     listener = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     # Accepted connections inherit it: without, a response written in two parts waits ~40 ms for
@@ -75,13 +108,19 @@ def run(arguments: argparse.Namespace) -> int:
         print(f"web page: {url}/#token={token}", flush=True)
         if arguments.save_login:
             print(f"saved login to {_save_login(url, token)}", flush=True)
-    app = create_app(settings, tokens=tokens)
+    if local and settings.isolation is Isolation.PROCESS:
+        print(PROCESS_LEVEL_NOTICE, flush=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5))
     try:
         server.run(sockets=[listener])
     finally:
         tokens.close()
     return 0
+
+
+def _strangers(tokens: Tokens) -> set[str]:
+    """Owners of active tokens other than the serving session's."""
+    return {info.owner for info in tokens.list_tokens() if not info.revoked and info.owner != SESSION_OWNER}
 
 
 def _session_token(tokens: Tokens) -> str:

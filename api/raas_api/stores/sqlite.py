@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from raas_api.stores.base import ConflictError, JobNotFoundError, JobPage, JobRecord
+from raas_api.stores.sqlite_files import open_checked
 from raas_operator.jobs.model import JobSpec, JobStatus, Phase
 
 SCHEMA = """
@@ -43,10 +44,10 @@ class SqliteJobStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._connection.execute("PRAGMA journal_mode=WAL")
+        if self.path == ":memory:":
+            self._connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        else:
+            self._connection = open_checked(Path(self.path), "the jobs")
         self._connection.execute("PRAGMA synchronous=NORMAL")
         self._connection.executescript(SCHEMA)
         self._lock = threading.Lock()
