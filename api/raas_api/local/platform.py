@@ -365,16 +365,30 @@ class LocalPlatform:
         for assignment in decision.assignments:
             self._start(assignment.job_id, assignment.robot)
         estimates = {entry.job_id: entry for entry in decision.queue}
+        stranded = None
         for record in queued:
             entry = estimates.get(record.job_id)
-            if entry is not None and record.status.queue_position != entry.position:
-                start = entry.estimated_start_s
+            if entry is None:
+                continue
+            start = entry.estimated_start_s
+            message = record.status.message
+            if start is None:  # no robot that could run it is in service: say so, not just "Queued"
+                stranded = stranded or self._out_of_service()
+                message = f"{WAITING_FOR_SERVICE} ({stranded}); it starts when one is back"
+            elif message.startswith(WAITING_FOR_SERVICE):
+                message = ""
+            if record.status.queue_position != entry.position or record.status.message != message:
                 update = {
                     "queue_position": entry.position,
                     "estimated_start": None if start is None else datetime.fromtimestamp(start, timezone.utc),
+                    "message": message,
                 }
                 with contextlib.suppress(ConflictError):  # changed meanwhile: next round
                     self.store.update_status(record.job_id, record.status.model_copy(update=update), record.version)
+
+    def _out_of_service(self) -> str:
+        """Each robot and its state (``sim-1 fault, sim-2 maintenance``), for a job none of them takes."""
+        return ", ".join(f"{name} {agent.state.value}" for name, agent in self.agents.items()) or "no robots"
 
     def _start(self, job_id: str, robot: str) -> None:
         with self._lock:
@@ -615,6 +629,9 @@ class _Worker:
     robot: str | None
     cancel: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread = field(default_factory=threading.Thread)
+
+
+WAITING_FOR_SERVICE = "no robot that can run this job is in service"
 
 
 def _spool_note(waiting: int) -> str:
