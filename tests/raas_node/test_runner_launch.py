@@ -1,10 +1,16 @@
-"""The subprocess launcher: every way a user's program can end gets a clear, classified outcome,
+"""The process launcher: every way a user's program can end gets a clear, classified outcome,
 and the platform is unharmed (no leftover processes, limits enforced, no credentials leaked)."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
+import shutil
+import socket
+import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -12,28 +18,27 @@ from pathlib import Path
 
 import pytest
 
-from raas_node.runner import launch
-from raas_node.runner.launch import RunLimits, RunOutcome, RunRequest, RunVerdict, run_entrypoint
+from raas_node.runner.launch import (
+    RunLimits,
+    RunOutcome,
+    RunRequest,
+    RunVerdict,
+    SandboxUnavailableError,
+    check_process_isolation,
+    run_entrypoint,
+)
 
 FAST = RunLimits(time_limit_s=20, memory_bytes=1024**3, max_processes=32, max_output_bytes=64 * 1024)
 
 
-@pytest.fixture
-def tmp_path(tmp_path: Path) -> Path:
-    """A work folder other users can traverse, so that a sandbox uid can reach its scratch."""
-    for folder in [tmp_path, *tmp_path.parents]:
-        if folder == Path("/tmp"):
-            break
-        folder.chmod(folder.stat().st_mode | 0o011)
-    return tmp_path
-
-
+@functools.lru_cache(maxsize=1)
 def sandbox_python() -> str | None:
     """An interpreter a sandbox uid can run (these tests need only the standard library)."""
     if os.geteuid() != 0:
         return None
     for python in (sys.executable, "/usr/bin/python3"):
-        if Path(python).exists() and launch._can_start_python_as(python, launch.DEFAULT_SANDBOX_UID):
+        with contextlib.suppress(SandboxUnavailableError):
+            check_process_isolation(python)
             return python
     return None
 
@@ -157,19 +162,25 @@ def test_huge_output_is_cut_at_the_limit_and_the_run_stopped(tmp_path: Path) -> 
 def test_the_environment_is_scrubbed_of_the_platforms_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "do-not-leak")
     monkeypatch.setenv("RAAS_API_TOKEN", "do-not-leak")
-    source = "import os, json\nprint(json.dumps(dict(os.environ)))\n"
-    outcome = run(tmp_path, source, environment={"RAAS_AGENT_SOCKET": "/run/raas/agent.sock"})
-    assert outcome.verdict is RunVerdict.COMPLETED
+    with socket.socket(socket.AF_UNIX) as agent:
+        agent.bind(str(tmp_path / "agent.sock"))
+        (tmp_path / "agent.sock").chmod(0o666)
+        source = "import os, json\nprint(json.dumps(dict(os.environ)))\n"
+        environment = {"RAAS_AGENT_SOCKET": str(tmp_path / "agent.sock"), "RAAS_SESSION_TOKEN": "for-the-job"}
+        outcome = run(tmp_path, source, environment=environment)
+    assert outcome.verdict is RunVerdict.COMPLETED, outcome.message
     seen = (tmp_path / "stdout.txt").read_text()
     assert "do-not-leak" not in seen
-    assert "/run/raas/agent.sock" in seen
+    assert "for-the-job" in seen
+    assert "RAAS_AGENT_SOCKET" in seen
 
 
-def test_the_run_works_in_its_scratch_copy_not_in_the_code(tmp_path: Path) -> None:
-    outcome = run(tmp_path, "open('output.csv', 'w').write('1,2\\n')\nimport os\nprint(os.getcwd())\n")
-    assert outcome.verdict is RunVerdict.COMPLETED
+def test_the_run_works_in_a_scratch_copy_of_the_code_that_is_gone_afterwards(tmp_path: Path) -> None:
+    outcome = run(tmp_path, "open('output.csv', 'w').write('1,2\\n')\nimport os\nprint(os.listdir())\n")
+    assert outcome.verdict is RunVerdict.COMPLETED, outcome.message
+    assert "output.csv" in (tmp_path / "stdout.txt").read_text()
     assert not (tmp_path / "code" / "output.csv").exists()
-    assert (tmp_path / "scratch" / "work" / "output.csv").exists()
+    assert list(tmp_path.rglob("output.csv")) == []
 
 
 def test_cancelling_stops_the_run_at_once(tmp_path: Path) -> None:
@@ -224,7 +235,17 @@ def test_uid_leases_are_exclusive_until_released() -> None:
         with pytest.raises(RuntimeError, match="in use"), lease_sandbox_uid(first=62000, count=2):
             pass
     with lease_sandbox_uid(first=62000, count=2) as again:
-        assert again == 62000
+        assert again == first  # both are free again: the one leased longer ago comes first
+
+
+def test_consecutive_leases_rotate_through_the_free_uids() -> None:
+    from raas_node.runner.sandbox_uids import lease_sandbox_uid
+
+    leased = []
+    for _ in range(3):
+        with lease_sandbox_uid(first=62010, count=3) as uid:
+            leased.append(uid)
+    assert sorted(leased) == [62010, 62011, 62012]
 
 
 def test_a_run_that_fails_because_it_was_cancelled_is_reported_cancelled(tmp_path: Path) -> None:
@@ -248,3 +269,34 @@ def test_output_is_readable_while_the_program_runs(tmp_path: Path) -> None:
     run(tmp_path, "import time\nprint('early', flush=True)\ntime.sleep(3)\n")
     watcher.join()
     assert seen == ["early\n"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to start the launcher as another user")
+def test_an_ordinary_users_launcher_keeps_its_uid_but_the_run_has_no_network_and_a_private_tmp() -> None:
+    folder = Path(tempfile.mkdtemp(prefix="raas-user-launch-"))
+    try:
+        (folder / "code").mkdir()
+        (folder / "code" / "run.py").write_text(
+            "import os, socket\nprint(os.getuid(), [name for _, name in socket.if_nameindex()], os.listdir('/tmp'))\n"
+        )
+        for path in [folder, *folder.rglob("*")]:
+            os.chown(path, 65534, 65534)
+        launcher = (
+            "import sys\nfrom pathlib import Path\nfrom raas_node.runner.launch import RunRequest, run_entrypoint\n"
+            "f = Path(sys.argv[1])\n"
+            "o = run_entrypoint(RunRequest(f / 'code', 'run.py', f / 'scratch', f / 'out.txt', f / 'err.txt'))\n"
+            "print(o.verdict.value, o.message)\n"
+        )
+        as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        result = subprocess.run(
+            [*as_nobody, sys.executable, "-c", launcher, str(folder)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            cwd="/",
+        )
+        assert result.stdout.startswith("Completed"), result.stdout + result.stderr
+        assert (folder / "out.txt").read_text() == "65534 ['lo'] ['work']\n"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

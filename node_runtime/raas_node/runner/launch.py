@@ -1,18 +1,35 @@
-"""Running a user's entrypoint as a subprocess with limits, and saying what happened.
+"""Running a user's entrypoint in a sandbox with limits, and saying what happened.
 
-The run gets a scratch folder (its HOME, TMPDIR and working directory, holding a copy of the
-code), a scrubbed environment (no credentials: only what `RunRequest.environment` adds, such as
-the robot agent's socket and session token), its own session (so the whole process tree can be
-signalled), and limits:
+The process isolation level. What a run gets depends on who runs the launcher:
 
-* wall-clock time (SIGTERM, then SIGKILL 2 s later),
+* **root** (a platform serving other people): the run is a bubblewrap sandbox
+  (`raas_node.runner.sandbox`) as a sandbox uid of its own (`raas_node.runner.sandbox_uids`:
+  leased, the least recently used free one, so consecutive runs never share a uid). It sees the
+  host read-only, has a private size-limited tmpfs scratch (``/tmp``: HOME, TMPDIR and, in
+  ``/tmp/work``, a copy of the code; ``limits.scratch_bytes``, ENOSPC beyond, gone when the run
+  ends) and private ``/var/tmp``, ``/dev/shm`` and ``/run``, no network but its own loopback,
+  its own pid namespace (it dies with the launcher: ``--die-with-parent``), no capabilities and
+  ``no_new_privs``. Its only way out is the robot agent's socket named by ``RAAS_AGENT_SOCKET``,
+  mounted at `SANDBOX_AGENT_SOCKET` (the variable is rewritten); `RunRequest.python_path`
+  folders are mounted read-only (PYTHONPATH rewritten) and `RunRequest.hidden_paths` covered.
+  User code never runs as root: when a sandbox uid cannot run the interpreter (with
+  `RunRequest.required_modules`), or bubblewrap is missing, the run is ``LAUNCH_FAILED`` with a
+  sentence saying what to change (`check_process_isolation` asks the same at start-up).
+* **another user** (a developer running their own code): the run keeps that user's uid. Where
+  unprivileged user namespaces work, it gets the same sandbox (private scratch and tmp, no
+  network, its own pid namespace, dies with the launcher) but no uid of its own, so it can read
+  what that user can read. Otherwise it is a plain subprocess in ``scratch_dir`` (its HOME,
+  TMPDIR and working folder; removed when the run ends) with the limits below and nothing else.
+
+Every run gets a scrubbed environment (no credentials: only what `RunRequest.environment` adds,
+such as the robot agent's socket and session token) and limits:
+
+* wall-clock time (SIGTERM to the program, then SIGKILL `KILL_GRACE_S` later),
 * address space (``RLIMIT_AS``) and file size (``RLIMIT_FSIZE``),
-* processes (``RLIMIT_NPROC``; when the runner is root the run also gets its own unprivileged
-  uid — ``sandbox_uid`` — so that the limit counts only its processes and every leftover
-  process of the run can be killed at the end, even one that escaped its session; this needs an
-  interpreter and a scratch folder that other users can reach, otherwise the run stays root
-  with a warning — root ignores RLIMIT_NPROC),
-* bytes written to stdout and stderr (the run is stopped when either passes the limit).
+* processes (``RLIMIT_NPROC``, counted per uid: with a uid of its own, only the run's processes;
+  every leftover process of that uid is killed before and after the run),
+* bytes written to stdout and stderr (the run is stopped when either passes the limit),
+* scratch space (``limits.scratch_bytes``, in the sandbox).
 
 The runner reports facts (`RunVerdict`); mapping them to the platform's failure classes is the
 platform's policy.
@@ -21,7 +38,6 @@ platform's policy.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import enum
 import functools
 import logging
@@ -39,12 +55,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from raas_node.runner.sandbox_uids import FIRST_SANDBOX_UID, lease_sandbox_uid
+from raas_node.runner.sandbox import (
+    SANDBOX_AGENT_SOCKET,
+    SANDBOX_SCRATCH,
+    SandboxSpec,
+    SandboxToolMissingError,
+    StartedPipe,
+    interpreter_paths,
+    probe,
+    sandbox_command,
+    sandboxed_processes,
+)
+from raas_node.runner.sandbox_uids import (
+    FIRST_SANDBOX_UID,
+    NoSandboxUidError,
+    kill_processes_of,
+    lease_sandbox_uid,
+)
 
 log = logging.getLogger(__name__)
 
 KILL_GRACE_S = 2.0
+AGENT_SOCKET_VARIABLE = "RAAS_AGENT_SOCKET"
 _STDERR_TAIL_BYTES = 8192
+_PROBE_SCRATCH_BYTES = 16 * 1024**2
+_ADVICE = (
+    "put the virtual environment where other users can read it (not under /tmp, /var/tmp or /run),"
+    " or use --isolation container"
+)
 
 
 class RunVerdict(str, enum.Enum):
@@ -61,6 +99,10 @@ class RunVerdict(str, enum.Enum):
     LAUNCH_FAILED = "LaunchFailed"
 
 
+class SandboxUnavailableError(RuntimeError):
+    """The process isolation level cannot run jobs safely here; the message says what to change."""
+
+
 @dataclass(frozen=True)
 class RunLimits:
     """Bounds on one run."""
@@ -73,6 +115,8 @@ class RunLimits:
     """Per stream (stdout, stderr)."""
     max_file_bytes: int = 256 * 1024**2
     """Largest file the run may write."""
+    scratch_bytes: int = 512 * 1024**2
+    """Size of the sandbox's scratch tmpfs (``/tmp``: code copy, HOME, TMPDIR); memory, not disk."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +126,7 @@ class RunRequest:
     code_dir: Path
     entrypoint: str
     scratch_dir: Path
+    """Host scratch folder of an unsandboxed run (a non-root launcher without user namespaces)."""
     stdout_path: Path
     stderr_path: Path
     limits: RunLimits = field(default_factory=RunLimits)
@@ -92,7 +137,9 @@ class RunRequest:
     """Unprivileged uid (and gid) to run as when the runner is root; None leases one that no
     concurrent run holds (`raas_node.runner.sandbox_uids`)."""
     required_modules: tuple[str, ...] = ()
-    """Modules the run needs (e.g. ``gym_raas``); the sandbox uid is used only if it can import them."""
+    """Modules the run needs (e.g. ``gym_raas``): a run whose uid cannot import them fails to launch."""
+    hidden_paths: Sequence[Path] = ()
+    """Host folders the sandboxed run must not see (e.g. the platform's data folder)."""
 
 
 @dataclass(frozen=True)
@@ -110,44 +157,269 @@ class RunOutcome:
 DEFAULT_SANDBOX_UID = FIRST_SANDBOX_UID
 
 
+class _LaunchError(Exception):
+    """The run cannot start; the message says why."""
+
+
 def run_entrypoint(request: RunRequest, cancel: threading.Event | None = None) -> RunOutcome:
     """Run ``python <entrypoint>`` under the request's limits; blocks until it ends.
 
     As root without a `RunRequest.sandbox_uid`, the run leases a uid no concurrent run holds.
     """
-    if request.sandbox_uid is None and os.geteuid() == 0:
-        with lease_sandbox_uid() as uid:
-            return _run(dataclasses.replace(request, sandbox_uid=uid), cancel)
-    return _run(request, cancel)
-
-
-def _run(request: RunRequest, cancel: threading.Event | None) -> RunOutcome:
     cancel = cancel or threading.Event()
-    workdir = prepare_scratch(request)
-    uid = _sandbox_uid(request)
-    if uid is not None:
-        give_to(request.scratch_dir, uid)
-    environment = _scrubbed_environment(request, workdir)
+    if os.geteuid() != 0:
+        return _run_sandboxed(request, None, cancel) if user_namespaces_work() else _run_plain(request, cancel)
+    if request.sandbox_uid is not None:
+        return _run_sandboxed(request, request.sandbox_uid, cancel)
+    try:
+        with lease_sandbox_uid() as uid:
+            return _run_sandboxed(request, uid, cancel)
+    except NoSandboxUidError as error:
+        return _launch_failed(f"{error}: wait for runs to end, or run fewer at once")
+
+
+def check_process_isolation(
+    python_executable: str, required_modules: tuple[str, ...] = (), hidden_paths: Sequence[Path] = ()
+) -> None:
+    """Raise `SandboxUnavailableError` unless runs can start here with `python_executable`.
+
+    As root: bubblewrap and setpriv work and a sandbox uid can run the interpreter and import
+    `required_modules` with `hidden_paths` hidden (as `RunRequest.hidden_paths`). Otherwise:
+    the interpreter imports them (in the sandbox when user namespaces work). For the platform's
+    start-up; a run checks the same before it starts.
+    """
+    hidden = [Path(folder).resolve() for folder in hidden_paths if Path(folder).is_dir()]
+    if os.geteuid() == 0:
+        try:
+            with lease_sandbox_uid() as uid:
+                _check_runnable(python_executable, required_modules, uid, hidden, use_cache=False)
+        except NoSandboxUidError as error:
+            raise SandboxUnavailableError(str(error)) from None
+    elif user_namespaces_work():
+        _check_runnable(python_executable, required_modules, None, hidden, use_cache=False)
+    else:
+        imports = ", ".join(("encodings", "json", *required_modules))
+        try:
+            completed = subprocess.run(
+                [python_executable, "-s", "-c", f"import {imports}"], capture_output=True, timeout=60, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as error:
+            raise SandboxUnavailableError(f"cannot run {python_executable}: {error}") from None
+        if completed.returncode != 0:
+            raise SandboxUnavailableError(f"{python_executable} cannot import {imports}: install them for it")
+
+
+@functools.lru_cache(maxsize=1)
+def user_namespaces_work() -> bool:
+    """Whether this (non-root) user can start a bubblewrap sandbox."""
+    try:
+        return probe(SandboxSpec(uid=None, scratch_bytes=_PROBE_SCRATCH_BYTES), ["true"], _tool_environment()).succeeded
+    except SandboxToolMissingError:
+        return False
+
+
+def _run_sandboxed(request: RunRequest, uid: int | None, cancel: threading.Event) -> RunOutcome:
+    try:
+        if uid is not None and uid <= 0:
+            raise _LaunchError(f"uid {uid} is privileged: a sandbox uid must be an unprivileged user's")
+        spec = _sandbox_spec(request, uid)
+        _check_runnable(request.python_executable, request.required_modules, uid, spec.hidden_paths)
+        if uid is not None:
+            kill_processes_of(uid)  # an earlier holder's leftovers would count against RLIMIT_NPROC
+    except (_LaunchError, SandboxUnavailableError, OSError) as error:
+        return _launch_failed(str(error))
+    pipe = StartedPipe()
+    try:
+        command = sandbox_command(spec, [request.python_executable, "-s", "-u", request.entrypoint], pipe.write_fd)
+    except SandboxToolMissingError as error:
+        pipe.started()
+        return _launch_failed(str(error))
+    extra = dict(request.environment)
+    if spec.agent_socket is not None:
+        extra[AGENT_SOCKET_VARIABLE] = SANDBOX_AGENT_SOCKET
+    environment = sandbox_environment(
+        search_path=_search_path(request),
+        home=SANDBOX_SCRATCH,
+        tmpdir=SANDBOX_SCRATCH,
+        python_path=spec.sandbox_python_path,
+        extra=extra,
+    )
     start = time.monotonic()
     try:
         process = subprocess.Popen(
-            [request.python_executable, "-s", "-u", request.entrypoint],
-            cwd=workdir,
+            command,
+            cwd="/",
             env=environment,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
-            user=uid,
-            group=uid,
-            extra_groups=[] if uid is not None else None,
             # RLIMIT_NPROC counts every process of the uid: a shared uid needs its current count.
             preexec_fn=_limits_setter(request.limits, 0 if uid is not None else _process_count(os.getuid())),  # noqa: PLW1509
+            pass_fds=(pipe.write_fd,),
             close_fds=True,
         )
     except OSError as error:
-        return RunOutcome(RunVerdict.LAUNCH_FAILED, None, 0.0, f"cannot start Python: {error}", 0, 0)
-    return _supervise(process, request, uid, cancel, start)
+        pipe.started()
+        return _launch_failed(f"cannot start bubblewrap: {error}")
+    pipe.parent_side()
+    ended = supervise(process, request, cancel, start, _stop_sandbox, lambda: _kill_leftovers(process, uid))
+    written = (ended.stdout.written, ended.stderr.written)
+    if not pipe.started() and ended.stopped_for is None:
+        return RunOutcome(RunVerdict.LAUNCH_FAILED, None, ended.duration_s, _setup_failure(ended.stderr.tail), *written)
+    returncode = _as_signal_code(process.returncode)
+    verdict, message = judge_outcome(
+        returncode, ended.stopped_for, ended.stderr.tail, request.limits, request.entrypoint
+    )
+    return RunOutcome(verdict, returncode, ended.duration_s, message, *written)
+
+
+def _sandbox_spec(request: RunRequest, uid: int | None) -> SandboxSpec:
+    socket = request.environment.get(AGENT_SOCKET_VARIABLE)
+    agent_socket = Path(socket) if socket else None
+    if agent_socket is not None:
+        _check_agent_socket(agent_socket, uid)
+    for folder in request.python_path:
+        if not Path(folder).is_dir():
+            raise _LaunchError(f"the python_path folder {folder} does not exist")
+    if not Path(request.code_dir).is_dir():
+        raise _LaunchError(f"the code folder {request.code_dir} does not exist")
+    return SandboxSpec(
+        uid=uid,
+        scratch_bytes=request.limits.scratch_bytes,
+        code_dir=Path(request.code_dir).resolve(),
+        agent_socket=agent_socket,
+        python_path=[Path(folder).resolve() for folder in request.python_path],
+        hidden_paths=[Path(folder).resolve() for folder in request.hidden_paths if Path(folder).is_dir()],
+        runtime_paths=interpreter_paths(request.python_executable, request.required_modules),
+    )
+
+
+def _check_agent_socket(socket: Path, uid: int | None) -> None:
+    try:
+        facts = socket.stat()
+    except OSError as error:
+        raise _LaunchError(f"the robot agent's socket {socket} is not there: {error.strerror}") from None
+    if not stat.S_ISSOCK(facts.st_mode):
+        raise _LaunchError(f"the robot agent's socket {socket} is not a Unix socket")
+    if uid is not None and not facts.st_mode & stat.S_IWOTH and facts.st_uid != uid:
+        raise _LaunchError(
+            f"uid {uid} cannot connect to the robot agent's socket {socket}: make it writable by others (mode 0666)"
+            " and keep its folder private"
+        )
+
+
+def _check_runnable(
+    python_executable: str, modules: tuple[str, ...], uid: int | None, hidden: Sequence[Path], *, use_cache: bool = True
+) -> None:
+    """Raise `SandboxUnavailableError` unless `uid` can run the interpreter and import `modules` in a sandbox.
+
+    Successes are remembered: every sandbox uid has the same rights (no groups, no files).
+    """
+    key = (python_executable, modules, tuple(hidden), uid is None)
+    if use_cache and key in _RUNNABLE:
+        return
+    imports = ", ".join(("encodings", "json", *modules))
+    spec = SandboxSpec(
+        uid=uid,
+        scratch_bytes=_PROBE_SCRATCH_BYTES,
+        hidden_paths=hidden,
+        runtime_paths=interpreter_paths(python_executable, modules),
+    )
+    try:
+        result = probe(spec, [python_executable, "-s", "-c", f"import {imports}"], _tool_environment())
+    except SandboxToolMissingError as error:
+        raise SandboxUnavailableError(str(error)) from None
+    who = "this user" if uid is None else f"uid {uid}"
+    if not result.started:
+        raise SandboxUnavailableError(
+            f"the process sandbox does not start ({result.detail}): run scripts/install-system-deps as root,"
+            " or use --isolation container"
+        )
+    if not result.succeeded:
+        needing = f" with {', '.join(modules)}" if modules else ""
+        raise SandboxUnavailableError(f"{who} cannot run {python_executable}{needing} ({result.detail}): {_ADVICE}")
+    _RUNNABLE.add(key)
+
+
+_RUNNABLE: set[tuple[str, tuple[str, ...], tuple[Path, ...], bool]] = set()
+
+
+def _setup_failure(stderr_tail: bytes) -> str:
+    last = [line.strip() for line in stderr_tail.decode("utf-8", "replace").splitlines() if line.strip()]
+    detail = last[-1] if last else "no message"
+    return f"the sandbox did not start ({detail}): check that bubblewrap works (scripts/install-system-deps)"
+
+
+def _tool_environment() -> dict[str, str]:
+    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+
+
+def _search_path(request: RunRequest) -> str:
+    return f"{Path(request.python_executable).parent}:/usr/local/bin:/usr/bin:/bin"
+
+
+def _launch_failed(message: str) -> RunOutcome:
+    return RunOutcome(RunVerdict.LAUNCH_FAILED, None, 0.0, message, 0, 0)
+
+
+def _stop_sandbox(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the program's processes in the sandbox; after the grace period SIGKILL to bwrap (and so to all)."""
+    inside = sandboxed_processes(process.pid)
+    for pid in inside:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+    if not inside:  # not started yet: bwrap itself
+        _signal_group(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=KILL_GRACE_S)
+    except subprocess.TimeoutExpired:
+        _signal_group(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _as_signal_code(returncode: int | None) -> int | None:
+    """bwrap's ``128 + N`` for a program killed by signal N as ``-N``, as `subprocess` reports it."""
+    if returncode is not None and returncode > 128 and (returncode - 128) in signal.Signals._value2member_map_:
+        return -(returncode - 128)
+    return returncode
+
+
+def _run_plain(request: RunRequest, cancel: threading.Event) -> RunOutcome:
+    """A non-root launcher without user namespaces: a subprocess of the launcher's own user."""
+    try:
+        workdir = prepare_scratch(request)
+        environment = sandbox_environment(
+            search_path=_search_path(request),
+            home=str(request.scratch_dir),
+            tmpdir=str(request.scratch_dir / "tmp"),
+            python_path=[str(path) for path in request.python_path],
+            extra=request.environment,
+        )
+        start = time.monotonic()
+        try:
+            process = subprocess.Popen(
+                [request.python_executable, "-s", "-u", request.entrypoint],
+                cwd=workdir,
+                env=environment,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                preexec_fn=_limits_setter(request.limits, _process_count(os.getuid())),  # noqa: PLW1509
+                close_fds=True,
+            )
+        except OSError as error:
+            return _launch_failed(f"cannot start Python: {error}")
+        ended = supervise(process, request, cancel, start, _stop, lambda: _kill_leftovers(process, None))
+        verdict, message = judge_outcome(
+            process.returncode, ended.stopped_for, ended.stderr.tail, request.limits, request.entrypoint
+        )
+        return RunOutcome(
+            verdict, process.returncode, ended.duration_s, message, ended.stdout.written, ended.stderr.written
+        )
+    finally:
+        shutil.rmtree(request.scratch_dir, ignore_errors=True)
 
 
 def prepare_scratch(request: RunRequest) -> Path:
@@ -157,45 +429,6 @@ def prepare_scratch(request: RunRequest) -> Path:
     shutil.copytree(request.code_dir, workdir, dirs_exist_ok=True)
     (request.scratch_dir / "tmp").mkdir(exist_ok=True)
     return workdir
-
-
-def _sandbox_uid(request: RunRequest) -> int | None:
-    """The uid to run as, or None to run as the runner's own user."""
-    if os.geteuid() != 0:
-        return None
-    uid = request.sandbox_uid if request.sandbox_uid is not None else DEFAULT_SANDBOX_UID
-    if not _traversable_by_others(request.scratch_dir.parent):
-        log.warning("%s is not reachable by other users: running user code as root", request.scratch_dir.parent)
-        return None
-    if not _can_start_python_as(request.python_executable, uid, request.required_modules):
-        log.warning("%s cannot be run by uid %d: running user code as root", request.python_executable, uid)
-        return None
-    return uid
-
-
-def _traversable_by_others(folder: Path) -> bool:
-    return all(os.stat(path).st_mode & stat.S_IXOTH for path in [folder.resolve(), *folder.resolve().parents])
-
-
-@functools.lru_cache(maxsize=8)
-def _can_start_python_as(python_executable: str, uid: int, modules: tuple[str, ...] = ()) -> bool:
-    """Whether the interpreter, its standard library and `modules` are usable by `uid`."""
-    imports = ", ".join(("encodings", "json", *modules))
-    try:
-        probe = subprocess.run(
-            [python_executable, "-s", "-c", f"import {imports}"],
-            user=uid,
-            group=uid,
-            extra_groups=[],
-            cwd="/",
-            env={},
-            capture_output=True,
-            timeout=30,
-            check=False,
-        )
-    except OSError:
-        return False
-    return probe.returncode == 0
 
 
 def _process_count(uid: int) -> int:
@@ -215,16 +448,6 @@ def give_to(folder: Path, uid: int) -> None:
     """Make `uid` (and its same-numbered group) own `folder` and everything in it."""
     for path in [folder, *folder.rglob("*")]:
         os.chown(path, uid, uid, follow_symlinks=False)
-
-
-def _scrubbed_environment(request: RunRequest, workdir: Path) -> dict[str, str]:
-    return sandbox_environment(
-        search_path=f"{Path(request.python_executable).parent}:/usr/local/bin:/usr/bin:/bin",
-        home=str(request.scratch_dir),
-        tmpdir=str(request.scratch_dir / "tmp"),
-        python_path=[str(path) for path in request.python_path],
-        extra=request.environment,
-    )
 
 
 def sandbox_environment(
@@ -338,20 +561,6 @@ def supervise(
     return Supervision(stopped_for, duration, stdout, stderr)
 
 
-def _supervise(
-    process: subprocess.Popen[bytes], request: RunRequest, uid: int | None, cancel: threading.Event, start: float
-) -> RunOutcome:
-    ended = supervise(
-        process, request, cancel, start, _stop, lambda: _kill_leftovers(process, uid, request.python_executable)
-    )
-    verdict, message = judge_outcome(
-        process.returncode, ended.stopped_for, ended.stderr.tail, request.limits, request.entrypoint
-    )
-    return RunOutcome(
-        verdict, process.returncode, ended.duration_s, message, ended.stdout.written, ended.stderr.written
-    )
-
-
 def _stop(process: subprocess.Popen[bytes]) -> None:
     _signal_group(process.pid, signal.SIGTERM)
     try:
@@ -366,21 +575,11 @@ def _signal_group(pid: int, signum: int) -> None:
         os.killpg(pid, signum)
 
 
-def _kill_leftovers(process: subprocess.Popen[bytes], uid: int | None, python_executable: str) -> None:
-    """Kill what the run left behind: its session, and every process of its sandbox uid."""
+def _kill_leftovers(process: subprocess.Popen[bytes], uid: int | None) -> None:
+    """Kill what the run left behind: its process group, and every process of its sandbox uid."""
     _signal_group(process.pid, signal.SIGKILL)
-    if uid is None:
-        return
-    # kill(-1) from a process running as the sandbox uid reaches exactly that uid's processes.
-    subprocess.run(
-        [python_executable, "-c", "import os, signal\ntry: os.kill(-1, signal.SIGKILL)\nexcept OSError: pass"],
-        user=uid,
-        group=uid,
-        extra_groups=[],
-        env={},
-        check=False,
-        timeout=10,
-    )
+    if uid is not None:
+        kill_processes_of(uid)
 
 
 def judge_outcome(
