@@ -58,6 +58,7 @@ def run(arguments: argparse.Namespace) -> int:
     from raas_api.http.app import create_app, token_store
     from raas_api.settings import ApiSettings, Backend
     from raas_api.stores.sqlite_files import DamagedStoreError
+    from raas_node.runner.launch import SandboxUnavailableError
 
     overrides = {
         name: value
@@ -85,7 +86,7 @@ def run(arguments: argparse.Namespace) -> int:
             return 2
         # Made before the address is printed: a damaged jobs.db stops the server here, in one sentence.
         app = create_app(settings, tokens=tokens)
-    except DamagedStoreError as error:
+    except (DamagedStoreError, SandboxUnavailableError) as error:
         print(f"raas serve: {error}", file=sys.stderr)
         return 2
     # Locally each start issues a session admin token; a cluster's replicas share the bootstrap one.

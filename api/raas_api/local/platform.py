@@ -50,8 +50,9 @@ from raas_node.agent.agent import AgentConfig, AgentState, LiveReading, RobotAge
 from raas_node.runner.container import run_in_container
 from raas_node.runner.fetch import FetchError, fetch_git, fetch_local, resolve_ref
 from raas_node.runner.image import ensure_runtime_image
-from raas_node.runner.launch import RunLimits, RunRequest, RunVerdict, run_entrypoint
+from raas_node.runner.launch import RunLimits, RunRequest, RunVerdict, check_process_isolation, run_entrypoint
 from raas_node.runner.requirements import build_wheelhouse, install_offline
+from raas_node.runner.sandbox_uids import reap_sandbox_leftovers
 from raas_operator.jobs.model import (
     ON_ROBOT_PHASES,
     ArchiveSource,
@@ -139,6 +140,8 @@ class LocalPlatform:
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
         config.data_dir.chmod(0o700)  # jobs, tokens, uploads, recordings, results: never readable by jobs
+        if config.isolation is Isolation.PROCESS:  # refuse now, in one sentence, rather than fail every job
+            check_process_isolation(config.python_executable, ("gym_raas",), hidden_paths=(config.data_dir,))
         self.store = SqliteJobStore(config.data_dir / "jobs.db")
         self.results = results or open_result_store(config.data_dir, config.s3)
         self._flusher = SpoolFlusher(self.results, self._results_uploaded, interval_s=config.spool_flush_interval_s)
@@ -169,6 +172,9 @@ class LocalPlatform:
             agent = RobotAgent(robot.driver, config)
             agent.on_idle = self._wake.set  # a robot free again is scheduled at once, not at the next tick
             self.agents[name] = agent.start()
+        reaped = reap_sandbox_leftovers()  # a previous server's jobs, before their retries start
+        if reaped:
+            log.warning("killed %d processes a previous run of the platform left behind", reaped)
         self._recover()
         self._dispatcher = threading.Thread(target=self._dispatch_loop, name="raas-dispatcher", daemon=True)
         self._dispatcher.start()
@@ -503,6 +509,7 @@ class LocalPlatform:
                 python_path=python_path,
                 python_executable=self.config.python_executable,
                 required_modules=("gym_raas",),
+                hidden_paths=(self.config.data_dir,),
             ),
             cancel,
         )
