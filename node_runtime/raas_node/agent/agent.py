@@ -6,9 +6,13 @@ Threads:
   reads the sensors, picks the command (the session's pending one, the reset routine's, or
   zero), passes it through the safety layer, applies it, feeds the dead-man switch, records the
   boundary and answers the client waiting for it;
-* the **session server** accepts one connection at a time on the Unix socket and speaks the
-  session protocol (`gym_raas.protocol`). A connection is refused unless the platform told the
-  agent to expect it (`expect`) and it presents that job's token.
+* the **session gate** accepts connections on the Unix socket and reads their hellos side by
+  side (`gym_raas.protocol.admission.HelloGate`: a total deadline per hello, a bounded waiting
+  room), so a peer that sends nothing or drips bytes never holds up the robot's real client. A
+  hello without the token of a job the platform told the agent to expect (`expect`) is refused
+  there; one with such a token goes on to
+* the **session server**, which serves one session at a time and speaks the session protocol
+  (`gym_raas.protocol`) with it.
 
 A command is applied at the first boundary after it arrives; the reply carries the reading of
 that boundary. A boundary without a fresh command during a session holds the previous one and
@@ -19,9 +23,11 @@ pendulum; a failed reset, a stuck encoder or a hot motor make the robot unhealth
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import math
 import os
+import queue
 import secrets
 import socket
 import threading
@@ -35,6 +41,7 @@ from typing import Any
 from gym_raas.backends.robot import TRANSIENT_REFUSALS
 from gym_raas.envs.pendulum import swing_cost
 from gym_raas.protocol import FrameReader, ProtocolError, decode_message, encode_frame, encode_message
+from gym_raas.protocol.admission import FirstFrame, HelloGate
 from gym_raas.protocol.framing import FrameError
 from gym_raas.protocol.messages import CLIENT_TYPES
 from raas_node.agent.health import HealthMonitor, RobotHealth
@@ -48,6 +55,10 @@ log = logging.getLogger(__name__)
 
 SOCKET_MODE = 0o666
 """Job processes run as other users; the session token, not file permissions, guards the socket."""
+UNEXPECTED = ("unexpected-session", "this robot was not told to expect a session with that token")
+"""The refusal of a hello whose token no expected job has."""
+MAX_ADMITTED = 4
+"""Connections with an expected token that may wait for the session server (beyond: ``busy``)."""
 
 
 class AgentState(str, Enum):
@@ -170,6 +181,8 @@ class RobotAgent:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._listener: socket.socket | None = None
+        self._admitted: queue.Queue[tuple[socket.socket, dict[str, Any]]] = queue.Queue(MAX_ADMITTED)
+        """Connections whose hello carried an expected token, for the session server in turn."""
         self._duty = 0.0
         self._last_reading: SensorReading = driver.read()
         self.boundary_index = 0
@@ -189,12 +202,12 @@ class RobotAgent:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(str(path))
         os.chmod(path, SOCKET_MODE)
-        listener.listen(4)
-        listener.settimeout(0.2)
+        listener.listen(64)
         self._listener = listener
         self._set_state(AgentState.RESETTING)
         self._reset = ResetRoutine(time.monotonic(), timeout_s=self.config.reset_timeout_s)
-        for name, target in (("control-loop", self._control_loop), ("session-server", self._serve)):
+        threads = (("control-loop", self._control_loop), ("session-gate", self._gate), ("session-server", self._serve))
+        for name, target in threads:
             thread = threading.Thread(target=target, name=f"{self.config.robot}-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -507,27 +520,72 @@ class RobotAgent:
 
     # -- session server ----------------------------------------------------------------------
 
-    def _serve(self) -> None:
+    def _gate(self) -> None:
+        """Read every connection's hello side by side; pass on those with an expected token."""
         assert self._listener is not None
+        gate = HelloGate(self._listener)
+        try:
+            while not self._stop.is_set():
+                for arrival in gate.poll(0.2):
+                    try:
+                        self._admit(arrival)
+                    except Exception:  # a bug here must not stop the robot from taking sessions
+                        log.exception("session gate failure")
+                        arrival.connection.close()
+        finally:
+            gate.close()
+
+    def _admit(self, arrival: FirstFrame) -> None:
+        connection = arrival.connection
+        connection.settimeout(1.0)  # a refusal is one small frame: never let a peer stall the gate with it
+        if arrival.payload is None:
+            if arrival.problem != "closed":  # a peer that left needs no answer
+                code = "busy" if arrival.problem == "evicted" else "malformed"  # busy: the client tries again
+                self._send(connection, "error", code=code, message=f"expected a hello: {arrival.detail}")
+            if arrival.problem in ("timeout", "too-large"):
+                self.metrics.count_session("protocol_error")
+            log.debug("connection turned away before its hello: %s", arrival.detail)
+            connection.close()
+            return
+        try:
+            hello = decode_message(arrival.payload, allowed=frozenset({"hello"}))
+        except ProtocolError as error:
+            self._send(connection, "error", code=error.code, message=f"expected a hello: {error}")
+            self.metrics.count_session("protocol_error")
+            connection.close()
+            return
+        with self._lock:
+            expected = self._expected_job(hello["token"]) is not None
+        if not expected:
+            self._send(connection, "error", code=UNEXPECTED[0], message=UNEXPECTED[1])
+            connection.close()
+            return
+        try:
+            self._admitted.put_nowait((connection, hello))
+        except queue.Full:
+            self._send(connection, "error", code="busy", message="the robot is serving another session")
+            connection.close()
+
+    def _serve(self) -> None:
+        """One session at a time, in the order their hellos were admitted."""
         while not self._stop.is_set():
             try:
-                connection, _ = self._listener.accept()
-            except TimeoutError:
+                connection, hello = self._admitted.get(timeout=0.2)
+            except queue.Empty:
                 continue
-            except OSError:
-                if self._stop.is_set():
-                    return
-                raise
             with connection:
                 try:
-                    self._handle(connection)
+                    self._handle(connection, hello)
                 except Exception:
                     log.exception("session handler failure")
+        with contextlib.suppress(queue.Empty):  # stopping: nobody will serve those still waiting
+            while True:
+                self._admitted.get_nowait()[0].close()
 
-    def _handle(self, connection: socket.socket) -> None:
+    def _handle(self, connection: socket.socket, hello: dict[str, Any]) -> None:
         connection.settimeout(None)
         reader = FrameReader(connection)
-        session = self._open_session(connection, reader)
+        session = self._open_session(connection, hello)
         if session is None:
             return
         try:
@@ -543,23 +601,13 @@ class RobotAgent:
         finally:
             self._close_session(session)
 
-    def _open_session(self, connection: socket.socket, reader: FrameReader) -> _Session | None:
-        connection.settimeout(10.0)
-        try:
-            payload = reader.read()
-            if payload is None:
-                return None
-            hello = decode_message(payload, allowed=frozenset({"hello"}))
-        except (ProtocolError, FrameError, OSError, TimeoutError) as error:
-            code = error.code if isinstance(error, ProtocolError) else "malformed"
-            self._send(connection, "error", code=code, message=f"expected a hello: {error}")
-            self.metrics.count_session("protocol_error")
-            return None
-        connection.settimeout(None)
+    def _expected_job(self, token: str) -> str | None:
+        """The expected job whose token this is (under the lock), compared in constant time."""
+        return next((job for job, expected in self._expected.items() if secrets.compare_digest(expected, token)), None)
+
+    def _open_session(self, connection: socket.socket, hello: dict[str, Any]) -> _Session | None:
         with self._lock:
-            job_id = next(
-                (job for job, token in self._expected.items() if secrets.compare_digest(token, hello["token"])), None
-            )
+            job_id = self._expected_job(hello["token"])
             refusal = self._refusal(job_id)
             if refusal is not None:
                 if job_id is not None:  # the job's own token: it was turned away, not an impostor
@@ -581,7 +629,7 @@ class RobotAgent:
 
     def _refusal(self, job_id: str | None) -> tuple[str, str] | None:
         if job_id is None:
-            return "unexpected-session", "this robot was not told to expect a session with that token"
+            return UNEXPECTED
         if self._session is not None:
             return "busy", "the robot is serving another session"
         if self.state in (AgentState.FAULT, AgentState.MAINTENANCE):
