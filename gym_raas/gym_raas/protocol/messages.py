@@ -1,4 +1,13 @@
-"""Messages of the session protocol and their schemas."""
+"""Messages of the session protocol and their schemas.
+
+Numbers are bounded before they reach either side's code: an integer literal of more than
+`MAX_INTEGER_DIGITS` digits is refused while parsing (Python would otherwise spend time on it or
+raise a bare ValueError past 4300 digits), and a step's action must lie within
+`MAX_ABS_ACTION`. NaN and ±Infinity stay valid actions on the wire: the agent's safety layer
+refuses them (motor off for that boundary) and counts a ``nan`` safety event, and the session goes
+on. Strings are bounded per field (`MAX_TEXT_LENGTH`, `MAX_TOKEN_LENGTH`); nesting too deep for the
+parser is a malformed frame. Every violation is a `ProtocolError`, never another exception.
+"""
 
 from __future__ import annotations
 
@@ -42,6 +51,13 @@ SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
 }
 CLIENT_TYPES = frozenset({"hello", "reset", "step", "close"})
 MAX_TOKEN_LENGTH = 256
+MAX_TEXT_LENGTH = 4096
+"""Longest string any other field may hold (a client name, an error message, a reason)."""
+MAX_INTEGER_DIGITS = 20
+"""Longest integer literal accepted anywhere in a message (2⁶⁴ has 20 digits)."""
+MAX_ABS_ACTION = 1e6
+"""Largest finite |action| accepted: far beyond any motor's command range (the safety layer
+clamps to the robot's envelope), small enough that every later computation stays finite."""
 
 
 def encode_message(kind: str, **fields: Any) -> bytes:
@@ -54,9 +70,11 @@ def encode_message(kind: str, **fields: Any) -> bytes:
 def decode_message(payload: bytes, *, allowed: frozenset[str] | None = None) -> dict[str, Any]:
     """Parse and schema-check one message; raises `ProtocolError` saying what is wrong."""
     try:
-        message = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        message = json.loads(payload.decode("utf-8"), parse_int=_bounded_int)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ProtocolError("malformed", f"frame is not UTF-8 JSON: {error}") from None
+    except RecursionError:
+        raise ProtocolError("malformed", "frame is not UTF-8 JSON: it is nested too deeply") from None
     if not isinstance(message, dict):
         raise ProtocolError("malformed", "a message must be a JSON object")
     _check(message)
@@ -87,9 +105,32 @@ def _check(message: dict[str, Any]) -> None:
         if isinstance(value, bool) or not isinstance(value, types):
             expected = " or ".join(kind_.__name__ for kind_ in types)
             raise ProtocolError("schema", f"{kind}: field {name!r} must be {expected}, got {type(value).__name__}")
-    token = message.get("token")
-    if isinstance(token, str) and len(token) > MAX_TOKEN_LENGTH:
-        raise ProtocolError("schema", "hello: token too long")
+        if isinstance(value, str):
+            limit = MAX_TOKEN_LENGTH if name == "token" else MAX_TEXT_LENGTH
+            if len(value) > limit:
+                raise ProtocolError("schema", f"{kind}: field {name!r} is longer than {limit} characters")
+    if kind == "step":
+        _check_action(message["action"])
+
+
+def _check_action(action: int | float) -> None:
+    """A finite action within `MAX_ABS_ACTION`, or NaN/±inf (left to the safety layer's refusal)."""
+    finite_float = isinstance(action, float) and math.isfinite(action)
+    if (isinstance(action, int) or finite_float) and abs(action) > MAX_ABS_ACTION:
+        if isinstance(action, float):
+            shown = f"{action:g}"
+        else:  # str() of an int past 4300 digits raises: never echo a huge one
+            shown = str(action) if abs(action) < 10**MAX_INTEGER_DIGITS else "(a huge integer)"
+        raise ProtocolError(
+            "range", f"step: action {shown} is outside ±{MAX_ABS_ACTION:g}; send a command within the action space"
+        )
+
+
+def _bounded_int(literal: str) -> int:
+    digits = len(literal.lstrip("-"))
+    if digits > MAX_INTEGER_DIGITS:
+        raise ProtocolError("range", f"an integer of {digits} digits is out of range (at most {MAX_INTEGER_DIGITS})")
+    return int(literal)
 
 
 def is_finite_number(value: Any) -> bool:
