@@ -9,7 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import celpy
 import pytest
+from celpy.adapter import json_to_cel
 from deploy.chart_rendering import PROMETHEUS_OPERATOR, by_kind, chart_copy, one, pod_templates, render_objects
 
 from raas_operator.jobs.model import JobSpec
@@ -361,6 +363,30 @@ def test_the_policies_select_the_labels_the_operator_really_uses(objects: list[d
     assert names == {"raas-default-deny", "raas-job-egress"}
     names = {policy["metadata"]["name"] for policy in policies_for(objects, FETCH_POD)}
     assert names == {"raas-default-deny", "raas-fetch-egress"}
+
+
+@pytest.mark.parametrize("values", [{}, VIRTUAL], ids=["robots", "virtual-robots"])
+def test_job_pods_cannot_reach_pigpiod_on_their_robot_node(chart_dir: Path, values: dict[str, Any]) -> None:
+    """pigpiod listens on the robot node's localhost with no authentication (docs/k3s-raspberry-pi.md):
+    a job pod must have a localhost of its own (no host network: neither from the pod builder nor
+    allowed by the admission policy) and no egress to any IP range (node addresses, port 8888)."""
+    objects = render_objects(chart_dir, values)
+    spec = JOB_POD["spec"]
+    assert not spec.get("hostNetwork")
+    assert not spec.get("hostPID")
+    containers = spec["containers"] + spec.get("initContainers", [])
+    assert all("hostPort" not in port for container in containers for port in container.get("ports", []))
+    validations = one(objects, "ValidatingAdmissionPolicy", "raas-job-pods")["spec"]["validations"]
+    (host_namespaces,) = [rule for rule in validations if "hostNetwork" in rule["expression"]]
+    allows = celpy.Environment().program(celpy.Environment().compile(host_namespaces["expression"]))
+    on_host_network = {**JOB_POD, "spec": {**spec, "hostNetwork": True}}
+    assert allows.evaluate({"object": json_to_cel(JOB_POD)}) == celpy.celtypes.BoolType(True)
+    assert allows.evaluate({"object": json_to_cel(on_host_network)}) == celpy.celtypes.BoolType(False)
+    egress = allowed_egress(objects, JOB_POD)
+    peers = [peer for rule in egress for peer in rule["to"]]
+    assert peers
+    assert all("ipBlock" not in peer and "podSelector" in peer for peer in peers), peers
+    assert {port["port"] for rule in egress for port in rule["ports"]} == {9000, 53}
 
 
 def test_network_policies_can_be_left_to_the_lab(chart_dir: Path) -> None:
