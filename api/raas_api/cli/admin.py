@@ -53,8 +53,7 @@ def run_admin(handler: Callable[[argparse.Namespace], int], arguments: argparse.
 
 def _create(arguments: argparse.Namespace) -> int:
     from raas_api.cli.isolation_choice import noted_isolation, strangers_refusal
-    from raas_api.cli.serve import SESSION_OWNER
-    from raas_api.settings import ApiSettings, Backend
+    from raas_api.settings import SESSION_OWNER, ApiSettings, Backend
 
     settings = ApiSettings() if arguments.data_dir is None else ApiSettings(data_dir=Path(arguments.data_dir))
     if settings.backend is Backend.LOCAL and arguments.owner != SESSION_OWNER:

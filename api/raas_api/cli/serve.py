@@ -31,8 +31,7 @@ from raas_api.cli.isolation_choice import (
 )
 from raas_api.local.platform import Isolation
 from raas_api.local.robots import RobotKind
-
-SESSION_OWNER = "local"
+from raas_api.settings import SESSION_OWNER
 
 
 def add_parser(commands: Any) -> None:

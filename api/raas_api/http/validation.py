@@ -6,24 +6,27 @@ from urllib.parse import urlsplit
 
 from fastapi import HTTPException, status
 
+from raas_api.auth.tokens import TokenInfo
+from raas_api.http.local_sources import allowed_local_path
 from raas_api.settings import ApiSettings, Backend
 from raas_operator.jobs.model import ArchiveSource, GitSource, LocalSource, Source
 
 
-def check_source(source: Source, settings: ApiSettings) -> None:
-    """422 unless the source is allowed here: git from an allowed scheme and host, local only in local
-    mode, an earlier upload (by its sha256) only on a cluster."""
+def check_source(source: Source, settings: ApiSettings, who: TokenInfo) -> Source:
+    """The source as the job will use it, if it is allowed here (403/422 otherwise): git from an
+    allowed scheme and host; a folder only for the session admin, below an allowed root, by its
+    resolved path (`local_sources.allowed_local_path`); an earlier upload (by its sha256) only on
+    a cluster."""
     if isinstance(source, LocalSource):
-        if not settings.local_mode:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "local folders are accepted only in local mode")
-        return
+        return LocalSource(path=str(allowed_local_path(source.path, settings, who)))
     if isinstance(source, ArchiveSource):
         if settings.backend is not Backend.KUBERNETES:
             raise HTTPException(
                 status.HTTP_422_UNPROCESSABLE_CONTENT, "archive sources are for a cluster: upload with /jobs/upload"
             )
-        return
+        return source
     check_git_url(source, settings)
+    return source
 
 
 def check_git_url(source: GitSource, settings: ApiSettings) -> None:

@@ -14,6 +14,7 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tarfile
 import zipfile
@@ -119,19 +120,121 @@ def fetch_git(url: str, commit: str, entrypoint: str, workdir: Path, limits: Fet
     return _finish(code, workdir, entrypoint, commit, limits)
 
 
+MAX_MESSAGE_CHARS = 500
+"""Longest message of a `FetchError` about a local source (paths and OS errors can be long)."""
+_SKIPPED_NAMES = frozenset({".git", "__pycache__"})
+_COPY_CHUNK = 1024 * 1024
+
+
 def fetch_local(source: Path, entrypoint: str, workdir: Path, limits: FetchLimits = FetchLimits()) -> Snapshot:
-    """Copy a folder, or safely unpack a .tar.gz/.tgz/.tar/.zip archive, into ``workdir/code``."""
+    """Copy a folder, or safely unpack a .tar.gz/.tgz/.tar/.zip archive, into ``workdir/code``.
+
+    A folder is copied file by file and counted against `limits` while it is copied, so that a
+    folder that grows as it is read (one holding `workdir` itself) stops at the limit. Only regular
+    files are read (never a FIFO or a device), ``.git`` and ``__pycache__`` are left out, the copy
+    is never copied into itself, and a symlink is followed only when it leads to a file inside the
+    folder: links out of it, and links to folders, are left out.
+    """
     code = workdir / "code"
-    if source.is_dir():
-        _check_tree_size(source, limits)
-        shutil.copytree(source, code, symlinks=False, ignore=shutil.ignore_patterns(".git", "__pycache__"))
-    elif source.is_file():
-        code.mkdir(parents=True)
-        unpack_archive(source, code, limits)
-        _lift_single_folder(code, entrypoint)
-    else:
-        raise FetchError("SourceNotFound", f"{source} is neither a folder nor an archive")
+    try:
+        if source.is_dir():
+            _copy_tree(source, code, limits)
+        elif source.is_file():
+            code.mkdir(parents=True)
+            unpack_archive(source, code, limits)
+            _lift_single_folder(code, entrypoint)
+        else:
+            raise FetchError("SourceNotFound", f"{source} is neither a folder nor an archive")
+    except FetchError as error:  # messages name the user's paths and archive members: keep them short
+        raise FetchError(error.reason, _bounded(str(error))) from None
+    except OSError as error:
+        message = f"cannot read {source}: {error.strerror or error} ({error.filename or source})"
+        raise FetchError("SourceUnreadable", _bounded(message)) from None
     return _finish(code, workdir, entrypoint, None, limits)
+
+
+def _bounded(message: str) -> str:
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    return message[: MAX_MESSAGE_CHARS - 1] + "…"
+
+
+class _Budget:
+    """Files, folders and bytes of a tree so far; `FetchError` TooLarge the moment one passes `limits`."""
+
+    def __init__(self, limits: FetchLimits) -> None:
+        self.limits = limits
+        self.files = self.folders = self.bytes = 0
+
+    def add_file(self) -> None:
+        self.files += 1
+        if self.files > self.limits.max_files:
+            raise FetchError("TooLarge", f"the code has more than {self.limits.max_files} files (the limit)")
+
+    def add_folder(self) -> None:
+        self.folders += 1
+        if self.folders > self.limits.max_files:
+            raise FetchError("TooLarge", f"the code has more than {self.limits.max_files} folders (the limit)")
+
+    def add_bytes(self, count: int) -> None:
+        self.bytes += count
+        if self.bytes > self.limits.max_bytes:
+            raise FetchError("TooLarge", f"the code is larger than {self.limits.max_bytes} bytes (the limit)")
+
+
+def _copy_tree(source: Path, code: Path, limits: FetchLimits) -> None:
+    """Copy the folder `source` into the new folder `code` (see `fetch_local` for the rules)."""
+    root = source.resolve(strict=True)
+    budget = _Budget(limits)
+    code.mkdir(parents=True)
+    copy = os.stat(code)
+    pending = [(root, code)]
+    while pending:  # a stack, not recursion: depth is the user's
+        folder, target = pending.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name in _SKIPPED_NAMES:
+                    continue
+                destination = target / entry.name
+                if entry.is_symlink():
+                    linked = _link_inside(Path(entry.path), root)
+                    if linked is not None:
+                        _copy_file(linked, destination, budget)
+                elif entry.is_dir(follow_symlinks=False):
+                    found = entry.stat(follow_symlinks=False)
+                    if (found.st_dev, found.st_ino) == (copy.st_dev, copy.st_ino):
+                        continue  # the source holds the work folder: never copy the copy
+                    budget.add_folder()
+                    destination.mkdir()
+                    pending.append((Path(entry.path), destination))
+                elif entry.is_file(follow_symlinks=False):
+                    _copy_file(Path(entry.path), destination, budget)
+
+
+def _link_inside(link: Path, root: Path) -> Path | None:
+    """The file `link` leads to, if it is inside `root`; None for links out of it, to folders, or broken."""
+    try:
+        target = link.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return None
+    return target if target.is_relative_to(root) and target.is_file() else None
+
+
+def _copy_file(path: Path, destination: Path, budget: _Budget) -> None:
+    """Copy one regular file, counting it and its bytes as they are read; anything else is skipped."""
+    # O_NOFOLLOW: a file swapped for a link after the walk saw it is not followed; O_NONBLOCK: a
+    # FIFO does not block the open (and is then skipped as not a regular file).
+    descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(descriptor, "rb") as source:
+        found = os.fstat(source.fileno())
+        if not stat.S_ISREG(found.st_mode):
+            return
+        budget.add_file()
+        with destination.open("xb") as sink:
+            while chunk := source.read(_COPY_CHUNK):
+                budget.add_bytes(len(chunk))
+                sink.write(chunk)
+        destination.chmod(stat.S_IMODE(found.st_mode) & 0o777)
 
 
 def _lift_single_folder(code: Path, entrypoint: str) -> None:
@@ -199,12 +302,20 @@ def _safe_relative(path: PurePosixPath) -> PurePosixPath:
 
 
 def _check_tree_size(tree: Path, limits: FetchLimits) -> None:
-    files = [path for path in tree.rglob("*") if path.is_file() and ".git" not in path.relative_to(tree).parts]
-    if len(files) > limits.max_files:
-        raise FetchError("TooLarge", f"the code has {len(files)} files (limit {limits.max_files})")
-    total = sum(path.stat().st_size for path in files)
-    if total > limits.max_bytes:
-        raise FetchError("TooLarge", f"the code is {total} bytes (limit {limits.max_bytes})")
+    """`FetchError` TooLarge if the tree's regular files (``.git`` aside) pass `limits`; stops at the
+    first file over the limit and follows no links."""
+    budget = _Budget(limits)
+    pending = [tree]
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    if entry.name != ".git":
+                        budget.add_folder()
+                        pending.append(Path(entry.path))
+                elif entry.is_file(follow_symlinks=False):
+                    budget.add_file()
+                    budget.add_bytes(entry.stat(follow_symlinks=False).st_size)
 
 
 def _finish(code: Path, workdir: Path, entrypoint: str, commit: str | None, limits: FetchLimits) -> Snapshot:
