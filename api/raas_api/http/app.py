@@ -2,8 +2,10 @@
 
 Routes: ``/api/v1/jobs…`` and ``/api/v1/robots…`` (bearer tokens), ``/api/v1/whoami``,
 ``/healthz`` (the process is up), ``/readyz`` (it can serve: store readable, dispatcher running),
-``/metrics`` (Prometheus), ``/openapi.json``, and the web page at ``/`` with its files under
-``/static``. Every error body is ``{"detail": "<one sentence>"}``.
+``/metrics`` (Prometheus; with ``settings.metrics_token``, only for that bearer token),
+``/openapi.json``, and the web page at ``/`` with its files under ``/static``. Every error body is
+``{"detail": "<one sentence>"}`` (`errors.ErrorBody`), documented on every route that can send it.
+`guard.RequestGuard` checks tokens before bodies are read and caps every body.
 """
 
 from __future__ import annotations
@@ -19,10 +21,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from raas_api.auth.tokens import Tokens, TokenStore
 from raas_api.http import routes_jobs, routes_robots
 from raas_api.http.deps import AppState, Caller
+from raas_api.http.errors import AUTHENTICATED, bounded, error_responses
+from raas_api.http.guard import RequestGuard
 from raas_api.http.metrics import ApiMetrics
 from raas_api.http.ratelimit import RateLimiter
 from raas_api.http.schemas import Identity
@@ -36,6 +42,13 @@ from raas_operator.scheduling.core import Quotas
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "web" / "static"
+
+
+class Readiness(BaseModel):
+    """``/readyz``: ready, or what keeps the server from serving."""
+
+    status: str
+    problems: list[str]
 
 
 def platform_config(settings: ApiSettings) -> PlatformConfig:
@@ -138,12 +151,14 @@ def create_app(settings: ApiSettings, platform: Platform | None = None, tokens: 
     )
     app.state.raas = state
     metrics = ApiMetrics(platform)
+    # Added first, so innermost of the two: the metrics count the guard's refusals too.
+    app.add_middleware(RequestGuard, tokens=tokens, settings=settings)
     app.middleware("http")(metrics.middleware)
     app.include_router(routes_jobs.router)
     app.include_router(routes_robots.router)
     _add_error_handlers(app)
 
-    @app.get("/api/v1/whoami", tags=["auth"], summary="Who the token speaks for")
+    @app.get("/api/v1/whoami", tags=["auth"], summary="Who the token speaks for", responses=AUTHENTICATED)
     def whoami(who: Caller) -> Identity:
         return Identity(owner=who.owner, role=who.role.value)
 
@@ -151,7 +166,13 @@ def create_app(settings: ApiSettings, platform: Platform | None = None, tokens: 
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["system"], summary="The server can serve requests", responses={503: {}})
+    @app.get(
+        "/readyz",
+        tags=["system"],
+        summary="The server can serve requests",
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "Not ready: `problems` says why."}},
+    )
     def readyz() -> JSONResponse:
         problems = []
         try:
@@ -163,7 +184,19 @@ def create_app(settings: ApiSettings, platform: Platform | None = None, tokens: 
         code = status.HTTP_503_SERVICE_UNAVAILABLE if problems else status.HTTP_200_OK
         return JSONResponse({"status": "not ready" if problems else "ready", "problems": problems}, code)
 
-    @app.get("/metrics", tags=["system"], summary="Prometheus metrics", response_class=Response)
+    @app.get(
+        "/metrics",
+        tags=["system"],
+        summary="Prometheus metrics (with RAAS_METRICS_TOKEN set, for that bearer token only)",
+        response_class=Response,
+        responses={
+            200: {
+                "description": "Prometheus text format.",
+                "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
+            },
+            **error_responses(401),
+        },
+    )
     def prometheus_metrics() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -186,9 +219,16 @@ def _add_error_handlers(app: FastAPI) -> None:
         where = ".".join(str(part) for part in first.get("loc", ()))
         detail = f"{where}: {first.get('msg', 'invalid')}" if where else str(first.get("msg", "invalid request"))
         return JSONResponse(
-            {"detail": detail, "errors": [{"loc": list(p.get("loc", ())), "msg": p.get("msg")} for p in problems]},
+            {
+                "detail": bounded(detail),
+                "errors": [{"loc": list(p.get("loc", ())), "msg": bounded(str(p.get("msg")))} for p in problems[:20]],
+            },
             status.HTTP_422_UNPROCESSABLE_CONTENT,
         )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def refused(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"detail": bounded(str(error.detail))}, error.status_code, headers=error.headers)
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, error: Exception) -> JSONResponse:

@@ -9,6 +9,8 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from raas_api.auth.tokens import Role, TokenInfo, Tokens
+from raas_api.http.errors import too_many_requests
+from raas_api.http.guard import INVALID_TOKEN, MISSING_TOKEN, TOKEN_STATE_KEY
 from raas_api.http.ratelimit import RateLimiter
 from raas_api.platform import Platform
 from raas_api.settings import ApiSettings
@@ -36,25 +38,24 @@ _bearer = HTTPBearer(auto_error=False, description="An API token from `raas admi
 
 
 def caller(
+    request: Request,
     state: Annotated[AppState, Depends(app_state)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> TokenInfo:
-    """The token's owner; 401 without a valid token, 429 over the per-token request rate."""
+    """The token's owner; 401 without a valid token, 429 over the per-token request rate.
+
+    `guard.RequestGuard` has usually verified the token already (before the body was read) and
+    left its record in the request's state."""
     challenge = {"WWW-Authenticate": "Bearer"}
     if credentials is None:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, "missing bearer token (Authorization: Bearer <token>)", challenge
-        )
-    info = state.tokens.verify(credentials.credentials)
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, MISSING_TOKEN, challenge)
+    verified = getattr(request.state, TOKEN_STATE_KEY, None)
+    info = verified if isinstance(verified, TokenInfo) else state.tokens.verify(credentials.credentials)
     if info is None:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid or revoked token", challenge)
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, INVALID_TOKEN, challenge)
     wait_s = state.request_limiter.acquire(info.token_id)
     if wait_s > 0:
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            f"too many requests: at most {state.settings.requests_per_second:g} per second; retry in {wait_s:.1f} s",
-            {"Retry-After": str(max(1, round(wait_s)))},
-        )
+        raise too_many_requests(f"too many requests: at most {state.settings.requests_per_second:g} per second", wait_s)
     return info
 
 
