@@ -113,6 +113,26 @@ def test_bad_submissions_get_a_clear_4xx(api: ApiHarness, body: dict[str, object
     assert expected in response.json()["detail"]
 
 
+def test_bodies_are_refused_unread_without_a_token_and_over_their_cap(api: ApiHarness) -> None:
+    body = b'{"source": {"url": "https://127.0.0.1/x.git"}, "pad": "' + b" " * (2 * 1024 * 1024) + b'"}'
+    json_type = {"Content-Type": "application/json"}
+    no_token = api.client.post("/api/v1/jobs", content=body, headers=json_type)
+    assert no_token.status_code == 401
+    assert no_token.headers["www-authenticate"] == "Bearer"
+    over_cap = api.client.post("/api/v1/jobs", content=body, headers={**api.as_ada(), **json_type})
+    assert over_cap.status_code == 413
+    assert "limit" in over_cap.json()["detail"]
+
+
+def test_a_git_source_may_leave_out_its_kind(api: ApiHarness, git_server: GitServer) -> None:
+    git_server.publish("nokind", {"run.py": "print('no kind')\n"})
+    body = {"source": {"url": git_server.url("nokind"), "ref": "main"}}
+    created = api.client.post("/api/v1/jobs", json=body, headers=api.as_ada())
+    assert created.status_code == 201, created.text
+    assert created.json()["source"]["kind"] == "git"
+    assert api.wait(created.json()["id"], api.ada_token)["phase"] == "Succeeded"
+
+
 def test_local_folders_are_refused_outside_local_mode(tmp_path: Path) -> None:
     with api_harness(tmp_path, robots=0, local_mode=False) as api:
         response = api.client.post(

@@ -9,7 +9,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, Response, UploadFile, status
 from fastapi.responses import StreamingResponse
@@ -20,6 +20,7 @@ from gym_raas.results.analysis import analyse
 from gym_raas.results.layout import ResultFile, job_prefix, result_key
 from gym_raas.results.store import ResultNotFoundError, StoreUnavailableError
 from raas_api.http.deps import Caller, State
+from raas_api.http.errors import AUTHENTICATED, error_responses, too_many_requests
 from raas_api.http.schemas import (
     JobList,
     JobSubmission,
@@ -34,12 +35,35 @@ from raas_api.http.schemas import (
 from raas_api.http.validation import check_git_url, check_source, check_time_limit
 from raas_api.http.views import job_view
 from raas_api.local.platform import QuotaExceededError, SubmissionRefusedError
-from raas_api.stores.base import JobNotFoundError, JobRecord
+from raas_api.stores.base import ConflictError, JobNotFoundError, JobRecord
 from raas_node.agent.recorder import read_trajectory
 from raas_node.runner.fetch import FetchError, fetch_git, resolve_ref
 from raas_operator.jobs.model import JobSpec, Phase, RobotRequest
 
-router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], responses=AUTHENTICATED)
+_JOB = error_responses(404)
+_STORE = error_responses(503)
+
+
+def _binary(*media_types: str, description: str) -> dict[int | str, dict[str, Any]]:
+    """A 200 response documented with its media types (FastAPI documents only JSON by itself)."""
+    content = {
+        media_type: {"schema": {"type": "object"} if media_type == "application/json" else {"type": "string"}}
+        for media_type in media_types
+    }
+    return {200: {"description": description, "content": content}}
+
+
+_RESULT_TYPES = sorted({result.content_type for result in ResultFile})
+_SSE_EVENT = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": ["state", "end"]},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+    },
+    "required": ["event", "data"],
+}
+"""One Server-Sent Event as schema checkers read the stream (OpenAPI 3.1 has no event model)."""
 
 _UPLOAD_CHUNK = 1024 * 1024
 _ARCHIVE_MAGIC = {b"PK\x03\x04": ".zip", b"\x1f\x8b": ".tar.gz"}
@@ -59,11 +83,8 @@ def _owned(state: State, who: Caller, job_id: str) -> JobRecord:
 def _submit(state: State, who: Caller, spec_fields: dict[str, object]) -> JobView:
     wait_s = state.submission_limiter.acquire(who.owner)
     if wait_s > 0:
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            f"too many submissions: at most {state.settings.submissions_per_minute:g} a minute;"
-            f" retry in {wait_s:.0f} s",
-            {"Retry-After": str(max(1, round(wait_s)))},
+        raise too_many_requests(
+            f"too many submissions: at most {state.settings.submissions_per_minute:g} a minute", wait_s
         )
     try:
         spec = JobSpec.model_validate({"owner": who.owner, **spec_fields})
@@ -80,10 +101,11 @@ def _submit(state: State, who: Caller, spec_fields: dict[str, object]) -> JobVie
     return job_view(record, state.platform)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, summary="Submit a job")
+@router.post("", status_code=status.HTTP_201_CREATED, summary="Submit a job", responses=error_responses(403))
 def submit_job(body: JobSubmission, state: State, who: Caller) -> JobView:
-    check_source(body.source, state.settings)
+    source = check_source(body.source, state.settings, who)
     fields = body.model_dump(exclude={"time_limit_s"})
+    fields["source"] = source.model_dump()
     fields["time_limit_s"] = check_time_limit(body.time_limit_s, state.settings)
     return _submit(state, who, fields)
 
@@ -153,7 +175,7 @@ def check_job_source(body: SourceCheck, state: State, who: Caller) -> SourceChec
     return SourceCheckResult(ok=True, commit=commit, message=f"{body.entrypoint} found at {commit[:12]}")
 
 
-@router.get("", summary="List jobs (newest first)", response_model=JobList)
+@router.get("", summary="List jobs (newest first)", response_model=JobList, responses=error_responses(400, 403))
 def list_jobs(
     state: State,
     who: Caller,
@@ -177,18 +199,33 @@ def list_jobs(
     return Response(listing.model_dump_json(), media_type="application/json")
 
 
-@router.get("/{job_id}", summary="A job's status")
+@router.get("/{job_id}", summary="A job's status", responses=_JOB)
 def get_job(job_id: str, state: State, who: Caller) -> JobView:
     return job_view(_owned(state, who, job_id), state.platform)
 
 
-@router.post("/{job_id}/cancel", summary="Cancel a job (a running one stops at once)")
+@router.post(
+    "/{job_id}/cancel",
+    summary="Cancel a job (a running one stops at once)",
+    responses={**_JOB, **error_responses(409)},
+)
 def cancel_job(job_id: str, state: State, who: Caller) -> JobView:
     _owned(state, who, job_id)
-    return job_view(state.platform.cancel(job_id), state.platform)
+    try:
+        cancelled = state.platform.cancel(job_id)
+    except ConflictError:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, f"job {job_id} kept changing while it was being cancelled; cancel it again"
+        ) from None
+    return job_view(cancelled, state.platform)
 
 
-@router.get("/{job_id}/logs", summary="stdout or stderr (followable while the job runs)")
+@router.get(
+    "/{job_id}/logs",
+    summary="stdout or stderr (followable while the job runs)",
+    response_class=Response,
+    responses={**_binary("text/plain; charset=utf-8", description="The log so far (or as written)."), **_JOB},
+)
 def job_logs(
     job_id: str,
     state: State,
@@ -216,7 +253,7 @@ def job_logs(
     return StreamingResponse(chunks(), media_type="text/plain; charset=utf-8")
 
 
-@router.get("/{job_id}/results", summary="The job's result files, with download links")
+@router.get("/{job_id}/results", summary="The job's result files, with download links", responses={**_JOB, **_STORE})
 def job_results(job_id: str, state: State, who: Caller) -> ResultManifest:
     record = _owned(state, who, job_id)
     store = state.platform.results
@@ -240,7 +277,12 @@ def job_results(job_id: str, state: State, who: Caller) -> ResultManifest:
     )
 
 
-@router.get("/{job_id}/results/{name}", summary="Download one result file")
+@router.get(
+    "/{job_id}/results/{name}",
+    summary="Download one result file",
+    response_class=Response,
+    responses={**_binary(*_RESULT_TYPES, description="The file, with its own media type."), **_JOB, **_STORE},
+)
 def job_result_file(job_id: str, name: str, state: State, who: Caller) -> Response:
     _owned(state, who, job_id)
     result = next((result for result in ResultFile if result.value == name), None)
@@ -256,7 +298,7 @@ def job_result_file(job_id: str, name: str, state: State, who: Caller) -> Respon
     return Response(data, media_type=result.content_type, headers=headers)
 
 
-@router.get("/{job_id}/trajectory", summary="The recorded run as columns, for plots")
+@router.get("/{job_id}/trajectory", summary="The recorded run as columns, for plots", responses={**_JOB, **_STORE})
 def job_trajectory(job_id: str, state: State, who: Caller) -> TrajectoryView:
     _owned(state, who, job_id)
     cache: dict[str, TrajectoryView] = state.trajectory_cache
@@ -293,7 +335,18 @@ def job_trajectory(job_id: str, state: State, who: Caller) -> TrajectoryView:
     return view
 
 
-@router.get("/{job_id}/live", summary="Live state while the job runs (Server-Sent Events)")
+@router.get(
+    "/{job_id}/live",
+    summary="Live state while the job runs (Server-Sent Events)",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "``state`` events (data: a `LiveState` as JSON), then one ``end`` event.",
+            "content": {"text/event-stream": {"schema": _SSE_EVENT}},
+        },
+        **_JOB,
+    },
+)
 def job_live(job_id: str, state: State, who: Caller) -> StreamingResponse:
     record = _owned(state, who, job_id)
     platform = state.platform

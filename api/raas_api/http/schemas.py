@@ -9,18 +9,36 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from raas_operator.jobs.model import (
     ENTRYPOINT_PATTERN,
+    ArchiveSource,
     FailureClass,
     GitSource,
     JobSummary,
+    LocalSource,
     Phase,
     PhaseChange,
     RobotRequest,
-    Source,
 )
+
+
+def _source_kind(value: Any) -> str:
+    """A source's ``kind``; a source without one is git, as `GitSource`'s default says."""
+    kind = value.get("kind", "git") if isinstance(value, dict) else getattr(value, "kind", "git")
+    return str(kind)
+
+
+SubmittedSource = Annotated[
+    Annotated[GitSource, Tag("git")] | Annotated[LocalSource, Tag("local")] | Annotated[ArchiveSource, Tag("archive")],
+    Discriminator(
+        _source_kind,
+        custom_error_type="source_kind",
+        custom_error_message="source.kind must be 'git' (the default), 'local' or 'archive'",
+    ),
+]
+"""A job's source as submitted: ``kind`` picks the type, and may be left out for git."""
 
 
 class _Body(BaseModel):
@@ -30,7 +48,7 @@ class _Body(BaseModel):
 class JobSubmission(_Body):
     """``POST /api/v1/jobs``: run code from a git repository (or, in local mode, a local folder)."""
 
-    source: Source
+    source: SubmittedSource
     entrypoint: Annotated[
         str, Field(pattern=ENTRYPOINT_PATTERN, description="Python file to run, in the repository.")
     ] = "run.py"
