@@ -360,11 +360,13 @@ def fail(
     if failure.retry_allowed and status.attempts < MAX_ATTEMPTS:
         at_fault = failure is FailureClass.ROBOT_FAULT and status.robot
         excluded = status.excluded_robots + ((status.robot,) if at_fault else ())
+        # Only a robot fault excludes the robot: a platform fault's retry may well run on the same one.
+        where = " on another robot" if at_fault else ""
         return transition(
             status,
             Phase.QUEUED,
             reason=reason,
-            message=f"{message} (retrying once on another robot)",
+            message=f"{message} (retrying once{where})",
             at=at,
             robot=None,
             excluded_robots=excluded,
