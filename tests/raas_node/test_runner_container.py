@@ -18,24 +18,33 @@ import tempfile
 import textwrap
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from agent_fixtures import running_agent
+from polling import wait_until
 
 from gym_raas.params import PendulumParams
 from raas_node.drivers.sim_driver import SimDriver
 from raas_node.runner.container import (
     CONTAINER_AGENT_SOCKET,
     NAME_PREFIX,
+    OWNER_LABEL,
+    ContainerShape,
+    job_environment,
     plan_container,
-    remove_leftover_containers,
+    reap_containers,
     run_in_container,
 )
+from raas_node.runner.container_starter import encode_job
 from raas_node.runner.image import IMAGE_PYTHON, ensure_runtime_image
 from raas_node.runner.launch import RunLimits, RunOutcome, RunRequest, RunVerdict
+from raas_node.runner.warm_pool import ContainerPool
 
+OWNER = f"test-{uuid.uuid4().hex[:12]}"
+"""The owner label of this test session's containers."""
 FAST = RunLimits(time_limit_s=30, memory_bytes=512 * 1024**2, max_processes=32, max_output_bytes=64 * 1024)
 
 
@@ -61,10 +70,23 @@ def image() -> str:
 
 @pytest.fixture(autouse=True)
 def _no_leftover_containers() -> Iterator[None]:
+    """Every container these tests start carries `OWNER` (others may be running on the machine)."""
     yield
     if shutil.which("podman") is not None and os.geteuid() == 0:
-        leftovers = remove_leftover_containers()
+        leftovers = owned_containers()
+        reap_containers(OWNER)
         assert leftovers == [], f"run containers left behind: {leftovers}"
+
+
+def owned_containers(owner: str = OWNER) -> list[str]:
+    """Names of the containers labelled with `owner`, running or not (``podman ps --all``)."""
+    listing = subprocess.run(
+        ["podman", "ps", "--all", "--filter", f"label={OWNER_LABEL}={owner}", "--format", "{{.Names}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return listing.stdout.split()
 
 
 def run(
@@ -90,6 +112,7 @@ def run(
         ),
         cancel,
         image,
+        owner=OWNER,
     )
 
 
@@ -170,11 +193,18 @@ def test_huge_output_is_cut_at_the_limit_and_the_run_stopped(tmp_path: Path, ima
 
 def test_a_file_cannot_grow_past_the_file_size_limit(tmp_path: Path, image: str) -> None:
     limits = RunLimits(time_limit_s=20, memory_bytes=512 * 1024**2, max_processes=16, max_file_bytes=1024**2)
-    outcome = run(tmp_path, image, "open('big.bin', 'wb').write(bytes(2 * 1024**2))\n", limits)
+    source = """
+        import os
+        try:
+            open("big.bin", "wb").write(bytes(2 * 1024**2))
+        finally:
+            print(os.path.getsize("big.bin"))
+    """
+    outcome = run(tmp_path, image, source, limits)
     # Python ignores SIGXFSZ, so the write fails with EFBIG (as under the subprocess launcher).
     assert outcome.verdict is RunVerdict.NONZERO_EXIT
     assert "File too large" in outcome.message
-    assert (tmp_path / "scratch" / "work" / "big.bin").stat().st_size <= 1024**2
+    assert int(stdout(tmp_path)) <= 1024**2
 
 
 def test_the_run_has_no_network_not_even_the_hosts_loopback(tmp_path: Path, image: str) -> None:
@@ -206,16 +236,16 @@ def test_the_root_file_system_is_read_only_and_the_scratch_folder_writable(tmp_p
             print(type(error).__name__)
         open("result.csv", "w").write("1,2\\n")
         open("/tmp/t", "w").write("tmp is writable")
-        print(os.getcwd(), os.environ["HOME"])
+        print(os.getcwd(), os.environ["HOME"], open("result.csv").read().strip(), sorted(os.listdir()))
     """
     outcome = run(tmp_path, image, source)
     assert outcome.verdict is RunVerdict.COMPLETED, outcome.message
     read_only, error, where = stdout(tmp_path).splitlines()
     assert read_only == "True"
     assert error in ("OSError", "PermissionError")
-    assert where == "/scratch/work /scratch"
-    assert (tmp_path / "scratch" / "work" / "result.csv").read_text() == "1,2\n"
+    assert where == "/scratch/work /scratch 1,2 ['result.csv', 'run.py']"
     assert not (tmp_path / "code" / "result.csv").exists()
+    assert not (tmp_path / "scratch").exists()  # the scratch was the container's: nothing stays on the host
 
 
 def test_the_run_is_uid_65534_without_capabilities_or_new_privileges(tmp_path: Path, image: str) -> None:
@@ -259,12 +289,17 @@ def test_the_session_token_is_not_on_podmans_command_line(tmp_path: Path) -> Non
         tmp_path / "e.txt",
         environment={"RAAS_SESSION_TOKEN": "secret-token", "RAAS_AGENT_SOCKET": "/tmp/a/agent.sock"},
     )
-    plan = plan_container(request, "localhost/raas-runtime:x", f"{NAME_PREFIX}test")
-    assert "secret-token" not in " ".join(plan.arguments)
-    assert plan.podman_environment["RAAS_SESSION_TOKEN"] == "secret-token"
-    assert f"RAAS_AGENT_SOCKET={CONTAINER_AGENT_SOCKET}" in plan.arguments
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "run.py").write_text("print('hi')\n")
+    arguments = plan_container(ContainerShape.of(request), "localhost/raas-runtime:x", f"{NAME_PREFIX}test")
+    assert "secret-token" not in " ".join(arguments)
+    assert f"type=bind,source=/tmp/a/agent.sock,target={CONTAINER_AGENT_SOCKET}" in arguments
     for flag in ("--network", "--read-only", "--cap-drop", "--pids-limit", "--memory", "--memory-swap", "--user"):
-        assert flag in plan.arguments
+        assert flag in arguments
+    # The token goes to the container's starter through its stdin, with the rewritten socket path.
+    job = encode_job(request.entrypoint, job_environment(request), IMAGE_PYTHON, request.code_dir)
+    assert b'"RAAS_SESSION_TOKEN": "secret-token"' in job
+    assert f'"RAAS_AGENT_SOCKET": "{CONTAINER_AGENT_SOCKET}"'.encode() in job
 
 
 def test_gym_raas_is_importable_and_simulates_inside(tmp_path: Path, image: str) -> None:
@@ -376,20 +411,165 @@ def test_a_missing_agent_socket_is_a_launch_failure(tmp_path: Path, image: str) 
 def test_a_finished_run_leaves_no_container_and_no_process(tmp_path: Path, image: str) -> None:
     limits = RunLimits(time_limit_s=2, memory_bytes=512 * 1024**2, max_processes=32)  # 16 + the init
     source = "import os, time\nfor _ in range(4):\n    os.fork()\ntime.sleep(120)\n"
-    outcome = run(tmp_path, image, source, limits)
+    mark = uuid.uuid4().hex
+    outcome = run(tmp_path, image, source, limits, environment={"RAAS_TEST_MARK": mark})
     assert outcome.verdict is RunVerdict.TIME_LIMIT
-    listing = subprocess.run(
-        ["podman", "ps", "--all", "--format", "{{.Names}}"], capture_output=True, text=True, check=True
-    )
-    assert not [name for name in listing.stdout.split() if name.startswith(NAME_PREFIX)]
+    assert owned_containers() == []
     time.sleep(0.2)
-    # The image's interpreter path tells the run's processes from anything else on the machine.
-    sleepers = [pid for pid in os.listdir("/proc") if pid.isdigit() and _cmdline(pid).startswith(IMAGE_PYTHON)]
-    assert sleepers == []
+    assert processes_marked(mark) == []
 
 
-def _cmdline(pid: str) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-    except OSError:
-        return ""
+def processes_marked(mark: str) -> list[str]:
+    """Processes on this machine whose environment holds ``RAAS_TEST_MARK=<mark>`` (a run's, seen from the host)."""
+    marked = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if f"RAAS_TEST_MARK={mark}".encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                marked.append(pid)
+        except OSError:
+            continue
+    return marked
+
+
+# -- the warm pool ---------------------------------------------------------------------------
+
+SLOT = "robot-1"
+
+
+@pytest.fixture
+def pool(image: str) -> Iterator[ContainerPool]:
+    with ContainerPool(image, owner=OWNER) as containers:
+        yield containers
+
+
+def request_for(folder: Path, source: str, limits: RunLimits = FAST, **request: object) -> RunRequest:
+    (folder / "code").mkdir(parents=True, exist_ok=True)
+    (folder / "code" / "run.py").write_text(textwrap.dedent(source))
+    return RunRequest(
+        code_dir=folder / "code",
+        entrypoint="run.py",
+        scratch_dir=folder / "scratch",
+        stdout_path=folder / "stdout.txt",
+        stderr_path=folder / "stderr.txt",
+        limits=limits,
+        **request,  # type: ignore[arg-type]
+    )
+
+
+def warm_run(pool: ContainerPool, request: RunRequest, cancel: threading.Event | None = None) -> RunOutcome:
+    """Run `request` in the slot's warm container (prepared for its limits), checking that it was warm."""
+    pool.prepare(SLOT, limits=request.limits, agent_socket=request.environment.get("RAAS_AGENT_SOCKET"))
+    assert pool.wait_ready(SLOT, timeout_s=120), "no warm container came up"
+    warm_before = pool.warm_runs
+    outcome = pool.run(request, cancel, slot=SLOT)
+    assert pool.warm_runs == warm_before + 1, "the job did not run in the warm container"
+    return outcome
+
+
+def cancel_once_started(stdout_path: Path, cancel: threading.Event) -> None:
+    """Set `cancel` as soon as the run has printed its first line."""
+
+    def watch() -> None:
+        wait_until(lambda: stdout_path.exists() and stdout_path.read_bytes().startswith(b"started"), timeout_s=120)
+        cancel.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+ENDINGS = {
+    "completed": ("import sys\nprint('hello')\nprint('warning', file=sys.stderr)\n", FAST),
+    "nonzero": ("raise ValueError('controller diverged')\n", FAST),
+    "time-limit": ("while True:\n    pass\n", RunLimits(time_limit_s=2, memory_bytes=512 * 1024**2, max_processes=32)),
+    "cancel": ("import time\nprint('started', flush=True)\ntime.sleep(120)\n", FAST),
+    "oom": (
+        "blocks = []\nwhile True:\n    blocks.append(bytearray(20 * 1024 * 1024))\n",
+        RunLimits(time_limit_s=30, memory_bytes=256 * 1024**2, max_processes=32),
+    ),
+}
+
+
+@pytest.mark.parametrize("ending", sorted(ENDINGS))
+def test_a_warm_run_ends_exactly_as_a_cold_one(tmp_path: Path, image: str, pool: ContainerPool, ending: str) -> None:
+    source, limits = ENDINGS[ending]
+    outcomes = []
+    for kind in ("cold", "warm"):
+        request = request_for(tmp_path / kind, source, limits)
+        cancel = threading.Event()
+        if ending == "cancel":
+            cancel_once_started(request.stdout_path, cancel)
+        if kind == "cold":
+            outcomes.append(run_in_container(request, cancel, image, owner=OWNER))
+        else:
+            outcomes.append(warm_run(pool, request, cancel))
+    cold, warm = outcomes
+    assert (warm.verdict, warm.exit_code, warm.message) == (cold.verdict, cold.exit_code, cold.message)
+    assert (warm.stdout_bytes, warm.stderr_bytes) == (cold.stdout_bytes, cold.stderr_bytes)
+    assert (tmp_path / "warm" / "stdout.txt").read_bytes() == (tmp_path / "cold" / "stdout.txt").read_bytes()
+    assert not (tmp_path / "warm" / "scratch").exists()
+
+
+def test_a_warm_container_serves_one_job_and_the_pool_refills(tmp_path: Path, pool: ContainerPool) -> None:
+    source = """
+        import os, socket
+        print(socket.gethostname(), sorted(os.listdir("/scratch/work")), sorted(os.listdir("/tmp")))
+        open("/scratch/work/left-behind", "w").write("secret of the previous job")
+        open("/tmp/left-behind", "w").write("secret of the previous job")
+    """
+    seen = []
+    for index in range(2):
+        request = request_for(tmp_path / str(index), source)
+        outcome = warm_run(pool, request)
+        assert outcome.verdict is RunVerdict.COMPLETED, outcome.message
+        seen.append((tmp_path / str(index) / "stdout.txt").read_text().split(maxsplit=1))
+        assert pool.wait_ready(SLOT, timeout_s=120), "the pool did not refill"
+    (first_host, first_files), (second_host, second_files) = seen
+    assert first_host != second_host  # another container
+    assert first_files == second_files == "['run.py'] []\n"  # nothing of the previous job
+    # Only the waiting one stays: both used ones are removed (in the background).
+    assert wait_until(lambda: len(owned_containers()) == 1, timeout_s=60, interval_s=0.2), owned_containers()
+
+
+def test_a_job_no_warm_container_fits_runs_cold_with_its_own_limits(tmp_path: Path, pool: ContainerPool) -> None:
+    pool.prepare(SLOT, limits=FAST)
+    assert pool.wait_ready(SLOT, timeout_s=120)
+    bigger = RunLimits(time_limit_s=30, memory_bytes=768 * 1024**2, max_processes=32)
+    source = "print(open('/sys/fs/cgroup/memory/memory.limit_in_bytes').read().strip())\n"
+    outcome = pool.run(request_for(tmp_path, source, bigger), slot=SLOT)
+    assert outcome.verdict is RunVerdict.COMPLETED, outcome.message
+    assert (pool.warm_runs, pool.cold_runs) == (0, 1)
+    assert stdout(tmp_path) == f"{768 * 1024**2}\n"
+    assert pool.ready(SLOT)  # the prepared container still waits for a job of its shape
+
+
+def test_closing_the_pool_leaves_no_container(tmp_path: Path, image: str) -> None:
+    pool = ContainerPool(image, owner=OWNER)
+    for slot in ("robot-1", "robot-2"):
+        pool.prepare(slot, limits=FAST)
+    for slot in ("robot-1", "robot-2"):
+        assert pool.wait_ready(slot, timeout_s=120)
+    outcome = pool.run(request_for(tmp_path, "print('once')\n"), slot="robot-1")
+    assert outcome.verdict is RunVerdict.COMPLETED, outcome.message
+    pool.close()
+    assert owned_containers() == []
+
+
+def test_a_controller_in_a_warm_container_drives_the_robot_agent(tmp_path: Path, pool: ContainerPool) -> None:
+    source = """
+        import gymnasium as gym
+        import gym_raas
+        env = gym.make("RaasPendulum-v0")
+        env.reset(seed=0)
+        for _ in range(10):
+            env.step([1.0])
+        env.close()
+        print(type(env.unwrapped.backend).__name__)
+    """
+    with running_agent(SimDriver(PendulumParams())) as agent:
+        token = agent.expect("job-warm")
+        environment = {"RAAS_AGENT_SOCKET": str(agent.config.socket_path), "RAAS_SESSION_TOKEN": token}
+        outcome = warm_run(pool, request_for(tmp_path, source, environment=environment))
+        session = agent.end_job("job-warm")
+    assert outcome.verdict is RunVerdict.COMPLETED, (tmp_path / "stderr.txt").read_text()
+    assert stdout(tmp_path) == "RobotBackend\n"
+    assert session is not None
+    assert session.steps == 10

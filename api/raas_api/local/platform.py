@@ -47,12 +47,13 @@ from raas_api.local.robots import LocalRobot, RobotKind, make_robot
 from raas_api.stores.base import ConflictError, JobNotFoundError, JobRecord
 from raas_api.stores.sqlite import SqliteJobStore
 from raas_node.agent.agent import AgentConfig, AgentState, LiveReading, RobotAgent
-from raas_node.runner.container import run_in_container
+from raas_node.runner.container import instance_label, reap_containers
 from raas_node.runner.fetch import FetchError, fetch_git, fetch_local, resolve_ref
 from raas_node.runner.image import ensure_runtime_image
 from raas_node.runner.launch import RunLimits, RunRequest, RunVerdict, check_process_isolation, run_entrypoint
 from raas_node.runner.requirements import build_wheelhouse, install_offline
 from raas_node.runner.sandbox_uids import reap_sandbox_leftovers
+from raas_node.runner.warm_pool import ContainerPool
 from raas_operator.jobs.model import (
     ON_ROBOT_PHASES,
     ArchiveSource,
@@ -127,6 +128,9 @@ class PlatformConfig:
     isolation: Isolation = Isolation.PROCESS
     container_image: str | None = None
     """Image for ``isolation=container``; built (once per machine, cached) at start when None."""
+    warm_containers: bool = True
+    """With ``isolation=container``: keep a started container waiting per robot (`ContainerPool`),
+    so a free robot's next controller starts in tens of milliseconds; False: a ``podman run`` per job."""
     max_concurrent_fetches: int = 4
     """Fetch workers at a time (a burst of submissions waits as Pending, not as a thread each)."""
     pip_index_arguments: tuple[str, ...] = ()
@@ -155,6 +159,7 @@ class LocalPlatform:
         self._wake = threading.Event()
         self._dispatcher: threading.Thread | None = None
         self._sockets: Path | None = None
+        self._pool: ContainerPool | None = None
         self.fleet = FleetMetrics(state=self.fleet_state)
         """Queue, finished jobs, robots, spooled results (`raas_operator.metrics`); each status change feeds it."""
 
@@ -172,9 +177,16 @@ class LocalPlatform:
             agent = RobotAgent(robot.driver, config)
             agent.on_idle = self._wake.set  # a robot free again is scheduled at once, not at the next tick
             self.agents[name] = agent.start()
-        reaped = reap_sandbox_leftovers()  # a previous server's jobs, before their retries start
+        # What a previous server on this data folder left running dies before its jobs are retried.
+        reaped = reap_sandbox_leftovers()
+        if self._image is not None:
+            label = instance_label(self.config.data_dir)
+            reaped += reap_containers(label)
+            self._pool = ContainerPool(self._image, owner=label, max_job_s=self.config.max_time_limit_s)
+            for name, agent in self.agents.items() if self.config.warm_containers else ():
+                self._pool.prepare(name, limits=self.config.run_limits, agent_socket=agent.config.socket_path)
         if reaped:
-            log.warning("killed %d processes a previous run of the platform left behind", reaped)
+            log.warning("killed %d processes or containers a previous run of the platform left behind", reaped)
         self._recover()
         self._dispatcher = threading.Thread(target=self._dispatch_loop, name="raas-dispatcher", daemon=True)
         self._dispatcher.start()
@@ -191,6 +203,8 @@ class LocalPlatform:
         for worker in list(self._workers.values()):
             worker.thread.join(timeout=30)
         self._flusher.stop()
+        if self._pool is not None:
+            self._pool.close()
         for agent in self.agents.values():
             agent.stop()
         for robot in self.robot_parts.values():
@@ -496,7 +510,7 @@ class LocalPlatform:
         self._update(job_id, lambda status: transition(status, Phase.RUNNING, reason="Running", robot=robot))
         started = datetime.now(timezone.utc)
         limits = dataclasses.replace(self.config.run_limits, time_limit_s=float(record.spec.time_limit_s))
-        launch = run_entrypoint if self._image is None else functools.partial(run_in_container, image=self._image)
+        launch = run_entrypoint if self._pool is None else functools.partial(self._pool.run, slot=robot)
         outcome = launch(
             RunRequest(
                 code_dir=workdir / "code",
