@@ -21,6 +21,7 @@ demo: $(STAMP)  ## Run the example controller and print where the results are.
 	$(BIN)/raas demo
 
 test: $(STAMP)  ## Run the whole test suite.
+	$(BIN)/python -m raas_node.runner.image  # the job image `raas serve` runs users' programs in (cached)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)  ## Print the performance figures (ratios against peers measured in the same run).

@@ -43,12 +43,19 @@ def _seed(data_dir: Path, jobs: int) -> str:
     return token
 
 
-def _start_server(data_dir: Path) -> tuple[subprocess.Popen[str], str]:
+def _start_server(data_dir: Path, code_root: Path) -> tuple[subprocess.Popen[str], str, str]:
+    """``raas serve`` on `data_dir` with folder sources allowed below `code_root`; its URL and session token.
+
+    Containers: a process-level server refuses to start while another person (the listing's
+    user-0) holds a token. With no robots no job ever runs, so the isolation level costs nothing.
+    """
     environment = dict(
         os.environ,
         RAAS_MAX_QUEUED_PER_OWNER="1000000",
         RAAS_SUBMISSIONS_PER_MINUTE="1000000",
         RAAS_REQUESTS_PER_SECOND="1000000",
+        RAAS_LOCAL_SOURCE_ROOTS=json.dumps([str(code_root)]),
+        RAAS_ISOLATION="container",
     )
     server = subprocess.Popen(
         [
@@ -69,6 +76,7 @@ def _start_server(data_dir: Path) -> tuple[subprocess.Popen[str], str]:
     )
     assert server.stdout is not None
     url = server.stdout.readline().split()[-1]
+    session_token = server.stdout.readline().split()[-1]  # "admin token: <token>"
     deadline = time.monotonic() + 30
     while True:  # the address is printed before the server accepts connections
         try:
@@ -78,7 +86,7 @@ def _start_server(data_dir: Path) -> tuple[subprocess.Popen[str], str]:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
-    return server, url
+    return server, url, session_token
 
 
 def _wrk(url: str, path: str, seconds: int, script: str | None = None) -> tuple[float, float, float, int]:
@@ -115,18 +123,19 @@ def _report(
 def _measure(report: Report, stored: int, seconds: int) -> None:
     report.section(SECTION)
     with tempfile.TemporaryDirectory(prefix="raas-api-bench-") as scratch:
-        data_dir = Path(scratch)
+        data_dir = Path(scratch) / "data"
         token = _seed(data_dir, stored)
-        server, url = _start_server(data_dir)
+        code = Path(scratch) / "code"  # folder sources: only outside the data folder, below an allowed root
+        code.mkdir()
+        (code / "run.py").write_text("print('hi')\n")
+        server, url, session_token = _start_server(data_dir, code)
         try:
-            code = data_dir / "code"
-            code.mkdir()
-            (code / "run.py").write_text("print('hi')\n")
             body = {"source": {"kind": "local", "path": str(code)}}
 
             auth = f'wrk.headers["Authorization"] = "Bearer {token}"\n'
             submit_script = (
-                auth + 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                f'wrk.headers["Authorization"] = "Bearer {session_token}"\n'
+                'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
                 f"wrk.body = '{json.dumps(body)}'\n"
             )
             floor = _wrk(url, "/healthz", seconds)

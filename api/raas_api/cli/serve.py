@@ -74,6 +74,13 @@ def run(arguments: argparse.Namespace) -> int:
     local = settings.backend is Backend.LOCAL
     if local:
         settings = settings.model_copy(update={"isolation": choose_isolation(arguments.isolation)})
+        if settings.isolation is Isolation.CONTAINER:
+            # The job image is built (once per machine, minutes) before the address is printed, so
+            # that a printed address answers at once rather than after the build.
+            from raas_node.runner.image import ensure_runtime_image
+
+            print("preparing the job container image (cached after the first start)", file=sys.stderr, flush=True)
+            ensure_runtime_image()
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         settings.data_dir.chmod(0o700)  # tokens.db is opened before the platform makes it private too
     try:
@@ -98,6 +105,7 @@ def run(arguments: argparse.Namespace) -> int:
     # the client's delayed ACK (Nagle), which capped the server at ~25 sequential requests/s.
     listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     listener.bind((settings.host, settings.port))
+    listener.listen(2048)  # from here on a client's connection waits in the backlog, never refused
     port = listener.getsockname()[1]
     url = f"http://{settings.host}:{port}"
     print(f"RaaS API listening on {url}", flush=True)

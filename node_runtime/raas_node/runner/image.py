@@ -30,7 +30,10 @@ import contextlib
 import fcntl
 import hashlib
 import importlib
+import logging
 import os
+import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -161,3 +164,21 @@ def _remove_older_runtime_images(keep: str) -> None:
     for image in listing.stdout.split():
         if image != keep:
             run_step(["podman", "rmi", image], timeout_s=120, check=False)  # fails harmlessly while in use
+
+
+def main() -> int:
+    """``python -m raas_node.runner.image``: build the job image if missing and print its name (set-up step)."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if os.geteuid() != 0 or shutil.which("podman") is None:
+        print("raas: no rootful podman here: the container isolation level is not available", file=sys.stderr)
+        return 0
+    try:
+        print(ensure_runtime_image())
+    except ImageBuildError as error:
+        print(f"raas: the job image cannot be built here: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
