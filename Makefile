@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYPROJECTS := gym_raas/pyproject.toml node_runtime/pyproject.toml operator/pyproject.toml api/pyproject.toml requirements-dev.txt
 
-.PHONY: demo test bench lint format clean
+.PHONY: demo test bench lint format clean controlplane controlplane-smoke
 
 $(STAMP): $(PYPROJECTS) scripts/install-system-deps
 	bash scripts/install-system-deps
@@ -20,9 +20,15 @@ $(STAMP): $(PYPROJECTS) scripts/install-system-deps
 demo: $(STAMP)  ## Run the example controller and print where the results are.
 	$(BIN)/raas demo
 
-test: $(STAMP)  ## Run the whole test suite.
+test: $(STAMP) controlplane  ## Run the whole test suite.
 	$(BIN)/python -m raas_node.runner.image  # the job image `raas serve` runs users' programs in (cached)
-	$(BIN)/python -m pytest
+	RAAS_CONTROLPLANE_BIN="$$(bash tests/controlplane/build.sh | tail -n 1)" $(BIN)/python -m pytest
+
+controlplane:  ## Build (once, cached by version) the pinned upstream Kubernetes control plane, etcd and Helm.
+	bash tests/controlplane/build.sh
+
+controlplane-smoke: controlplane  ## Start etcd, API server, controller manager and scheduler on loopback, check them, stop them.
+	bash tests/controlplane/smoke.sh "$$(bash tests/controlplane/build.sh | tail -n 1)"
 
 bench: $(STAMP)  ## Print the performance figures (ratios against peers measured in the same run).
 	$(BIN)/python -m benchmarks
