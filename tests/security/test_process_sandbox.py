@@ -152,6 +152,20 @@ def test_an_interpreter_behind_a_closed_folder_runs_unprivileged_and_the_rest_of
         shutil.rmtree(closed)
 
 
+def test_an_interpreter_under_the_hosts_tmp_is_reached_inside_the_sandboxs_own_tmp(tmp_path: Path) -> None:
+    """A checkout under ``/tmp`` (CI clones there): the sandbox's private ``/tmp`` would hide it."""
+    folder = Path(tempfile.mkdtemp(prefix="raas-tmp-venv-", dir="/tmp"))
+    try:
+        folder.chmod(0o755)
+        (folder / "python").symlink_to(PYTHON)
+        outcome = run_job(tmp_path, "import os\nprint(os.getuid())\n", python_executable=str(folder / "python"))
+        assert outcome.verdict is RunVerdict.COMPLETED, outcome.message
+        assert int(stdout(tmp_path)) != 0
+        check_process_isolation(str(folder / "python"), ("json",))
+    finally:
+        shutil.rmtree(folder)
+
+
 def test_the_start_up_check_passes_for_an_interpreter_others_can_run() -> None:
     check_process_isolation(PYTHON, ("json", "gym_raas"))
 

@@ -80,7 +80,7 @@ AGENT_SOCKET_VARIABLE = "RAAS_AGENT_SOCKET"
 _STDERR_TAIL_BYTES = 8192
 _PROBE_SCRATCH_BYTES = 16 * 1024**2
 _ADVICE = (
-    "put the virtual environment where other users can read it (not under /tmp, /var/tmp or /run),"
+    "make the interpreter and its virtual environment readable by other users (chmod -R o+rX),"
     " or use --isolation container"
 )
 

@@ -59,6 +59,8 @@ SANDBOX_PYTHON_PATH_ROOT = f"{SANDBOX_RUN_ROOT}/path"
 STARTED_MARK = b"started"
 """What the setup step writes on `started_fd` just before the job's command starts."""
 SMALL_TMPFS_MAX_BYTES = 64 * 1024**2
+PRIVATE_MOUNTS = (Path(SANDBOX_SCRATCH), Path("/var/tmp"), Path("/dev/shm"), Path("/run"))
+"""The sandbox's own tmpfs mounts, which hide the host's folders of the same name."""
 _TOOLS_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 _ROOT_STEP_CAPABILITIES = ("CAP_SETUID", "CAP_SETGID", "CAP_CHOWN", "CAP_DAC_OVERRIDE")
 
@@ -145,19 +147,23 @@ def bwrap_options(spec: SandboxSpec, bwrap: str = "bwrap") -> list[str]:
 
 
 def reopened_paths(paths: Sequence[Path]) -> list[str]:
-    """bwrap options that make `paths` reachable behind folders other users cannot traverse.
+    """bwrap options that make `paths` reachable behind folders other users cannot traverse, and
+    inside the sandbox's own private mounts (a checkout under ``/tmp``).
 
     Each topmost closed folder above a path is covered by an empty tmpfs (0755, root), and every
-    path below it is bound read-only at its own place; paths others can already reach need nothing.
+    path below it or below a private mount is bound read-only at its own place (the folders
+    between made 0755); paths others can already reach need nothing.
     """
     behind: dict[Path, set[Path]] = {}
     for path in paths:
-        closed = _closed_ancestor(path)
-        if closed is not None and path.exists():
-            behind.setdefault(closed, set()).add(path)
+        private = next((mount for mount in PRIVATE_MOUNTS if mount in path.parents), None)
+        cover = private or _closed_ancestor(path)
+        if cover is not None and path.exists():
+            behind.setdefault(cover, set()).add(path)
     options: list[str] = []
     for closed, inside in sorted(behind.items()):
-        options += ["--perms", "0755", "--tmpfs", str(closed)]
+        if closed not in PRIVATE_MOUNTS:  # those are the sandbox's own tmpfs already
+            options += ["--perms", "0755", "--tmpfs", str(closed)]
         made: set[Path] = set()
         bound: list[Path] = []
         for path in sorted(inside):  # a folder before what is inside it
