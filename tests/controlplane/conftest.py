@@ -1,10 +1,8 @@
-"""Fixtures of the real-control-plane tests: one `ControlPlane` per test session, a fresh
-namespace per test that needs isolation.
+"""Fixtures of the real-control-plane tests: a fresh namespace per test that needs isolation.
 
-The binaries come from ``RAAS_CONTROLPLANE_BIN`` (``make test`` sets it), else from
-``tests/controlplane/build.sh``; when they are missing the fixture fails with what to run, it does
-not skip. The control plane is stopped at the end of the session, and by ``atexit`` and a
-parent-death signal if the session dies first.
+The session's control plane itself (``control_plane``) and the chart installed once on it
+(``raas_chart``) come from ``tests/conftest.py``, shared with the suites of the other folders: one
+control plane per pytest session overall.
 """
 
 from __future__ import annotations
@@ -15,13 +13,6 @@ from collections.abc import Iterator
 
 import pytest
 from controlplane.cluster import ControlPlane
-
-
-@pytest.fixture(scope="session")
-def control_plane() -> Iterator[ControlPlane]:
-    """etcd, API server, controller manager and scheduler on loopback, for the whole session."""
-    with ControlPlane() as plane:
-        yield plane
 
 
 @pytest.fixture

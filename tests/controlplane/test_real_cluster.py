@@ -1,6 +1,6 @@
 """The CRDs, the chart and the operator's pods against a real Kubernetes API server.
 
-One control plane per session (``conftest.control_plane``: etcd, kube-apiserver with
+One control plane per session (``control_plane`` of ``tests/conftest.py``: etcd, kube-apiserver with
 Node,RBAC authorization and PodSecurity/ValidatingAdmissionPolicy admission, controller manager,
 scheduler; no kubelet, so pods are only admitted, never run). What a lab would notice:
 
@@ -27,7 +27,6 @@ import json
 import secrets
 import socket
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -36,6 +35,7 @@ import kubernetes
 import pytest
 import yaml
 from controlplane import cluster
+from controlplane.chart_install import token_for
 from controlplane.cluster import ControlPlane, ControlPlaneError
 
 from raas_operator.jobs.model import JobSpec
@@ -51,7 +51,6 @@ BAD = ROOT / "tests" / "raas_operator" / "bad_resources"
 CHART = ROOT / "charts" / "raas"
 JOBS = "raas-jobs"
 SYSTEM = "raas-system"
-POLICY_WAIT_S = 30.0
 
 SETTINGS = PodSettings(image="ghcr.io/raas-dev/raas-job:0.1.0")
 SPEC = JobSpec.model_validate({"owner": "ada", "source": {"kind": "git", "url": "https://github.com/ada/c.git"}})
@@ -166,24 +165,11 @@ def api(control_plane: ControlPlane) -> Iterator[kubernetes.client.ApiClient]:
         yield client
 
 
-@pytest.fixture(scope="module")
-def chart(control_plane: ControlPlane) -> Iterator[None]:
+@pytest.fixture
+def chart(raas_chart: ControlPlane) -> None:
     """charts/raas installed as the chart README says (helm install, then label the release
-    namespace), and its admission policy in force; uninstalled after the module."""
-    control_plane.helm("install", "raas", str(CHART), "--namespace", SYSTEM, "--create-namespace")
-    control_plane.kubectl("label", "namespace", SYSTEM, "pod-security.kubernetes.io/enforce=restricted")
-    # The API server enforces a new policy once its informer has seen it (a second or so):
-    # until then even a pod mounting the host's / is admitted.
-    # Pods are admitted only once the controller manager made the namespace's default ServiceAccount.
-    control_plane.kubectl("-n", JOBS, "wait", "--for=create", "--timeout=60s", "serviceaccount/default")
-    probe = a_job_pod()
-    socket_volume(probe)["hostPath"]["path"] = "/"
-    deadline = time.monotonic() + POLICY_WAIT_S
-    while "ValidatingAdmissionPolicy 'raas-job-pods'" not in dry_run_create(control_plane, probe)[1]:
-        assert time.monotonic() < deadline, f"the chart's admission policy was not enforced within {POLICY_WAIT_S} s"
-        time.sleep(0.5)
-    yield
-    control_plane.helm("uninstall", "raas", "--namespace", SYSTEM)
+    namespace), and its admission policy in force: once per session, by
+    `controlplane.chart_install` (the chart's namespaces are fixed, so one install serves all)."""
 
 
 # --- the CRDs ------------------------------------------------------------------------------------
@@ -567,17 +553,6 @@ def test_pod_security_restricted_alone_would_refuse_the_job_pod(control_plane: C
 # --- RBAC, asked of the server --------------------------------------------------------------------
 
 
-def token_for(api: kubernetes.client.ApiClient, namespace: str, account: str) -> str:
-    """A short-lived token of ServiceAccount `account` (TokenRequest API)."""
-    request = kubernetes.client.AuthenticationV1TokenRequest(
-        spec=kubernetes.client.V1TokenRequestSpec(audiences=[], expiration_seconds=600)
-    )
-    granted = kubernetes.client.CoreV1Api(api).create_namespaced_service_account_token(account, namespace, request)
-    assert granted.status is not None
-    assert granted.status.token
-    return granted.status.token
-
-
 def forbidden(call: Callable[[], object]) -> str:
     """The 403 message of `call`."""
     refused = api_error(call)
@@ -589,7 +564,7 @@ def forbidden(call: Callable[[], object]) -> str:
 def test_operator_token_may_do_what_its_roles_grant_and_nothing_more(
     control_plane: ControlPlane, api: kubernetes.client.ApiClient
 ) -> None:
-    with control_plane.api_client(token_for(api, SYSTEM, "raas-operator")) as operator:
+    with control_plane.api_client(token_for(control_plane, SYSTEM, "raas-operator")) as operator:
         objects = kubernetes.client.CustomObjectsApi(operator)
         core = kubernetes.client.CoreV1Api(operator)
         jobs = as_dict(objects.list_namespaced_custom_object("raas.dev", "v1alpha1", JOBS, "raasjobs"))
@@ -621,7 +596,7 @@ def test_api_and_agent_tokens_cannot_create_pods_in_the_job_namespace(
     control_plane: ControlPlane, api: kubernetes.client.ApiClient
 ) -> None:
     for namespace, account in ((SYSTEM, "raas-api"), ("raas-robots", "raas-agent")):
-        with control_plane.api_client(token_for(api, namespace, account)) as client:
+        with control_plane.api_client(token_for(control_plane, namespace, account)) as client:
             core = kubernetes.client.CoreV1Api(client)
             user = f"system:serviceaccount:{namespace}:{account}"
 
@@ -632,7 +607,7 @@ def test_api_and_agent_tokens_cannot_create_pods_in_the_job_namespace(
                 f'pods is forbidden: User "{user}" cannot create resource "pods" in API group "" '
                 f'in the namespace "{JOBS}"'
             )
-    with control_plane.api_client(token_for(api, "raas-robots", "raas-agent")) as agent:
+    with control_plane.api_client(token_for(control_plane, "raas-robots", "raas-agent")) as agent:
         core = kubernetes.client.CoreV1Api(agent)
         assert "cannot get resource" in forbidden(lambda: core.read_namespaced_secret("raas", SYSTEM))
 
