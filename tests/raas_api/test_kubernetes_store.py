@@ -1,18 +1,34 @@
-"""The Kubernetes job store against the Kubernetes emulator over real HTTP (kmock: no CRD schema
-enforcement, no admission; see tests/k8s_fixtures.py), through the official client."""
+"""The Kubernetes job store (`KubernetesJobStore`) on the real control plane, through the official
+client: the CRD's schema, CEL rules, status subresource and resourceVersion checks are the API
+server's own.
+
+The store speaks as the web API's own ServiceAccount (``raas-system/raas-api``, a TokenRequest
+token) in the chart's job namespace (``raas-jobs``), so the chart's RBAC is the one in force. That
+RBAC lets the API create, read and list RaasJobs but not write their status (``raasjobs/status``
+is the operator's alone; the API never writes a status in a cluster: `ClusterPlatform` submits
+with ``create(spec)``). The status writes these tests need, and the store's own status semantics
+(the version check, concurrent writers), therefore go through the same store class speaking as the
+operator's ServiceAccount, the one component that writes statuses in a cluster; that the API's
+token is refused is asserted. The RaasJobs a test made are deleted after it as the admin (the
+chart's namespaces are shared by the whole session).
+"""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from k8s_fixtures import Emulator, running_emulator
+from controlplane.chart_install import API, JOBS, OPERATOR, ServiceAccountClient
+from controlplane.cluster import ControlPlane
 from kubernetes import client
 
 from raas_api.stores.base import ConflictError, JobNotFoundError
-from raas_api.stores.kubernetes import KubernetesJobStore, StoreUnreachableError
+from raas_api.stores.kubernetes import GROUP, PLURAL, VERSION, KubernetesJobStore, StoreUnreachableError
 from raas_operator.jobs.model import JobSpec, JobStatus, Phase, transition
+
+pytestmark = pytest.mark.slow
 
 
 def spec(owner: str = "ada") -> JobSpec:
@@ -21,60 +37,79 @@ def spec(owner: str = "ada") -> JobSpec:
     )
 
 
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[Emulator]:
-    with running_emulator() as running:
-        yield running
+def delete_jobs(plane: ControlPlane) -> None:
+    """Every RaasJob of the job namespace, deleted as the admin."""
+    with plane.api_client() as admin:
+        client.CustomObjectsApi(admin).delete_collection_namespaced_custom_object(GROUP, VERSION, JOBS, PLURAL)
 
 
 @pytest.fixture
-def store(emulator: Emulator) -> KubernetesJobStore:
-    api = client.CustomObjectsApi(emulator.api_client())
-    for item in api.list_namespaced_custom_object("raas.dev", "v1alpha1", "raas", "raasjobs")["items"]:
-        api.delete_namespaced_custom_object("raas.dev", "v1alpha1", "raas", "raasjobs", item["metadata"]["name"])
-    return KubernetesJobStore("raas", api)
+def store(raas_chart: ControlPlane, service_account_client: ServiceAccountClient) -> Iterator[KubernetesJobStore]:
+    """The API's store, as the API's ServiceAccount, on a job namespace without RaasJobs."""
+    delete_jobs(raas_chart)
+    yield KubernetesJobStore(JOBS, client.CustomObjectsApi(service_account_client(API)))
+    delete_jobs(raas_chart)
 
 
-def test_a_job_is_a_raasjob_with_its_spec_status_and_owner_label(store: KubernetesJobStore) -> None:
+@pytest.fixture
+def operator_store(store: KubernetesJobStore, service_account_client: ServiceAccountClient) -> KubernetesJobStore:
+    """The same namespace as the operator's ServiceAccount: the one that may write statuses."""
+    return KubernetesJobStore(JOBS, client.CustomObjectsApi(service_account_client(OPERATOR)))
+
+
+def test_a_job_is_a_raasjob_with_its_spec_status_and_owner_label(
+    store: KubernetesJobStore, operator_store: KubernetesJobStore
+) -> None:
+    """The emulator-era test also had ``store.create(spec, JobStatus(reason="Submitted"))`` write
+    the given status; with the chart's RBAC the API's ServiceAccount cannot write a status, so
+    that call is refused (403) and the status is written by the operator's instead."""
     record = store.create(spec())
-    document = store.api.get_namespaced_custom_object("raas.dev", "v1alpha1", "raas", "raasjobs", record.job_id)
+    document: dict[str, Any] = store.api.get_namespaced_custom_object(GROUP, VERSION, JOBS, PLURAL, record.job_id)  # type: ignore[assignment]
     assert document["kind"] == "RaasJob"
     assert document["metadata"]["labels"] == {"raas.dev/owner": "ada"}
     assert document["spec"]["source"]["url"] == "https://github.com/a/ctl.git"
     assert "status" not in document  # the operator writes the first status (it may be quicker than us)
     assert record.status.phase is Phase.PENDING
-    submitted = store.create(spec(), JobStatus(reason="Submitted"))
-    assert store.get(submitted.job_id).status.reason == "Submitted"  # a given status is written
+    with pytest.raises(StoreUnreachableError, match="403"):
+        store.create(spec(), JobStatus(reason="Submitted"))  # the API may not write a status
+    written = operator_store.update_status(record.job_id, JobStatus(reason="Submitted"), record.version)
+    assert store.get(record.job_id).status.reason == "Submitted"  # a given status is written
     again = store.get(record.job_id)
-    assert again.spec == record.spec
-    assert again.status == record.status
-    assert again.version == record.version
+    assert again.spec == written.spec == record.spec
+    assert again.status == written.status
+    assert again.version == written.version
 
 
-def test_a_stale_update_is_refused_and_an_unknown_job_is_not_found(store: KubernetesJobStore) -> None:
+def test_a_stale_update_is_refused_and_an_unknown_job_is_not_found(
+    store: KubernetesJobStore, operator_store: KubernetesJobStore
+) -> None:
     record = store.create(spec())
-    fetched = store.update_status(record.job_id, transition(record.status, Phase.FETCHING), record.version)
+    with pytest.raises(StoreUnreachableError, match="403"):
+        store.update_status(record.job_id, transition(record.status, Phase.FETCHING), record.version)
+    fetched = operator_store.update_status(record.job_id, transition(record.status, Phase.FETCHING), record.version)
     assert fetched.version != record.version
     with pytest.raises(ConflictError, match="changed since"):
-        store.update_status(record.job_id, transition(record.status, Phase.QUEUED), record.version)
+        operator_store.update_status(record.job_id, transition(record.status, Phase.QUEUED), record.version)
     assert store.get(record.job_id).status.phase is Phase.FETCHING
     with pytest.raises(JobNotFoundError):
         store.get("job-missing")
     with pytest.raises(JobNotFoundError):
-        store.update_status("job-missing", record.status, record.version)
+        operator_store.update_status("job-missing", record.status, record.version)
 
 
-def test_concurrent_updates_from_threads_lose_nothing(store: KubernetesJobStore) -> None:
+def test_concurrent_updates_from_threads_lose_nothing(
+    store: KubernetesJobStore, operator_store: KubernetesJobStore
+) -> None:
     record = store.create(spec())
     applied: list[int] = []
 
     def bump(worker: int) -> None:
         for _ in range(10):
             while True:
-                current = store.get(record.job_id)
+                current = operator_store.get(record.job_id)
                 status = current.status.model_copy(update={"attempts": current.status.attempts + 1})
                 try:
-                    store.update_status(record.job_id, status, current.version)
+                    operator_store.update_status(record.job_id, status, current.version)
                 except ConflictError:
                     continue
                 applied.append(worker)
@@ -88,11 +123,15 @@ def test_concurrent_updates_from_threads_lose_nothing(store: KubernetesJobStore)
     assert store.get(record.job_id).status.attempts == len(applied) == 40
 
 
-def test_listing_filters_and_pages_newest_first_with_a_cursor(store: KubernetesJobStore) -> None:
+def test_listing_filters_and_pages_newest_first_with_a_cursor(
+    store: KubernetesJobStore, operator_store: KubernetesJobStore
+) -> None:
     created = [store.create(spec(owner)) for owner in ["ada", "bob", "ada", "ada", "bob"]]
-    queued = store.update_status(created[2].job_id, transition(created[2].status, Phase.QUEUED), created[2].version)
+    queued = operator_store.update_status(
+        created[2].job_id, transition(created[2].status, Phase.QUEUED), created[2].version
+    )
     running = transition(transition(queued.status, Phase.STARTING, robot="sim-1"), Phase.RUNNING)
-    store.update_status(queued.job_id, running, queued.version)
+    operator_store.update_status(queued.job_id, running, queued.version)
 
     newest_first = [record.job_id for record in reversed(created)]
     everyone = store.list_jobs(limit=50)

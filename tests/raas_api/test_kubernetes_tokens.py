@@ -1,35 +1,52 @@
-"""API tokens as Secrets of a cluster (`SecretTokenStore`), against the Kubernetes emulator (no real
-API server can run here: ../shared/TESTING.md)."""
+"""API tokens as Secrets of a cluster (`SecretTokenStore`), on the real control plane.
+
+The store speaks as the web API's own ServiceAccount (``raas-system/raas-api``, a TokenRequest
+token) to the namespace the chart keeps the tokens in (the job namespace, ``raas-jobs``): the
+chart's RBAC is the one in force, so a call the API's Role does not grant fails here as it would
+in a cluster. That Role grants get, list, create and patch on Secrets but not delete, so the
+tokens a test made are deleted after it as the admin (the chart's namespaces are shared by the
+whole session).
+"""
 
 from __future__ import annotations
 
 import base64
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import kubernetes
 import pytest
-from k8s_fixtures import Emulator, running_emulator
+from controlplane.chart_install import API, JOBS, ServiceAccountClient, token_for, token_kubeconfig
+from controlplane.cluster import ControlPlane
 from kubernetes import client
 
-from raas_api.auth.kubernetes_tokens import SecretTokenStore
+from raas_api.auth.kubernetes_tokens import TOKEN_LABEL, SecretTokenStore
 from raas_api.auth.tokens import BOOTSTRAP_OWNER, Role
 
+pytestmark = pytest.mark.slow
+
+
+def delete_tokens(plane: ControlPlane) -> None:
+    """Every token Secret of the job namespace, deleted as the admin."""
+    with plane.api_client() as admin:
+        client.CoreV1Api(admin).delete_collection_namespaced_secret(JOBS, label_selector=f"{TOKEN_LABEL}=true")
+
 
 @pytest.fixture
-def emulator() -> Iterator[Emulator]:
-    with running_emulator("raas") as running:
-        yield running
-
-
-@pytest.fixture
-def core(emulator: Emulator) -> client.CoreV1Api:
-    return client.CoreV1Api(emulator.api_client())
+def core(raas_chart: ControlPlane, service_account_client: ServiceAccountClient) -> Iterator[client.CoreV1Api]:
+    """The Core API as the web API's ServiceAccount, on a job namespace without tokens."""
+    delete_tokens(raas_chart)
+    yield client.CoreV1Api(service_account_client(API))
+    delete_tokens(raas_chart)
 
 
 def test_a_token_is_a_secret_holding_only_its_hash_and_verifies(core: client.CoreV1Api) -> None:
-    store = SecretTokenStore("raas", core, cache_s=0)
+    store = SecretTokenStore(JOBS, core, cache_s=0)
     token, info = store.create("ada")
-    secret = core.read_namespaced_secret(f"raas-token-{info.token_id}", "raas")
+    secret = core.read_namespaced_secret(f"raas-token-{info.token_id}", JOBS)
+    assert secret.metadata is not None
+    assert secret.data is not None
     assert secret.metadata.labels == {"raas.dev/token": "true", "raas.dev/owner": "ada", "raas.dev/role": "user"}
     stored = base64.b64decode(secret.data["secret-sha256"]).decode()
     assert token.rsplit("_", 1)[-1] not in stored  # the hash, never the secret
@@ -42,7 +59,7 @@ def test_a_token_is_a_secret_holding_only_its_hash_and_verifies(core: client.Cor
 
 
 def test_every_replica_sees_tokens_and_revocations(core: client.CoreV1Api) -> None:
-    first, second = SecretTokenStore("raas", core, cache_s=0), SecretTokenStore("raas", core, cache_s=0)
+    first, second = SecretTokenStore(JOBS, core, cache_s=0), SecretTokenStore(JOBS, core, cache_s=0)
     token, info = first.create("bob", Role.ADMIN)
     assert second.verify(token) is not None  # another API pod, or the API after a restart
     assert second.revoke(info.token_id)
@@ -53,17 +70,17 @@ def test_every_replica_sees_tokens_and_revocations(core: client.CoreV1Api) -> No
 
 
 def test_a_verified_token_is_remembered_for_the_cache_time(core: client.CoreV1Api) -> None:
-    caching = SecretTokenStore("raas", core, cache_s=60)
+    caching = SecretTokenStore(JOBS, core, cache_s=60)
     token, info = caching.create("ada")
     assert caching.verify(token) is not None
-    SecretTokenStore("raas", core).revoke(info.token_id)  # on another replica
+    SecretTokenStore(JOBS, core).revoke(info.token_id)  # on another replica
     assert caching.verify(token) is not None  # within the documented delay
     caching.revoke(info.token_id)  # on this replica: at once
     assert caching.verify(token) is None
 
 
 def test_the_bootstrap_admin_token_is_accepted_but_never_stored(core: client.CoreV1Api) -> None:
-    store = SecretTokenStore("raas", core, bootstrap_admin_token="from-the-chart-secret")
+    store = SecretTokenStore(JOBS, core, bootstrap_admin_token="from-the-chart-secret")
     info = store.verify("from-the-chart-secret")
     assert info is not None
     assert (info.owner, info.role) == (BOOTSTRAP_OWNER, Role.ADMIN)
@@ -73,26 +90,31 @@ def test_the_bootstrap_admin_token_is_accepted_but_never_stored(core: client.Cor
 
 
 def test_raas_admin_manages_a_clusters_tokens_from_the_api_pod(
-    emulator: Emulator,
+    raas_chart: ControlPlane,
     core: client.CoreV1Api,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """``kubectl exec deploy/raas-api -- raas admin token create``: the pod's RAAS_BACKEND says where."""
-    from cluster_world import use_kubeconfig
+    """``kubectl exec deploy/raas-api -- raas admin token create``: the pod's RAAS_BACKEND says where.
 
+    The CLI loads its kubeconfig (here one holding the API ServiceAccount's token, as the pod's
+    mounted token would be), so it meets the same RBAC as the API."""
     from gym_raas.cli.main import main
 
-    use_kubeconfig(monkeypatch, tmp_path, emulator)
+    kubeconfig = token_kubeconfig(raas_chart, tmp_path / "kubeconfig", token_for(raas_chart, *API), JOBS)
+    for name in [name for name in os.environ if name.startswith("KUBERNETES_SERVICE")]:
+        monkeypatch.delenv(name)  # not in a pod: the kubeconfig, not the in-cluster configuration
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.setattr(kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
     monkeypatch.setenv("RAAS_BACKEND", "kubernetes")
-    monkeypatch.setenv("RAAS_KUBERNETES_NAMESPACE", "raas")
+    monkeypatch.setenv("RAAS_KUBERNETES_NAMESPACE", JOBS)
     assert main(["admin", "token", "create", "--owner", "erin"]) == 0
     token = capsys.readouterr().out.splitlines()[0]
-    info = SecretTokenStore("raas", core).verify(token)
+    info = SecretTokenStore(JOBS, core).verify(token)
     assert info is not None
     assert info.owner == "erin"
     assert main(["admin", "token", "revoke", info.token_id]) == 0
     assert main(["admin", "token", "list"]) == 0
     assert "erin" in capsys.readouterr().out
-    assert SecretTokenStore("raas", core).verify(token) is None
+    assert SecretTokenStore(JOBS, core).verify(token) is None

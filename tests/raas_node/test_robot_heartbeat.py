@@ -1,14 +1,21 @@
 """The agent keeps its Robot object in the cluster: created with its spec, heartbeated, following
 the lab's maintenance flag, and indifferent to an API server that goes away.
 
-A real `RobotAgent` on the simulated driver talks to the Kubernetes emulator over real HTTP
-(kmock, tests/k8s_fixtures.py) through the official client. The emulator enforces no CRD schema:
-the documents the agent writes are validated here against the pydantic model and the CRD's
-``openAPIV3Schema`` (jsonschema, as tests/raas_operator/test_crds.py does).
+A real `RobotAgent` on the simulated driver talks to the real control plane (``tests/conftest.py``,
+charts/raas installed once per session) through the official client, as the agent's own
+ServiceAccount (``raas-robots/raas-agent``, a TokenRequest token): the chart's RBAC, the Robot
+CRD's schema, defaults and status subresource are the API server's. The lab's writes (a Robot's
+spec, its maintenance flag and limits) go as the cluster admin, the bookings as the operator's
+ServiceAccount, as in a cluster. The documents the agent writes are also validated here against
+the pydantic model the operator reads them with and the CRD's ``openAPIV3Schema`` (jsonschema):
+the server prunes unknown fields silently, this says which. Robots are cluster-wide and the
+session's control plane is shared: every test's Robots are named ``hb-...`` and deleted after it.
+An API server that goes away is a TCP relay to the real one (`Relay`), closed under the agent.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -18,6 +25,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -26,10 +34,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 from agent_fixtures import running_agent, wait_for_state
+from controlplane.chart_install import AGENT, OPERATOR, ServiceAccountClient, token_for, token_kubeconfig
+from controlplane.cluster import ControlPlane
 from crd_validation import schema_errors
-from k8s_fixtures import Emulator, running_emulator
 from kubernetes import client
 from polling import wait_until
 
@@ -55,24 +63,42 @@ from raas_node.drivers.sim_driver import SimDriver
 from raas_operator.crds import robot_crd
 from raas_operator.robots.model import Robot, RobotPhase
 
+pytestmark = pytest.mark.slow
+
 INTERVAL_S = 0.2
-
-
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[Emulator]:
-    with running_emulator() as running:
-        yield running
+PREFIX = "hb-"
+"""Every Robot of these tests is named so, and deleted after its test."""
 
 
 @pytest.fixture
-def api(emulator: Emulator) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(emulator.api_client())
+def api(raas_chart: ControlPlane, service_account_client: ServiceAccountClient) -> Iterator[client.CustomObjectsApi]:
+    """The agent's client: the agent's ServiceAccount. The test's Robots are deleted after it."""
+    yield client.CustomObjectsApi(service_account_client(AGENT))
+    with raas_chart.api_client() as admin:
+        objects = client.CustomObjectsApi(admin)
+        listed: dict[str, Any] = objects.list_cluster_custom_object(GROUP, VERSION, PLURAL)  # type: ignore[assignment]
+        for item in listed["items"]:
+            if item["metadata"]["name"].startswith(PREFIX):
+                objects.delete_cluster_custom_object(GROUP, VERSION, PLURAL, item["metadata"]["name"])
+
+
+@pytest.fixture
+def lab(raas_chart: ControlPlane) -> Iterator[client.CustomObjectsApi]:
+    """The lab's client (the cluster admin): Robot specs, maintenance flags, limits."""
+    with raas_chart.api_client() as admin:
+        yield client.CustomObjectsApi(admin)
+
+
+@pytest.fixture
+def operator(service_account_client: ServiceAccountClient) -> client.CustomObjectsApi:
+    """The operator's client (its ServiceAccount): it books jobs on Robots."""
+    return client.CustomObjectsApi(service_account_client(OPERATOR))
 
 
 @pytest.fixture
 def agent(request: pytest.FixtureRequest) -> Iterator[RobotAgent]:
     """An idle agent named after the test (each test has its own Robot)."""
-    name = "hb-" + request.node.name.removeprefix("test_").replace("_", "-")[:40].rstrip("-")
+    name = PREFIX + request.node.name.removeprefix("test_").replace("_", "-")[:40].rstrip("-")
     with running_agent(SimDriver(PendulumParams()), robot=name) as running:
         yield running
 
@@ -139,8 +165,10 @@ def test_the_robot_is_created_with_the_agents_spec_and_becomes_ready(
 
 
 def test_a_spec_the_lab_wrote_is_never_overwritten_and_the_job_count_carries_on(
-    agent: RobotAgent, api: client.CustomObjectsApi
+    agent: RobotAgent, api: client.CustomObjectsApi, lab: client.CustomObjectsApi
 ) -> None:
+    """The server fills the limits the lab left out with the CRD's defaults (the emulator stored
+    the spec as sent): the spec compared is the one the server stored for the lab."""
     name = agent.config.robot
     admin_spec = {
         "node_name": "pi-lab-7",
@@ -148,16 +176,19 @@ def test_a_spec_the_lab_wrote_is_never_overwritten_and_the_job_count_carries_on(
         "maintenance": False,
         "limits": {"watchdog_ms": 50},
     }
-    api.create_cluster_custom_object(
-        GROUP, VERSION, PLURAL, {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Robot", "metadata": {"name": name},
-                                 "spec": admin_spec},
-    )  # fmt: skip
-    api.patch_cluster_custom_object_status(GROUP, VERSION, PLURAL, name, {"status": {"jobs_completed": 41}})
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Robot", "metadata": {"name": name}, "spec": admin_spec}
+    created: dict[str, Any] = lab.create_cluster_custom_object(GROUP, VERSION, PLURAL, body)  # type: ignore[assignment]
+    lab_spec = created["spec"]
+    assert {key: lab_spec[key] for key in admin_spec if key != "limits"} == {
+        key: value for key, value in admin_spec.items() if key != "limits"
+    }
+    assert lab_spec["limits"]["watchdog_ms"] == 50  # (not the agent's 200)
+    lab.patch_cluster_custom_object_status(GROUP, VERSION, PLURAL, name, {"status": {"jobs_completed": 41}})
     beat = heartbeat(agent, api)
     assert beat.beat_once()
     assert beat.beat_once()
     document = get_robot(api, name)
-    assert document["spec"] == admin_spec
+    assert document["spec"] == lab_spec
     assert document["status"]["phase"] == "Ready"
     assert document["status"]["jobs_completed"] == 41
 
@@ -204,12 +235,12 @@ def test_a_session_makes_the_robot_busy_with_its_job_then_resetting_then_ready(
 
 
 def test_the_labs_maintenance_flag_takes_the_robot_out_and_back(
-    agent: RobotAgent, api: client.CustomObjectsApi
+    agent: RobotAgent, api: client.CustomObjectsApi, lab: client.CustomObjectsApi
 ) -> None:
     name = agent.config.robot
     with heartbeat(agent, api):
         wait_for_phase(api, name, "Ready")
-        api.patch_cluster_custom_object(GROUP, VERSION, PLURAL, name, {"spec": {"maintenance": True}})
+        lab.patch_cluster_custom_object(GROUP, VERSION, PLURAL, name, {"spec": {"maintenance": True}})
         wait_for_state(agent, AgentState.MAINTENANCE, 5)
         document = wait_for_phase(api, name, "Maintenance")
         robot = assert_valid(document)
@@ -219,26 +250,84 @@ def test_the_labs_maintenance_flag_takes_the_robot_out_and_back(
             RobotBackend(str(agent.config.socket_path), token=token).reset(np.random.default_rng(0), None)
         agent.cancel("job-refused")
 
-        api.patch_cluster_custom_object(GROUP, VERSION, PLURAL, name, {"spec": {"maintenance": False}})
+        lab.patch_cluster_custom_object(GROUP, VERSION, PLURAL, name, {"spec": {"maintenance": False}})
         wait_for_state(agent, AgentState.IDLE, 15)  # after a reset
         assert_valid(wait_for_phase(api, name, "Ready"))
 
 
+class Relay:
+    """A TCP relay on 127.0.0.1 to the API server at `port`: the API server as the agent reaches
+    it, lost for real (connections reset, then refused) when the relay is `close`d. TLS passes
+    through untouched (the server's certificate names 127.0.0.1)."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.1)
+        self.url = f"https://127.0.0.1:{self.listener.getsockname()[1]}"
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        threading.Thread(target=self._accept, name="relay", daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                downstream, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            downstream.setblocking(True)
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            with self._lock:
+                self._sockets += [downstream, upstream]
+            for source, sink in ((downstream, upstream), (upstream, downstream)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        """Refuse new connections and reset the open ones."""
+        self._closed.set()
+        self.listener.close()
+        with self._lock:
+            for open_socket in self._sockets:
+                with contextlib.suppress(OSError):
+                    open_socket.shutdown(socket.SHUT_RDWR)
+                open_socket.close()
+
+
 def test_an_unreachable_api_server_does_not_crash_the_agent_and_beats_resume(
-    agent: RobotAgent, emulator: Emulator, caplog: pytest.LogCaptureFixture
+    agent: RobotAgent,
+    raas_chart: ControlPlane,
+    api: client.CustomObjectsApi,
+    lab: client.CustomObjectsApi,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """The emulator-era test lost a second emulator and then pointed the client at the first; here
+    the agent reaches the real API server through a relay that is closed under it, and the
+    client is then pointed at the API server itself (``api`` only names the agent's ServiceAccount
+    and cleans up)."""
     name = agent.config.robot
     caplog.set_level(logging.INFO, logger="raas_node.agent.cluster")
-    with running_emulator() as doomed:
-        api_client = doomed.api_client()
-        api = client.CustomObjectsApi(api_client)
-        beat = heartbeat(agent, api).start()
+    relay = Relay(raas_chart.api_port)
+    api_client = raas_chart.api_client(token_for(raas_chart, *AGENT))
+    api_client.configuration.host = relay.url
+    relayed = client.CustomObjectsApi(api_client)
+    beat = heartbeat(agent, relayed).start()
+    try:
         try:
-            wait_for_phase(api, name, "Ready")
-        except BaseException:
-            beat.stop()
-            raise
-    try:  # the API server is gone
+            wait_for_phase(relayed, name, "Ready")
+        finally:
+            relay.close()
+        # the API server is gone
         time.sleep(6 * INTERVAL_S)
         assert beat.running
         assert agent.state is AgentState.IDLE
@@ -251,13 +340,13 @@ def test_an_unreachable_api_server_does_not_crash_the_agent_and_beats_resume(
         assert "cannot heartbeat Robot" in warnings[0].getMessage()
         beats = beat.beats
 
-        api_client.configuration.host = emulator.url  # an API server is back (here: another one)
-        survivor = client.CustomObjectsApi(emulator.api_client())
-        assert_valid(wait_for_phase(survivor, name, "Ready"))
+        api_client.configuration.host = raas_chart.server  # the API server is back
+        assert_valid(wait_for_phase(lab, name, "Ready"))
         assert wait_until(lambda: beat.beats > beats + 1, 5)
         assert any("resumed" in record.getMessage() for record in caplog.records)
     finally:
         beat.stop()
+        api_client.close()  # type: ignore[no-untyped-call]
 
 
 def test_the_heartbeat_advances_while_the_agent_beats_and_goes_stale_when_it_stops(
@@ -328,18 +417,12 @@ def free_port() -> int:
 
 
 def test_raas_agent_run_with_kubernetes_heartbeats_its_robot_from_the_kubeconfig(
-    emulator: Emulator, api: client.CustomObjectsApi
+    raas_chart: ControlPlane, api: client.CustomObjectsApi
 ) -> None:
+    """``raas-agent run --kubernetes`` outside a pod logs in from its kubeconfig: here one holding
+    the agent ServiceAccount's token, as the DaemonSet's projected token would be."""
     folder = Path(tempfile.mkdtemp(prefix="raas-hb-"))
-    kubeconfig = folder / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "emulator",
-            "clusters": [{"name": "emulator", "cluster": {"server": emulator.url}}],
-            "users": [{"name": "tester", "user": {"token": "test"}}],
-            "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "tester"}}],
-        })
-    )  # fmt: skip
+    kubeconfig = token_kubeconfig(raas_chart, folder / "kubeconfig", token_for(raas_chart, *AGENT))
     environment = {key: value for key, value in os.environ.items() if not key.startswith("KUBERNETES_SERVICE")}
     environment.update(KUBECONFIG=str(kubeconfig), NODE_NAME="pi-node-cli")
     process = subprocess.Popen(
@@ -366,7 +449,7 @@ def test_raas_agent_run_with_kubernetes_heartbeats_its_robot_from_the_kubeconfig
 
 
 def test_the_lab_can_tighten_a_robots_limits_from_its_spec_but_never_loosen_them(
-    api: client.CustomObjectsApi,
+    api: client.CustomObjectsApi, lab: client.CustomObjectsApi
 ) -> None:
     own = SafetyLimits(velocity_limit_rad_per_s=12.0, stop_celsius=70.0)
     with running_agent(SimDriver(PendulumParams()), robot="hb-tighten", limits=own) as agent:
@@ -375,7 +458,7 @@ def test_the_lab_can_tighten_a_robots_limits_from_its_spec_but_never_loosen_them
         assert agent.limits == own  # the spec it wrote itself changes nothing
 
         def set_limits(**limits: float) -> None:
-            api.patch_cluster_custom_object(
+            lab.patch_cluster_custom_object(
                 "raas.dev", "v1alpha1", "robots", "hb-tighten", {"spec": {"limits": limits}}
             )
             assert beat.beat_once()
@@ -383,17 +466,18 @@ def test_the_lab_can_tighten_a_robots_limits_from_its_spec_but_never_loosen_them
         set_limits(max_speed_rad_per_s=5.0, thermal_limit_celsius=60.0)
         assert agent.limits.velocity_limit_rad_per_s == 5.0
         assert (agent.limits.stop_celsius, agent.limits.throttle_celsius, agent.limits.resume_celsius) == (60, 55, 50)
-        set_limits(max_speed_rad_per_s=100.0, thermal_limit_celsius=200.0, max_command=50.0, watchdog_ms=5000)
+        # (looser than the node's envelope, within the CRD's bounds: the server refuses beyond them)
+        set_limits(max_speed_rad_per_s=100.0, thermal_limit_celsius=150.0, max_command=10.0, watchdog_ms=5000)
         assert agent.limits == own  # looser than the node's own envelope: the node's stands
 
 
 SESSION_KEY = b"test-session-key"
 
 
-def book(api: client.CustomObjectsApi, robot: str, job: str | None, attempt: int | None) -> None:
-    """What the operator writes on the Robot it gives a job."""
+def book(operator: client.CustomObjectsApi, robot: str, job: str | None, attempt: int | None) -> None:
+    """What the operator writes on the Robot it gives a job (as the operator's ServiceAccount)."""
     annotations = {BOOKING_ANNOTATION: job, BOOKING_ATTEMPT_ANNOTATION: None if attempt is None else str(attempt)}
-    api.patch_cluster_custom_object(GROUP, VERSION, PLURAL, robot, {"metadata": {"annotations": annotations}})
+    operator.patch_cluster_custom_object(GROUP, VERSION, PLURAL, robot, {"metadata": {"annotations": annotations}})
 
 
 def run_steps(agent: RobotAgent, job: str, steps: int) -> None:
@@ -412,12 +496,12 @@ def session_record(results: FilesystemResultStore, job: str) -> dict[str, Any] |
 
 
 def test_a_booked_job_the_robot_turns_away_gets_a_refused_session_record(
-    agent: RobotAgent, api: client.CustomObjectsApi, tmp_path: Path
+    agent: RobotAgent, api: client.CustomObjectsApi, operator: client.CustomObjectsApi, tmp_path: Path
 ) -> None:
     name, results = agent.config.robot, FilesystemResultStore(tmp_path / "results")
     beat = RobotHeartbeat(agent, api, robot=name, node="pi-1", session_key=SESSION_KEY, results=results)
     assert beat.beat_once()
-    book(api, name, "job-turned-away", 1)
+    book(operator, name, "job-turned-away", 1)
     assert beat.beat_once()  # the agent reads the booking
     agent.set_maintenance(True)  # (as the lab's flag would, between the booking and the job's hello)
     with pytest.raises(RobotSessionError, match="maintenance"):
@@ -430,14 +514,14 @@ def test_a_booked_job_the_robot_turns_away_gets_a_refused_session_record(
 
 
 def test_a_retry_booked_on_the_same_robot_is_a_new_session_even_unseen_in_between(
-    agent: RobotAgent, api: client.CustomObjectsApi, tmp_path: Path
+    agent: RobotAgent, api: client.CustomObjectsApi, operator: client.CustomObjectsApi, tmp_path: Path
 ) -> None:
     """The operator frees the robot and books the job's retry on it again between two beats: the
     agent sees the attempt change, expects the job again and uploads the new session's record."""
     name, results = agent.config.robot, FilesystemResultStore(tmp_path / "results")
     beat = RobotHeartbeat(agent, api, robot=name, node="pi-1", session_key=SESSION_KEY, results=results)
     assert beat.beat_once()
-    book(api, name, "job-twice", 1)
+    book(operator, name, "job-twice", 1)
     assert beat.beat_once()
     run_steps(agent, "job-twice", 3)
     assert agent.wait_session("job-twice", timeout_s=30) is not None
@@ -445,7 +529,7 @@ def test_a_retry_booked_on_the_same_robot_is_a_new_session_even_unseen_in_betwee
     assert wait_until(lambda: (session_record(results, "job-twice") or {}).get("steps") == 3, timeout_s=60)
     assert agent.wait_reset("job-twice", timeout_s=30) is not None
 
-    book(api, name, "job-twice", 2)  # no beat saw the booking freed in between
+    book(operator, name, "job-twice", 2)  # no beat saw the booking freed in between
     assert beat.beat_once()
     run_steps(agent, "job-twice", 7)
     assert agent.wait_session("job-twice", timeout_s=30) is not None
@@ -461,14 +545,14 @@ class RefusingStore(FilesystemResultStore):
 
 
 def test_a_refusal_the_store_will_not_take_never_stops_the_heartbeat(
-    agent: RobotAgent, api: client.CustomObjectsApi, tmp_path: Path
+    agent: RobotAgent, api: client.CustomObjectsApi, operator: client.CustomObjectsApi, tmp_path: Path
 ) -> None:
     name = agent.config.robot
     beat = RobotHeartbeat(
         agent, api, robot=name, node="pi-1", session_key=SESSION_KEY, results=RefusingStore(tmp_path / "results")
     )
     assert beat.beat_once()
-    book(api, name, "job-unstored", 1)
+    book(operator, name, "job-unstored", 1)
     assert beat.beat_once()
     agent.set_maintenance(True)
     with pytest.raises(RobotSessionError, match="maintenance"):

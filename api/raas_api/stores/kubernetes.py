@@ -158,6 +158,11 @@ class KubernetesJobStore:
                 raise JobNotFoundError(job_id) from None
             if error.status == 409:
                 raise ConflictError(conflict or f"job {job_id} changed meanwhile") from None
+            if error.status in (401, 403):  # a misconfiguration, not an outage: say so
+                raise StoreUnreachableError(
+                    f"the Kubernetes API refused this request ({error.status} {error.reason}): this component's"
+                    " ServiceAccount lacks the permission (only the operator writes job statuses on a cluster)"
+                ) from error
             raise StoreUnreachableError(f"Kubernetes API error {error.status}: {error.reason}") from error
         except (OSError, urllib3.exceptions.HTTPError) as error:  # refused, DNS, timeouts, retries exhausted
             raise StoreUnreachableError(f"Kubernetes API unreachable: {error}") from error
