@@ -297,6 +297,9 @@ def test_an_ordinary_users_launcher_keeps_its_uid_but_the_run_has_no_network_and
             cwd="/",
         )
         assert result.stdout.startswith("Completed"), result.stdout + result.stderr
-        assert (folder / "out.txt").read_text() == "65534 ['lo'] ['work']\n"
+        uid, interfaces, tmp = (folder / "out.txt").read_text().strip().split(" ", 2)
+        assert (uid, interfaces) == ("65534", "['lo']")
+        assert "'work'" in tmp  # its own scratch ...
+        assert folder.name not in tmp  # ... and nothing of the host's /tmp (bar the interpreter's folders, if there)
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -207,8 +207,19 @@ def interpreter_paths(python_executable: str, modules: tuple[str, ...] = ()) -> 
         found = json.loads(completed.stdout)
     except (OSError, subprocess.SubprocessError, ValueError):
         return ()
-    own_folder = Path(os.path.abspath(python_executable)).parent  # where it is called, links unresolved
-    return tuple(dict.fromkeys([own_folder, *(Path(path) for path in found)]))
+    return tuple(dict.fromkeys([*_link_folders(python_executable), *(Path(path) for path in found)]))
+
+
+def _link_folders(program: str) -> list[Path]:
+    """The folders of `program` and of every link on the way to the file it names (a venv's
+    ``bin/python`` links to the base interpreter; a link to it may live elsewhere again)."""
+    path, folders = Path(os.path.abspath(program)), []
+    for _ in range(40):  # the kernel's own limit on links followed
+        folders.append(path.parent)
+        if not path.is_symlink():
+            break
+        path = Path(os.path.normpath(path.parent / os.readlink(path)))
+    return folders
 
 
 def _setup_script(spec: SandboxSpec, started_fd: int) -> str:
