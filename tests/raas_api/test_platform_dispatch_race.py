@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from polling import wait_until
 
 from raas_api.local.platform import LocalPlatform, PlatformConfig
 from raas_operator.jobs.model import FailureClass, JobSpec, Phase
@@ -41,15 +42,6 @@ ENDLESS = """
 """
 
 
-def _wait_until(condition: object, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return True
-        time.sleep(0.05)
-    return False
-
-
 @pytest.fixture
 def one_robot(tmp_path: Path) -> Iterator[LocalPlatform]:
     config = PlatformConfig(data_dir=tmp_path / "platform", robots=1)
@@ -69,20 +61,21 @@ def test_a_fetch_worker_finishing_after_its_job_started_leaves_the_run_cancellab
         fetch(job_id)
         fetch_threads.append(threading.current_thread())
         # The dispatcher starts the run before this fetch worker has cleaned up after itself.
-        assert _wait_until(lambda: platform.get(job_id).status.phase is Phase.RUNNING, 60)
+        assert wait_until(lambda: platform.get(job_id).status.phase is Phase.RUNNING, 60, 0.05)
 
     platform._fetch = fetch_that_exits_late  # type: ignore[method-assign]
     record = platform.submit(_job("ada", _controller(tmp_path, "endless", ENDLESS), time_limit_s=120))
-    assert _wait_until(lambda: len(fetch_threads) == 1, 60)
+    assert wait_until(lambda: len(fetch_threads) == 1, 60, 0.05)
     fetch_threads[0].join(timeout=30)
     robot = platform.get(record.job_id).status.robot
     assert robot is not None
-    assert _wait_until(lambda: platform.agents[robot].session_steps(record.job_id), 60), "the session never started"
+    session_started = wait_until(lambda: bool(platform.agents[robot].session_steps(record.job_id)), 60, 0.05)
+    assert session_started, "the session never started"
 
     cancelled = platform.cancel(record.job_id)
 
     assert cancelled.status.phase is Phase.CANCELLED, cancelled.status
-    assert _wait_until(lambda: platform.agents[robot].current_job() is None, 30), "the controller kept the robot"
+    assert wait_until(lambda: platform.agents[robot].current_job() is None, 30, 0.05), "the controller kept the robot"
     assert platform.robot_details()[0].current_job is None
 
 

@@ -3,22 +3,13 @@ job sat Queued with no message while both robots had faulted)."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
+from polling import wait_until
 
 from raas_api.local.platform import WAITING_FOR_SERVICE, LocalPlatform, PlatformConfig
 from raas_operator.jobs.model import JobSpec, Phase
-
-
-def _until(condition: object, timeout_s: float = 60) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.mark.slow
@@ -32,7 +23,7 @@ def test_a_job_waiting_for_robots_that_are_all_out_of_service_says_so_until_one_
         spec = JobSpec.model_validate({"owner": "ada", "source": {"kind": "local", "path": str(code)}})
         job_id = platform.submit(spec).job_id
 
-        assert _until(lambda: platform.get(job_id).status.message.startswith(WAITING_FOR_SERVICE))
+        assert wait_until(lambda: platform.get(job_id).status.message.startswith(WAITING_FOR_SERVICE), 60, 0.05)
         waiting = platform.get(job_id).status
         assert waiting.phase is Phase.QUEUED
         assert "sim-1 maintenance" in waiting.message

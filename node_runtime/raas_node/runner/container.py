@@ -76,6 +76,7 @@ from raas_node.runner.launch import (
     RunRequest,
     RunVerdict,
     Supervision,
+    agent_socket_facts,
     judge_outcome,
     sandbox_environment,
     supervise,
@@ -495,11 +496,9 @@ def _socket_identity(socket: Path | None) -> tuple[int, int] | None:
 def _open_socket_to_container_user(socket: Path) -> None:
     """Make sure uid 65534 may connect to `socket` (write permission on the socket inode)."""
     try:
-        status = socket.stat()
-    except OSError as error:
-        raise ContainerLaunchError(f"the robot agent's socket {socket} is not there: {error.strerror}") from None
-    if not stat.S_ISSOCK(status.st_mode):
-        raise ContainerLaunchError(f"the robot agent's socket {socket} is not a Unix socket")
+        status = agent_socket_facts(socket)
+    except ValueError as error:
+        raise ContainerLaunchError(str(error)) from None
     writable = status.st_mode & stat.S_IWOTH or (status.st_mode & stat.S_IWGRP and status.st_gid == CONTAINER_UID)
     if writable or status.st_uid == CONTAINER_UID:
         return

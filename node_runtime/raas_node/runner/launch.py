@@ -295,13 +295,24 @@ def _sandbox_spec(request: RunRequest, uid: int | None) -> SandboxSpec:
     )
 
 
-def _check_agent_socket(socket: Path, uid: int | None) -> None:
+def agent_socket_facts(socket: Path) -> os.stat_result:
+    """The robot agent's socket's file facts; `ValueError` saying why when it is missing or no socket.
+
+    Shared by both launchers, which each check then who may connect to it."""
     try:
         facts = socket.stat()
     except OSError as error:
-        raise _LaunchError(f"the robot agent's socket {socket} is not there: {error.strerror}") from None
+        raise ValueError(f"the robot agent's socket {socket} is not there: {error.strerror}") from None
     if not stat.S_ISSOCK(facts.st_mode):
-        raise _LaunchError(f"the robot agent's socket {socket} is not a Unix socket")
+        raise ValueError(f"the robot agent's socket {socket} is not a Unix socket")
+    return facts
+
+
+def _check_agent_socket(socket: Path, uid: int | None) -> None:
+    try:
+        facts = agent_socket_facts(socket)
+    except ValueError as error:
+        raise _LaunchError(str(error)) from None
     if uid is not None and not facts.st_mode & stat.S_IWOTH and facts.st_uid != uid:
         raise _LaunchError(
             f"uid {uid} cannot connect to the robot agent's socket {socket}: make it writable by others (mode 0666)"
