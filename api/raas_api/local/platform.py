@@ -47,10 +47,17 @@ from raas_api.local.robots import LocalRobot, RobotKind, make_robot
 from raas_api.stores.base import ConflictError, JobNotFoundError, JobRecord
 from raas_api.stores.sqlite import SqliteJobStore
 from raas_node.agent.agent import AgentConfig, AgentState, LiveReading, RobotAgent
-from raas_node.runner.container import instance_label, reap_containers
+from raas_node.runner.container import instance_label, reap_containers, run_in_container
 from raas_node.runner.fetch import FetchError, fetch_git, fetch_local, resolve_ref
 from raas_node.runner.image import ensure_runtime_image
-from raas_node.runner.launch import RunLimits, RunRequest, RunVerdict, check_process_isolation, run_entrypoint
+from raas_node.runner.launch import (
+    RunLimits,
+    RunOutcome,
+    RunRequest,
+    RunVerdict,
+    check_process_isolation,
+    run_entrypoint,
+)
 from raas_node.runner.requirements import build_wheelhouse, install_offline
 from raas_node.runner.sandbox_uids import reap_sandbox_leftovers
 from raas_node.runner.warm_pool import ContainerPool
@@ -160,6 +167,7 @@ class LocalPlatform:
         self._dispatcher: threading.Thread | None = None
         self._sockets: Path | None = None
         self._pool: ContainerPool | None = None
+        self._owner_label: str | None = None
         self.fleet = FleetMetrics(state=self.fleet_state)
         """Queue, finished jobs, robots, spooled results (`raas_operator.metrics`); each status change feeds it."""
 
@@ -180,10 +188,11 @@ class LocalPlatform:
         # What a previous server on this data folder left running dies before its jobs are retried.
         reaped = reap_sandbox_leftovers()
         if self._image is not None:
-            label = instance_label(self.config.data_dir)
+            label = self._owner_label = instance_label(self.config.data_dir)
             reaped += reap_containers(label)
+        if self._image is not None and self.config.warm_containers:
             self._pool = ContainerPool(self._image, owner=label, max_job_s=self.config.max_time_limit_s)
-            for name, agent in self.agents.items() if self.config.warm_containers else ():
+            for name, agent in self.agents.items():
                 self._pool.prepare(name, limits=self.config.run_limits, agent_socket=agent.config.socket_path)
         if reaped:
             log.warning("killed %d processes or containers a previous run of the platform left behind", reaped)
@@ -510,7 +519,11 @@ class LocalPlatform:
         self._update(job_id, lambda status: transition(status, Phase.RUNNING, reason="Running", robot=robot))
         started = datetime.now(timezone.utc)
         limits = dataclasses.replace(self.config.run_limits, time_limit_s=float(record.spec.time_limit_s))
-        launch = run_entrypoint if self._pool is None else functools.partial(self._pool.run, slot=robot)
+        launch: Callable[[RunRequest, threading.Event], RunOutcome] = run_entrypoint
+        if self._pool is not None:
+            launch = functools.partial(self._pool.run, slot=robot)
+        elif self._image is not None:
+            launch = functools.partial(run_in_container, image=self._image, owner=self._owner_label)
         outcome = launch(
             RunRequest(
                 code_dir=workdir / "code",
