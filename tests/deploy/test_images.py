@@ -37,6 +37,7 @@ import pytest
 from agent_fixtures import running_agent
 from git_server import GitServer, running_git_server
 from minio import Minio
+from podman_checks import podman_unusable
 from s3_server import S3Server, running_s3_server
 
 from gym_raas.params import PendulumParams
@@ -58,17 +59,6 @@ KUBELET_PIDS_LIMIT = 256
 ULIMITS = ["--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768"]
 """Hard rlimits cannot be raised on these machines (TESTING.md); nproc capped at pid_max."""
 BUCKET = "raas-results"
-
-
-def _podman_unusable() -> str | None:
-    if os.geteuid() != 0:
-        return "rootful podman needs root"
-    if shutil.which("podman") is None:
-        return "podman is not installed: run scripts/install-system-deps as root"
-    info = subprocess.run(["podman", "info"], capture_output=True, text=True, timeout=120, check=False)
-    if info.returncode != 0:
-        return f"podman cannot run here: {info.stderr.strip().splitlines()[-1:]}"
-    return None
 
 
 # --- lint -------------------------------------------------------------------------------------
@@ -149,7 +139,7 @@ def test_the_job_image_recipe_is_one_file_shared_with_ensure_runtime_image() -> 
 @pytest.fixture(scope="module")
 def job_image() -> str:
     """The job image (`ensure_runtime_image` builds images/job's recipe; once per machine)."""
-    reason = _podman_unusable()
+    reason = podman_unusable()
     if reason is not None:
         pytest.skip(reason)
     return ensure_runtime_image()
@@ -442,7 +432,7 @@ def test_the_fetch_pod_clones_and_uploads_the_code_from_the_job_image(
 @pytest.fixture(scope="module")
 def base_image() -> str:
     """``--base debootstrap``: images/build.py debootstraps and imports it unless podman has it."""
-    reason = _podman_unusable()
+    reason = podman_unusable()
     if reason is not None:
         pytest.skip(reason)
     return "debootstrap"
@@ -509,7 +499,7 @@ def arm64_job_image() -> str:
     """The job image for the Raspberry Pis (arm64), built on this machine with images/build.py from
     a debootstrapped arm64 Debian; its build steps run under qemu-user-static (binfmt_misc), as
     scripts/install-system-deps sets up. Kept between runs: its layers are the next build's cache."""
-    reason = _podman_unusable()
+    reason = podman_unusable()
     if reason is not None:
         pytest.skip(reason)
     tag = "localhost/raas-job:test-arm64"

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from agent_fixtures import running_agent
+from podman_checks import podman_unusable, request_for
 from polling import wait_until
 
 from gym_raas.params import PendulumParams
@@ -48,21 +49,10 @@ OWNER = f"test-{uuid.uuid4().hex[:12]}"
 FAST = RunLimits(time_limit_s=30, memory_bytes=512 * 1024**2, max_processes=32, max_output_bytes=64 * 1024)
 
 
-def _podman_unusable() -> str | None:
-    if os.geteuid() != 0:
-        return "rootful podman needs root"
-    if shutil.which("podman") is None:
-        return "podman is not installed: run scripts/install-system-deps as root"
-    info = subprocess.run(["podman", "info"], capture_output=True, text=True, timeout=120, check=False)
-    if info.returncode != 0:
-        return f"podman cannot run here: {info.stderr.strip().splitlines()[-1:]}"
-    return None
-
-
 @pytest.fixture(scope="session")
 def image() -> str:
     """The runtime image, built once per machine (then found by its content tag)."""
-    reason = _podman_unusable()
+    reason = podman_unusable()
     if reason is not None:
         pytest.skip(reason)
     return ensure_runtime_image()
@@ -442,20 +432,6 @@ def pool(image: str) -> Iterator[ContainerPool]:
         yield containers
 
 
-def request_for(folder: Path, source: str, limits: RunLimits = FAST, **request: object) -> RunRequest:
-    (folder / "code").mkdir(parents=True, exist_ok=True)
-    (folder / "code" / "run.py").write_text(textwrap.dedent(source))
-    return RunRequest(
-        code_dir=folder / "code",
-        entrypoint="run.py",
-        scratch_dir=folder / "scratch",
-        stdout_path=folder / "stdout.txt",
-        stderr_path=folder / "stderr.txt",
-        limits=limits,
-        **request,  # type: ignore[arg-type]
-    )
-
-
 def warm_run(pool: ContainerPool, request: RunRequest, cancel: threading.Event | None = None) -> RunOutcome:
     """Run `request` in the slot's warm container (prepared for its limits), checking that it was warm."""
     pool.prepare(SLOT, limits=request.limits, agent_socket=request.environment.get("RAAS_AGENT_SOCKET"))
@@ -517,7 +493,7 @@ def test_a_warm_container_serves_one_job_and_the_pool_refills(tmp_path: Path, po
     """
     seen = []
     for index in range(2):
-        request = request_for(tmp_path / str(index), source)
+        request = request_for(tmp_path / str(index), source, FAST)
         outcome = warm_run(pool, request)
         assert outcome.verdict is RunVerdict.COMPLETED, outcome.message
         seen.append((tmp_path / str(index) / "stdout.txt").read_text().split(maxsplit=1))
@@ -547,7 +523,7 @@ def test_closing_the_pool_leaves_no_container(tmp_path: Path, image: str) -> Non
         pool.prepare(slot, limits=FAST)
     for slot in ("robot-1", "robot-2"):
         assert pool.wait_ready(slot, timeout_s=120)
-    outcome = pool.run(request_for(tmp_path, "print('once')\n"), slot="robot-1")
+    outcome = pool.run(request_for(tmp_path, "print('once')\n", FAST), slot="robot-1")
     assert outcome.verdict is RunVerdict.COMPLETED, outcome.message
     pool.close()
     assert owned_containers() == []
@@ -567,7 +543,7 @@ def test_a_controller_in_a_warm_container_drives_the_robot_agent(tmp_path: Path,
     with running_agent(SimDriver(PendulumParams())) as agent:
         token = agent.expect("job-warm")
         environment = {"RAAS_AGENT_SOCKET": str(agent.config.socket_path), "RAAS_SESSION_TOKEN": token}
-        outcome = warm_run(pool, request_for(tmp_path, source, environment=environment))
+        outcome = warm_run(pool, request_for(tmp_path, source, FAST, environment=environment))
         session = agent.end_job("job-warm")
     assert outcome.verdict is RunVerdict.COMPLETED, (tmp_path / "stderr.txt").read_text()
     assert stdout(tmp_path) == "RobotBackend\n"

@@ -19,37 +19,26 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from podman_checks import podman_unusable, request_for
 
 from raas_node.runner.container import OWNER_LABEL, reap_containers, run_in_container
 from raas_node.runner.image import ensure_runtime_image
-from raas_node.runner.launch import RunLimits, RunRequest, RunVerdict
+from raas_node.runner.launch import RunLimits, RunVerdict
 
 OWNER = f"test-sandbox-{uuid.uuid4().hex[:12]}"
 MiB = 1024**2
 
 
-def _podman_unusable() -> str | None:
-    if os.geteuid() != 0:
-        return "rootful podman needs root"
-    if shutil.which("podman") is None:
-        return "podman is not installed: run scripts/install-system-deps as root"
-    info = subprocess.run(["podman", "info"], capture_output=True, text=True, timeout=120, check=False)
-    if info.returncode != 0:
-        return f"podman cannot run here: {info.stderr.strip().splitlines()[-1:]}"
-    return None
-
-
 @pytest.fixture(scope="session")
 def image() -> str:
     """The runtime image, built once per machine (then found by its content tag)."""
-    reason = _podman_unusable()
+    reason = podman_unusable()
     if reason is not None:
         pytest.skip(reason)
     return ensure_runtime_image()
@@ -70,20 +59,6 @@ def containers(owner: str, *, running_only: bool = False) -> list[str]:
     if not running_only:
         command.insert(2, "--all")
     return subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()
-
-
-def request_for(folder: Path, source: str, limits: RunLimits, **request: object) -> RunRequest:
-    (folder / "code").mkdir(parents=True, exist_ok=True)
-    (folder / "code" / "run.py").write_text(textwrap.dedent(source))
-    return RunRequest(
-        code_dir=folder / "code",
-        entrypoint="run.py",
-        scratch_dir=folder / "scratch",
-        stdout_path=folder / "stdout.txt",
-        stderr_path=folder / "stderr.txt",
-        limits=limits,
-        **request,  # type: ignore[arg-type]
-    )
 
 
 # -- item 9: disk --------------------------------------------------------------------------------

@@ -14,14 +14,13 @@ on the host does reach the rig (the control test), so a pass means the launcher 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from podman_checks import podman_unusable
 
 from raas_node.runner.container import run_in_container
 from raas_node.runner.image import IMAGE_PYTHON, ensure_runtime_image
@@ -104,17 +103,8 @@ def test_a_job_run_by_the_process_launcher_cannot_reach_the_rig(tmp_path: Path, 
     assert_rig_untouched(rig, report_of(tmp_path, outcome))
 
 
-def _podman_unusable() -> str | None:
-    if os.geteuid() != 0:
-        return "rootful podman needs root"
-    if shutil.which("podman") is None:
-        return "podman is not installed: run scripts/install-system-deps as root"
-    info = subprocess.run(["podman", "info"], capture_output=True, text=True, timeout=120, check=False)
-    return None if info.returncode == 0 else f"podman cannot run here: {info.stderr.strip()[-200:]}"
-
-
 def test_a_job_run_in_a_container_cannot_reach_the_rig(tmp_path: Path, rig: VirtualRig) -> None:
-    reason = _podman_unusable()
+    reason = podman_unusable()
     if reason is not None:
         pytest.skip(reason)  # the container isolation level does not exist on this machine
     outcome = run_in_container(request(tmp_path, rig, IMAGE_PYTHON), None, ensure_runtime_image())
