@@ -369,33 +369,17 @@ class ControlPlane:
 
     def _controller_manager_flags(self, port: int) -> list[str]:
         work = self.folder
-        kubeconfig = work / "controller-manager.kubeconfig"
         return [
-            f"--kubeconfig={kubeconfig}",
-            f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={port}",
-            "--leader-elect=false",
+            *_component_flags(work / "controller-manager.kubeconfig", port),
             f"--service-account-private-key-file={work / 'sa.key'}",
             f"--root-ca-file={work / 'ca.crt'}",
             "--use-service-account-credentials=true",
             f"--cluster-signing-cert-file={work / 'ca.crt'}",
             f"--cluster-signing-key-file={work / 'ca.key'}",
-            "--profiling=false",
         ]
 
     def _scheduler_flags(self, port: int) -> list[str]:
-        kubeconfig = self.folder / "scheduler.kubeconfig"
-        return [
-            f"--kubeconfig={kubeconfig}",
-            f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={port}",
-            "--leader-elect=false",
-            "--profiling=false",
-        ]
+        return _component_flags(self.folder / "scheduler.kubeconfig", port)
 
     # -- helpers --
 
@@ -526,3 +510,17 @@ def _get(url: str, context: ssl.SSLContext | None) -> bool:
             return bool(response.status == 200)
     except (OSError, urllib.error.URLError):
         return False
+
+
+def _component_flags(kubeconfig: Path, port: int) -> list[str]:
+    """The flags the controller manager and the scheduler share: one kubeconfig for talking to the
+    API server and for checking its callers, a secure port on loopback, no leader election."""
+    return [
+        f"--kubeconfig={kubeconfig}",
+        f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={port}",
+        "--leader-elect=false",
+        "--profiling=false",
+    ]
