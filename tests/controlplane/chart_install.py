@@ -120,6 +120,24 @@ def token_kubeconfig(plane: ControlPlane, path: Path, token: str, namespace: str
     return path
 
 
+def clear_chart_namespaces(plane: ControlPlane) -> None:
+    """Remove, as the admin, what tests leave in the chart's shared namespaces: every RaasJob of the
+    job namespace (finalizers dropped: no operator may be left to honour them), its pods (at once)
+    and Secrets other than service-account tokens, and every Robot."""
+    with plane.api_client() as admin:
+        custom = kubernetes.client.CustomObjectsApi(admin)
+        core = kubernetes.client.CoreV1Api(admin)
+        for job in custom.list_namespaced_custom_object("raas.dev", "v1alpha1", JOBS, "raasjobs")["items"]:
+            if job["metadata"].get("finalizers"):
+                custom.patch_namespaced_custom_object(
+                    "raas.dev", "v1alpha1", JOBS, "raasjobs", job["metadata"]["name"], {"metadata": {"finalizers": None}}
+                )
+        custom.delete_collection_namespaced_custom_object("raas.dev", "v1alpha1", JOBS, "raasjobs")
+        core.delete_collection_namespaced_pod(JOBS, grace_period_seconds=0)
+        core.delete_collection_namespaced_secret(JOBS, field_selector="type!=kubernetes.io/service-account-token")
+        custom.delete_collection_cluster_custom_object("raas.dev", "v1alpha1", "robots")
+
+
 ServiceAccountClient = Callable[[tuple[str, str]], kubernetes.client.ApiClient]
 """``service_account_client((namespace, account))``: an API client as that ServiceAccount."""
 

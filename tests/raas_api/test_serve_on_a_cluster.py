@@ -1,7 +1,8 @@
 """``raas serve`` as the chart's API pod runs it (RAAS_BACKEND=kubernetes, settings from the
-environment, the bootstrap admin token from a Secret), against the Kubernetes emulator (no real API
-server can run here: ../shared/TESTING.md) and moto's S3 server. No operator runs: this is the
-API's own part — submissions become RaasJobs, tokens become Secrets, robots are read from Robots."""
+environment, the bootstrap admin token from a Secret, logged in with the chart's API
+ServiceAccount token), against the real control plane with the chart installed, and moto's S3
+server. No operator runs: this is the API's own part — submissions become RaasJobs, tokens become
+Secrets, robots are read from Robots."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cluster_world import use_kubeconfig
-from k8s_fixtures import Emulator, running_emulator
+from controlplane.chart_install import API, JOBS, clear_chart_namespaces, token_for, token_kubeconfig
+from controlplane.cluster import ControlPlane
 from kubernetes import client
 from s3_server import S3Server, running_s3_server
 
@@ -25,9 +26,11 @@ BOOTSTRAP = "bootstrap-admin-token-from-the-chart-secret"
 
 
 @pytest.fixture
-def emulator() -> Iterator[Emulator]:
-    with running_emulator("raas-jobs") as running:
-        yield running
+def cluster(raas_chart: ControlPlane) -> Iterator[ControlPlane]:
+    """The chart's control plane, its shared namespaces emptied before and after."""
+    clear_chart_namespaces(raas_chart)
+    yield raas_chart
+    clear_chart_namespaces(raas_chart)
 
 
 @pytest.fixture
@@ -36,14 +39,13 @@ def s3() -> Iterator[S3Server]:
         yield server
 
 
-def serve(
-    emulator: Emulator, s3: S3Server, folder: Path, monkeypatch: pytest.MonkeyPatch
-) -> tuple[str, subprocess.Popen[str]]:
-    use_kubeconfig(monkeypatch, folder, emulator, token="api-token")
+def serve(cluster: ControlPlane, s3: S3Server, folder: Path) -> tuple[str, subprocess.Popen[str]]:
+    kubeconfig = token_kubeconfig(cluster, folder / "kubeconfig", token_for(cluster, *API), JOBS)
     environment = {
         **os.environ,
+        "KUBECONFIG": str(kubeconfig),
         "RAAS_BACKEND": "kubernetes",
-        "RAAS_KUBERNETES_NAMESPACE": "raas-jobs",
+        "RAAS_KUBERNETES_NAMESPACE": JOBS,
         "RAAS_LOCAL_MODE": "false",
         "RAAS_DATA_DIR": str(folder / "data"),
         "RAAS_ADMIN_TOKEN": BOOTSTRAP,
@@ -84,10 +86,8 @@ def ready(url: str) -> bool:
         return False
 
 
-def test_the_api_pod_serves_a_cluster(
-    emulator: Emulator, s3: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    url, process = serve(emulator, s3, tmp_path, monkeypatch)
+def test_the_api_pod_serves_a_cluster(cluster: ControlPlane, s3: S3Server, tmp_path: Path) -> None:
+    url, process = serve(cluster, s3, tmp_path)
     try:
         admin = {"Authorization": f"Bearer {BOOTSTRAP}"}
         deadline = time.monotonic() + 30
@@ -103,8 +103,9 @@ def test_the_api_pod_serves_a_cluster(
         )
         assert submitted.status_code == 201, submitted.text
         job = submitted.json()["id"]
-        custom = client.CustomObjectsApi(emulator.api_client())
-        raasjob = custom.get_namespaced_custom_object("raas.dev", "v1alpha1", "raas-jobs", "raasjobs", job)
+        with cluster.api_client() as cluster_admin:
+            custom = client.CustomObjectsApi(cluster_admin)
+            raasjob = custom.get_namespaced_custom_object("raas.dev", "v1alpha1", JOBS, "raasjobs", job)
         assert raasjob["spec"]["source"]["url"] == "https://github.com/raas-dev/raas.git"
         refused = httpx.post(f"{url}/api/v1/jobs", json={"source": {"kind": "local", "path": "/etc"}}, headers=admin)
         assert refused.status_code == 422  # no folders from the server's disk on a cluster

@@ -1,4 +1,6 @@
-"""The operator's engine at start-up, against the Kubernetes emulator over real HTTP.
+"""The operator's engine at start-up, on the real control plane with the chart installed: the
+engine speaks as the chart's operator ServiceAccount in its job namespace; Robots are written as
+the agent's ServiceAccount, and the pod status a kubelet would write as the admin.
 
 kopf lists RaasJobs, pods and Robots on separate watch streams, so a starting (or restarted, or
 newly active) operator can learn of waiting jobs before it has heard of any robot, or of a
@@ -8,6 +10,7 @@ it neither rejects the queue for want of robots nor calls a running job's pod lo
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -16,8 +19,10 @@ from typing import Any
 
 import kubernetes
 import pytest
-from cluster_world import NAMESPACE, operator_environment, use_kubeconfig, wait_for
-from k8s_fixtures import running_emulator
+from controlplane.chart_install import AGENT, API, JOBS, OPERATOR, clear_chart_namespaces, token_for, token_kubeconfig
+from controlplane.cluster import ControlPlane
+from kubernetes.client.exceptions import ApiException
+from polling import wait_for
 from s3_server import running_s3_server
 
 from raas_operator.jobs.model import JobStatus, Phase, PhaseChange, transition
@@ -28,38 +33,98 @@ from raas_operator.runtime.controller import JobController
 from raas_operator.runtime.settings import OperatorSettings
 
 ROBOT = "pendulum-1"
+NAMESPACE = JOBS
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
-    with running_emulator(NAMESPACE) as emulator, running_s3_server() as s3:
-        use_kubeconfig(monkeypatch, tmp_path, emulator)
-        operator_environment(monkeypatch, s3)
-        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+def cluster(raas_chart: ControlPlane, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
+    """The operator's `Cluster`, logged in from a kubeconfig holding the operator's token."""
+    clear_chart_namespaces(raas_chart)
+    kubeconfig = token_kubeconfig(raas_chart, tmp_path / "kubeconfig", token_for(raas_chart, *OPERATOR), JOBS)
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    with running_s3_server() as s3:
+        for name, value in {
+            "NAMESPACE": JOBS, "IMAGE": "ghcr.io/raas-dev/raas-job:e2e", "SESSION_KEY": "test-session-key",
+            "S3_ENDPOINT": s3.endpoint, "S3_ACCESS_KEY": "raas", "S3_SECRET_KEY": "raas-secret", "S3_SECURE": "false",
+        }.items():  # fmt: skip
+            monkeypatch.setenv(f"RAAS_OPERATOR_{name}", value)
+        kubernetes.config.load_kube_config(str(kubeconfig))  # type: ignore[no-untyped-call]
         yield Cluster(OperatorSettings())  # type: ignore[call-arg]
+    clear_chart_namespaces(raas_chart)
 
 
-def ready_robot(cluster: Cluster, name: str = ROBOT) -> None:
+@pytest.fixture
+def agent(raas_chart: ControlPlane) -> Iterator[kubernetes.client.CustomObjectsApi]:
+    """Robots' writer: the agent's ServiceAccount."""
+    with raas_chart.api_client(token_for(raas_chart, *AGENT)) as api:
+        yield kubernetes.client.CustomObjectsApi(api)
+
+
+@pytest.fixture
+def api(raas_chart: ControlPlane) -> Iterator[kubernetes.client.CustomObjectsApi]:
+    """RaasJobs' submitter: the web API's ServiceAccount (the operator may not create them)."""
+    with raas_chart.api_client(token_for(raas_chart, *API)) as client:
+        yield kubernetes.client.CustomObjectsApi(client)
+
+
+@pytest.fixture
+def kubelet(raas_chart: ControlPlane) -> Iterator[kubernetes.client.CoreV1Api]:
+    """Pod statuses' writer in these tests (no node runs the pods): the admin."""
+    with raas_chart.api_client() as admin:
+        yield kubernetes.client.CoreV1Api(admin)
+
+
+def ready_robot(agent: kubernetes.client.CustomObjectsApi, name: str = ROBOT) -> None:
     body = {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "Robot",
         "metadata": {"name": name, "labels": {"raas.dev/robot": name}},
         "spec": {"node_name": f"pi-{name}", "robot_type": "pendulum"},
     }
-    cluster.custom.create_cluster_custom_object(GROUP, VERSION, "robots", body)
+    agent.create_cluster_custom_object(GROUP, VERSION, "robots", body)
     status = {"phase": "Ready", "last_heartbeat": datetime.now(timezone.utc).isoformat(), "jobs_completed": 0}
-    cluster.custom.patch_cluster_custom_object_status(GROUP, VERSION, "robots", name, {"status": status})
+    agent.patch_cluster_custom_object_status(GROUP, VERSION, "robots", name, {"status": status})
 
 
-def queued_job(cluster: Cluster, name: str) -> dict[str, Any]:
-    """A RaasJob whose code was fetched: Queued, the scheduler's to place."""
+@contextlib.contextmanager
+def robot_phase_unchecked(plane: ControlPlane) -> Iterator[None]:
+    """The Robot CRD without its status phase's enum for the span of the ``with``, as the admin;
+    the CRD as installed again after it."""
+    with plane.api_client() as admin:
+        extensions = kubernetes.client.ApiextensionsV1Api(admin)
+        installed = extensions.read_custom_resource_definition("robots.raas.dev")
+        relaxed = admin.sanitize_for_serialization(installed)
+        status = relaxed["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+        del status["properties"]["phase"]["enum"]
+        extensions.replace_custom_resource_definition("robots.raas.dev", relaxed)
+        try:
+            yield
+        finally:
+            current = extensions.read_custom_resource_definition("robots.raas.dev")
+            installed.metadata.resource_version = current.metadata.resource_version
+            extensions.replace_custom_resource_definition("robots.raas.dev", installed)
+
+
+def wrote(agent: kubernetes.client.CustomObjectsApi, status: dict[str, Any]) -> bool:
+    """Whether the Robot's `status` was accepted (False while the server still refuses it)."""
+    try:
+        agent.patch_cluster_custom_object_status(GROUP, VERSION, "robots", ROBOT, {"status": status})
+    except ApiException as error:
+        if error.status != 422:
+            raise
+        return False
+    return True
+
+
+def queued_job(cluster: Cluster, api: kubernetes.client.CustomObjectsApi, name: str) -> dict[str, Any]:
+    """A RaasJob submitted through `api` whose code was fetched: Queued, the scheduler's to place."""
     body = {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "RaasJob",
         "metadata": {"name": name, "namespace": NAMESPACE},
         "spec": {"owner": "ada", "source": {"kind": "git", "url": "https://git.example.org/ada/c.git", "ref": "main"}},
     }
-    created = cluster.custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "raasjobs", body)
+    created = api.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "raasjobs", body)
     submitted = JobStatus(
         history=(PhaseChange(phase=Phase.PENDING, at=datetime.now(timezone.utc), reason="Submitted"),)
     )
@@ -68,9 +133,11 @@ def queued_job(cluster: Cluster, name: str) -> dict[str, Any]:
     return cluster.patch_status(name, queued, created["metadata"]["resourceVersion"])
 
 
-def test_jobs_seen_before_any_robot_wait_for_the_fleet_instead_of_being_rejected(cluster: Cluster) -> None:
-    ready_robot(cluster)
-    job = queued_job(cluster, "early-bird")
+def test_jobs_seen_before_any_robot_wait_for_the_fleet_instead_of_being_rejected(
+    cluster: Cluster, api: kubernetes.client.CustomObjectsApi, agent: kubernetes.client.CustomObjectsApi
+) -> None:
+    ready_robot(agent)
+    job = queued_job(cluster, api, "early-bird")
     controller = JobController(cluster, ClusterCache(), workers=1)
     controller.job_changed(job)  # the job stream delivered first; the Robot stream has said nothing yet
     controller.start()
@@ -95,20 +162,25 @@ def test_jobs_seen_before_any_robot_wait_for_the_fleet_instead_of_being_rejected
         controller.stop()
 
 
-def test_a_running_job_seen_before_its_pod_is_not_called_lost(cluster: Cluster) -> None:
-    ready_robot(cluster)
-    job = queued_job(cluster, "runner")
+def test_a_running_job_seen_before_its_pod_is_not_called_lost(
+    cluster: Cluster,
+    api: kubernetes.client.CustomObjectsApi,
+    agent: kubernetes.client.CustomObjectsApi,
+    kubelet: kubernetes.client.CoreV1Api,
+) -> None:
+    ready_robot(agent)
+    job = queued_job(cluster, api, "runner")
     status = JobStatus.model_validate(job["status"])
     starting = transition(status, Phase.STARTING, reason="Scheduled", robot=ROBOT, attempts=1)
     job = cluster.patch_status("runner", starting, job["metadata"]["resourceVersion"])
     cluster.book(ROBOT, "runner")
     cluster.create_run_pod(job, ROBOT, 1)
     pod = job_pod_name("runner", 1)
-    cluster.core.patch_namespaced_pod_status(pod, NAMESPACE, {"status": {"phase": "Running"}})
+    kubelet.patch_namespaced_pod_status(pod, NAMESPACE, {"status": {"phase": "Running"}})
     running = transition(starting, Phase.RUNNING, reason="Running", robot=ROBOT)
     job = cluster.patch_status("runner", running, job["metadata"]["resourceVersion"])
     busy = {"phase": "Busy", "last_heartbeat": datetime.now(timezone.utc).isoformat(), "current_job": "raas/runner"}
-    cluster.custom.patch_cluster_custom_object_status(GROUP, VERSION, "robots", ROBOT, {"status": busy})
+    agent.patch_cluster_custom_object_status(GROUP, VERSION, "robots", ROBOT, {"status": busy})
 
     controller = JobController(cluster, ClusterCache(), workers=1)
     controller.job_changed(job)  # the job stream delivered first; the pod stream has said nothing yet
@@ -125,16 +197,28 @@ def test_a_running_job_seen_before_its_pod_is_not_called_lost(cluster: Cluster) 
         controller.stop()
 
 
-def test_a_robot_whose_object_cannot_be_read_counts_as_gone_and_its_job_is_retried(cluster: Cluster) -> None:
-    ready_robot(cluster)
+def test_a_robot_whose_object_cannot_be_read_counts_as_gone_and_its_job_is_retried(
+    cluster: Cluster,
+    api: kubernetes.client.CustomObjectsApi,
+    agent: kubernetes.client.CustomObjectsApi,
+    raas_chart: ControlPlane,
+) -> None:
+    ready_robot(agent)
     controller = JobController(cluster, ClusterCache(), workers=1)
-    controller.job_changed(queued_job(cluster, "stranded"))
+    controller.job_changed(queued_job(cluster, api, "stranded"))
     controller.start()
     try:
         wait_for(lambda: (cluster.job("stranded") or {})["status"].get("phase") == "Starting", 20, "the job to start")
-        # (the emulator, unlike an API server, does not hold the object to the CRD's schema)
         broken = {"phase": "Dancing", "last_heartbeat": datetime.now(timezone.utc).isoformat()}
-        cluster.custom.patch_cluster_custom_object_status(GROUP, VERSION, "robots", ROBOT, {"status": broken})
+        # The API server holds new writes to the CRD's schema...
+        with pytest.raises(ApiException) as refused:
+            agent.patch_cluster_custom_object_status(GROUP, VERSION, "robots", ROBOT, {"status": broken})
+        assert refused.value.status == 422
+        assert "Dancing" in str(refused.value.body)
+        # ...but serves what it stored under an older schema as it was stored (a CRD is not
+        # re-applied to stored objects): an agent newer than the operator's CRD wrote this one.
+        with robot_phase_unchecked(raas_chart):
+            wait_for(lambda: wrote(agent, broken), 20, "the relaxed schema to take effect")
         controller.robot_changed(cluster.custom.get_cluster_custom_object(GROUP, VERSION, "robots", ROBOT))
         status = wait_for(
             lambda: (job := cluster.job("stranded")) and job["status"]["phase"] == "Queued" and job["status"],
