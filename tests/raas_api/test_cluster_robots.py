@@ -1,8 +1,8 @@
-"""The API's cluster platform lists Robots as the emulator serves them, over real HTTP.
+"""The API's cluster platform lists Robots as the real API server serves them.
 
-The API server is meant to refuse Robot objects its CRD's schema forbids, but one written before
-a schema change (or by a tool that bypassed it) must not make the whole robot listing fail: it is
-listed as a fault that never takes jobs, saying what is wrong with it.
+The API server refuses Robot objects its CRD's schema forbids, but one written before a schema
+change (or by a newer agent) is served as it was stored, and must not make the whole robot listing
+fail: it is listed as a fault that never takes jobs, saying what is wrong with it.
 """
 
 from __future__ import annotations
@@ -12,7 +12,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from k8s_fixtures import Emulator, running_emulator
+from controlplane.chart_install import (
+    AGENT,
+    API,
+    ServiceAccountClient,
+    clear_chart_namespaces,
+    robot_status_unchecked,
+    write_robot_status,
+)
+from controlplane.cluster import ControlPlane
+from kubernetes import client
+from polling import wait_for
 
 from gym_raas.results.store import FilesystemResultStore
 from raas_api.cluster.platform import ClusterPlatform
@@ -21,32 +31,31 @@ GROUP, VERSION = "raas.dev", "v1alpha1"
 
 
 @pytest.fixture
-def emulator() -> Iterator[Emulator]:
-    with running_emulator("raas-jobs") as running:
-        yield running
+def agent(raas_chart: ControlPlane, service_account_client: ServiceAccountClient) -> Iterator[client.CustomObjectsApi]:
+    """Robots' writer, the agent's ServiceAccount, on a cluster without Robots."""
+    clear_chart_namespaces(raas_chart)
+    yield client.CustomObjectsApi(service_account_client(AGENT))
+    clear_chart_namespaces(raas_chart)
 
 
-def create_robot(emulator: Emulator, name: str, spec: dict[str, object], status: dict[str, object]) -> None:
-    from kubernetes import client
-
-    custom = client.CustomObjectsApi(emulator.api_client())
+def create_robot(agent: client.CustomObjectsApi, name: str, spec: dict[str, object]) -> None:
     body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Robot", "metadata": {"name": name}, "spec": spec}
-    custom.create_cluster_custom_object(GROUP, VERSION, "robots", body)
-    custom.patch_cluster_custom_object_status(GROUP, VERSION, "robots", name, {"status": status})
+    agent.create_cluster_custom_object(GROUP, VERSION, "robots", body)
 
 
 def test_an_unreadable_robot_is_listed_as_a_fault_and_the_others_as_they_are(
-    emulator: Emulator, tmp_path: Path
-) -> None:
+    raas_chart: ControlPlane, agent: client.CustomObjectsApi, service_account_client: ServiceAccountClient,
+    tmp_path: Path,
+) -> None:  # fmt: skip
     now = datetime.now(timezone.utc).isoformat()
-    create_robot(emulator, "pendulum-1", {"node_name": "pi-1"}, {"phase": "Ready", "last_heartbeat": now})
-    create_robot(
-        emulator,
-        "pendulum-2",
-        {"node_name": "pi-2", "robot_type": "pendulum"},
-        {"phase": "Dancing", "last_heartbeat": 7},
-    )
-    platform = ClusterPlatform("raas-jobs", FilesystemResultStore(tmp_path), api_client=emulator.api_client())
+    create_robot(agent, "pendulum-1", {"node_name": "pi-1"})
+    assert write_robot_status(agent, "pendulum-1", {"phase": "Ready", "last_heartbeat": now})
+    create_robot(agent, "pendulum-2", {"node_name": "pi-2", "robot_type": "pendulum"})
+    broken = {"phase": "Dancing", "last_heartbeat": 7}
+    assert not write_robot_status(agent, "pendulum-2", broken)  # refused under the installed schema
+    with robot_status_unchecked(raas_chart):
+        wait_for(lambda: write_robot_status(agent, "pendulum-2", broken), 20, "the relaxed schema to take effect")
+    platform = ClusterPlatform("raas-jobs", FilesystemResultStore(tmp_path), api_client=service_account_client(API))
     good, bad = platform.robot_details()
     assert (good.name, good.state, good.ready) == ("pendulum-1", "idle", True)
     assert (bad.name, bad.type, bad.state, bad.ready, bad.schedulable) == (

@@ -1,9 +1,12 @@
 """``raas-agent run`` as a process: it comes up, serves metrics, and stops cleanly on SIGTERM; in a
-cluster it names its robot after its node's label and reads its settings from the environment."""
+cluster (the real control plane with the chart installed, the agent logged in with the chart's agent
+ServiceAccount token) it names its robot after its node's label and reads its settings from the
+environment."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -13,10 +16,12 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from k8s_fixtures import running_emulator, write_kubeconfig
+from controlplane.chart_install import AGENT, JOBS, clear_chart_namespaces, token_for, token_kubeconfig
+from controlplane.cluster import ControlPlane
 from kubernetes import client
 
 from raas_node.agent.settings import ClusterSettings
@@ -63,9 +68,31 @@ def test_the_agent_process_serves_its_socket_and_metrics_and_stops_on_sigterm() 
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def agent_in_cluster(folder: Path, url: str, node: str, **environment: str) -> subprocess.Popen[bytes]:
-    """``raas-agent run --kubernetes`` as the DaemonSet runs it: no --robot, settings from the environment."""
-    env = dict(os.environ, KUBECONFIG=str(write_kubeconfig(folder / "kubeconfig", url)), NODE_NAME=node, **environment)
+@pytest.fixture
+def cluster(raas_chart: ControlPlane) -> Iterator[ControlPlane]:
+    """The chart's control plane without Robots before and after."""
+    clear_chart_namespaces(raas_chart)
+    yield raas_chart
+    clear_chart_namespaces(raas_chart)
+
+
+@contextlib.contextmanager
+def node(cluster: ControlPlane, name: str, labels: dict[str, str]) -> Iterator[None]:
+    """A Node object (as the admin; no kubelet behind it) for the span of the ``with``."""
+    with cluster.api_client() as admin:
+        core = client.CoreV1Api(admin)
+        core.create_node({"metadata": {"name": name, "labels": labels}})
+        try:
+            yield
+        finally:
+            core.delete_node(name)
+
+
+def agent_in_cluster(cluster: ControlPlane, folder: Path, node: str, **environment: str) -> subprocess.Popen[bytes]:
+    """``raas-agent run --kubernetes`` as the DaemonSet runs it: no --robot, settings from the
+    environment, the agent's ServiceAccount token."""
+    kubeconfig = token_kubeconfig(cluster, folder / "kubeconfig", token_for(cluster, *AGENT))
+    env = dict(os.environ, KUBECONFIG=str(kubeconfig), NODE_NAME=node, **environment)
     return subprocess.Popen(
         [
             sys.executable, "-m", "raas_node.cli", "run", "--kubernetes", "--driver", "sim",
@@ -76,14 +103,13 @@ def agent_in_cluster(folder: Path, url: str, node: str, **environment: str) -> s
     )  # fmt: skip
 
 
-def test_in_a_cluster_the_agent_takes_its_robot_name_from_its_nodes_label(tmp_path: Path) -> None:
-    """Against the Kubernetes emulator (no real API server can run here, ../shared/TESTING.md)."""
-    with running_emulator("raas") as emulator:
-        api = emulator.api_client()
-        client.CoreV1Api(api).create_node({"metadata": {"name": "pi-7", "labels": {"raas.dev/robot": "pendulum-7"}}})
-        process = agent_in_cluster(tmp_path, emulator.url, "pi-7", RAAS_AGENT_JOB_NAMESPACE="raas")
+def test_in_a_cluster_the_agent_takes_its_robot_name_from_its_nodes_label(
+    cluster: ControlPlane, tmp_path: Path
+) -> None:
+    with node(cluster, "cli-pi-7", {"raas.dev/robot": "pendulum-7"}), cluster.api_client() as admin:
+        process = agent_in_cluster(cluster, tmp_path, "cli-pi-7", RAAS_AGENT_JOB_NAMESPACE=JOBS)
         try:
-            custom = client.CustomObjectsApi(api)
+            custom = client.CustomObjectsApi(admin)
             deadline = time.monotonic() + 20
             robot: dict[str, object] = {}
             while time.monotonic() < deadline and process.poll() is None:
@@ -94,7 +120,7 @@ def test_in_a_cluster_the_agent_takes_its_robot_name_from_its_nodes_label(tmp_pa
                 time.sleep(0.2)
             assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
             assert robot["metadata"]["name"] == "pendulum-7"  # type: ignore[index]
-            assert robot["spec"]["node_name"] == "pi-7"  # type: ignore[index]
+            assert robot["spec"]["node_name"] == "cli-pi-7"  # type: ignore[index]
             process.send_signal(signal.SIGTERM)
             assert process.wait(timeout=15) == 0
         finally:
@@ -102,14 +128,13 @@ def test_in_a_cluster_the_agent_takes_its_robot_name_from_its_nodes_label(tmp_pa
                 process.kill()
 
 
-def test_on_a_node_without_a_robot_label_the_agent_refuses_to_start(tmp_path: Path) -> None:
-    with running_emulator("raas") as emulator:
-        client.CoreV1Api(emulator.api_client()).create_node({"metadata": {"name": "worker-1"}})
-        process = agent_in_cluster(tmp_path, emulator.url, "worker-1")
+def test_on_a_node_without_a_robot_label_the_agent_refuses_to_start(cluster: ControlPlane, tmp_path: Path) -> None:
+    with node(cluster, "cli-worker-1", {}):
+        process = agent_in_cluster(cluster, tmp_path, "cli-worker-1")
         try:
             assert process.wait(timeout=20) != 0
             assert process.stderr is not None
-            assert "node worker-1 has no raas.dev/robot label" in process.stderr.read().decode()
+            assert "node cli-worker-1 has no raas.dev/robot label" in process.stderr.read().decode()
         finally:
             if process.poll() is None:
                 process.kill()

@@ -10,7 +10,6 @@ it neither rejects the queue for want of robots nor calls a running job's pod lo
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -19,7 +18,17 @@ from typing import Any
 
 import kubernetes
 import pytest
-from controlplane.chart_install import AGENT, API, JOBS, OPERATOR, clear_chart_namespaces, token_for, token_kubeconfig
+from controlplane.chart_install import (
+    AGENT,
+    API,
+    JOBS,
+    OPERATOR,
+    clear_chart_namespaces,
+    robot_status_unchecked,
+    token_for,
+    token_kubeconfig,
+    write_robot_status,
+)
 from controlplane.cluster import ControlPlane
 from kubernetes.client.exceptions import ApiException
 from polling import wait_for
@@ -84,36 +93,6 @@ def ready_robot(agent: kubernetes.client.CustomObjectsApi, name: str = ROBOT) ->
     agent.create_cluster_custom_object(GROUP, VERSION, "robots", body)
     status = {"phase": "Ready", "last_heartbeat": datetime.now(timezone.utc).isoformat(), "jobs_completed": 0}
     agent.patch_cluster_custom_object_status(GROUP, VERSION, "robots", name, {"status": status})
-
-
-@contextlib.contextmanager
-def robot_phase_unchecked(plane: ControlPlane) -> Iterator[None]:
-    """The Robot CRD without its status phase's enum for the span of the ``with``, as the admin;
-    the CRD as installed again after it."""
-    with plane.api_client() as admin:
-        extensions = kubernetes.client.ApiextensionsV1Api(admin)
-        installed = extensions.read_custom_resource_definition("robots.raas.dev")
-        relaxed = admin.sanitize_for_serialization(installed)
-        status = relaxed["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
-        del status["properties"]["phase"]["enum"]
-        extensions.replace_custom_resource_definition("robots.raas.dev", relaxed)
-        try:
-            yield
-        finally:
-            current = extensions.read_custom_resource_definition("robots.raas.dev")
-            installed.metadata.resource_version = current.metadata.resource_version
-            extensions.replace_custom_resource_definition("robots.raas.dev", installed)
-
-
-def wrote(agent: kubernetes.client.CustomObjectsApi, status: dict[str, Any]) -> bool:
-    """Whether the Robot's `status` was accepted (False while the server still refuses it)."""
-    try:
-        agent.patch_cluster_custom_object_status(GROUP, VERSION, "robots", ROBOT, {"status": status})
-    except ApiException as error:
-        if error.status != 422:
-            raise
-        return False
-    return True
 
 
 def queued_job(cluster: Cluster, api: kubernetes.client.CustomObjectsApi, name: str) -> dict[str, Any]:
@@ -217,8 +196,8 @@ def test_a_robot_whose_object_cannot_be_read_counts_as_gone_and_its_job_is_retri
         assert "Dancing" in str(refused.value.body)
         # ...but serves what it stored under an older schema as it was stored (a CRD is not
         # re-applied to stored objects): an agent newer than the operator's CRD wrote this one.
-        with robot_phase_unchecked(raas_chart):
-            wait_for(lambda: wrote(agent, broken), 20, "the relaxed schema to take effect")
+        with robot_status_unchecked(raas_chart):
+            wait_for(lambda: write_robot_status(agent, ROBOT, broken), 20, "the relaxed schema to take effect")
         controller.robot_changed(cluster.custom.get_cluster_custom_object(GROUP, VERSION, "robots", ROBOT))
         status = wait_for(
             lambda: (job := cluster.job("stranded")) and job["status"]["phase"] == "Queued" and job["status"],
