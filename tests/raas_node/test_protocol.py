@@ -13,14 +13,21 @@ from hypothesis import strategies as st
 
 from gym_raas.backends.robot import RobotBackend
 from gym_raas.params import PendulumParams
-from gym_raas.protocol import MAX_FRAME_BYTES, ProtocolError, decode_message, encode_frame, encode_message
+from gym_raas.protocol import (
+    MAX_FRAME_BYTES,
+    PROTOCOL_VERSION,
+    ProtocolError,
+    decode_message,
+    encode_frame,
+    encode_message,
+)
 from raas_node.agent.agent import RobotAgent
 from raas_node.drivers.sim_driver import SimDriver
 
 
 def test_messages_round_trip_and_carry_the_version() -> None:
     message = decode_message(encode_message("step", action=1.5))
-    assert message == {"type": "step", "v": 1, "action": 1.5}
+    assert message == {"type": "step", "v": PROTOCOL_VERSION, "action": 1.5}
 
 
 @pytest.mark.parametrize(

@@ -67,9 +67,12 @@ class RobotBackend:
         *,
         connect_timeout_s: float = 10.0,
         wait_s: float | None = None,
+        control_hz: float | None = None,
     ) -> None:
-        """Open the session; a transient refusal is retried for `wait_s` seconds (None: from
+        """Open the session (at `control_hz`, one the robot supports; None: the job's or the
+        robot's default); a transient refusal is retried for `wait_s` seconds (None: from
         `SESSION_WAIT_ENV`), then raised as `RobotSessionError` saying how long it waited."""
+        self._control_hz = control_hz
         path = socket_path or os.environ.get(AGENT_SOCKET_ENV)
         if not path:
             raise RobotSessionError(f"no robot agent socket: set {AGENT_SOCKET_ENV} (the platform does, inside a job)")
@@ -93,6 +96,7 @@ class RobotBackend:
                 pause_s = min(pause_s * 2, 0.5)
         self.params = PendulumParams.from_dict(welcome["params"])
         self.robot = welcome["robot"]
+        self.supported_control_hz: tuple[float, ...] = tuple(welcome.get("supported_control_hz", ()))
         self.session = welcome["session"]
 
     def _open(self, path: str, token: str, connect_timeout_s: float) -> dict[str, Any]:
@@ -108,7 +112,8 @@ class RobotBackend:
         self._reader = FrameReader(self._socket)
         self._closed = False
         try:
-            return self._request("hello", "welcome", token=token, client="gym_raas")
+            rate = {} if self._control_hz is None else {"control_hz": float(self._control_hz)}
+            return self._request("hello", "welcome", token=token, client="gym_raas", **rate)
         except RobotSessionError:
             self._closed = True
             self._socket.close()
@@ -169,4 +174,6 @@ class RobotBackend:
             "applied_command": observation["applied"],
             "safety": observation["safety"],
         }
+        if "actuation_latency" in observation:  # protocol 2: when the command reached the motor
+            info["actuation_latency_s"] = observation["actuation_latency"]
         return Reading(float(observation["theta"]), float(observation["theta_dot"]), info)

@@ -7,6 +7,12 @@ raise a bare ValueError past 4300 digits), and a step's action must lie within
 refuses them (motor off for that boundary) and counts a ``nan`` safety event, and the session goes
 on. Strings are bounded per field (`MAX_TEXT_LENGTH`, `MAX_TOKEN_LENGTH`); nesting too deep for the
 parser is a malformed frame. Every violation is a `ProtocolError`, never another exception.
+
+Versions: 2 (this one) adds the rate a client asks for (``hello.control_hz``), the rates and the
+rate of the session (``welcome.control_hz``, ``welcome.supported_control_hz``) and the actuation
+latency of each step (``observation.actuation_latency``). Version 1 peers keep working: a
+message is checked against the schema of its own version, and `encode_message` with
+``version=1`` leaves the newer fields out, so an old client reads exactly what it knows.
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ import json
 import math
 from typing import Any
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
+"""Versions a peer of this version understands (and answers in kind)."""
 
 
 class ProtocolError(ValueError):
@@ -49,6 +57,25 @@ SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "error": {"code": ((str,), True), "message": ((str,), True)},
     "bye": {"reason": ((str,), True)},
 }
+NEWER_FIELDS: dict[int, dict[str, dict[str, tuple[tuple[type, ...], bool]]]] = {
+    2: {
+        "hello": {"control_hz": (_NUMBER, False)},
+        "welcome": {"control_hz": (_NUMBER, False), "supported_control_hz": ((list,), False)},
+        "observation": {"actuation_latency": (_NUMBER, False)},
+    }
+}
+"""Optional fields by the version that introduced them (version 1 is `SCHEMAS` as it stands)."""
+
+
+def schema_of(kind: str, version: int) -> dict[str, tuple[tuple[type, ...], bool]]:
+    """The fields a message of type `kind` may carry in protocol `version`."""
+    schema = dict(SCHEMAS[kind])
+    for introduced, additions in NEWER_FIELDS.items():
+        if introduced <= version:
+            schema.update(additions.get(kind, {}))
+    return schema
+
+
 CLIENT_TYPES = frozenset({"hello", "reset", "step", "close"})
 MAX_TOKEN_LENGTH = 256
 MAX_TEXT_LENGTH = 4096
@@ -60,9 +87,16 @@ MAX_ABS_ACTION = 1e6
 clamps to the robot's envelope), small enough that every later computation stays finite."""
 
 
-def encode_message(kind: str, **fields: Any) -> bytes:
-    """JSON bytes of a message of type `kind` (checked against its schema)."""
-    message = {"type": kind, "v": PROTOCOL_VERSION, **fields}
+def encode_message(kind: str, *, version: int = PROTOCOL_VERSION, **fields: Any) -> bytes:
+    """JSON bytes of a message of type `kind` in protocol `version` (checked against its schema);
+    fields newer than `version` are left out, so a peer of that version reads what it knows."""
+    if version not in SUPPORTED_VERSIONS:
+        raise ValueError(f"protocol version {version} is not one of {SUPPORTED_VERSIONS}")
+    if kind in SCHEMAS:
+        known = schema_of(kind, version)
+        newer = {name for additions in NEWER_FIELDS.values() for name in additions.get(kind, {})}
+        fields = {name: value for name, value in fields.items() if name in known or name not in newer}
+    message = {"type": kind, "v": version, **fields}
     _check(message)
     return json.dumps(message, separators=(",", ":"), allow_nan=True).encode()
 
@@ -88,11 +122,12 @@ def _check(message: dict[str, Any]) -> None:
     if kind not in SCHEMAS:
         raise ProtocolError("unknown-type", f"unknown message type {kind!r}; known: {', '.join(SCHEMAS)}")
     version = message.get("v")
-    if version != PROTOCOL_VERSION:
+    if isinstance(version, bool) or version not in SUPPORTED_VERSIONS:
         raise ProtocolError(
-            "version", f"protocol version {version!r} not supported; this side speaks {PROTOCOL_VERSION}"
+            "version",
+            f"protocol version {version!r} not supported; this side speaks {', '.join(map(str, SUPPORTED_VERSIONS))}",
         )
-    schema = SCHEMAS[kind]
+    schema = schema_of(kind, version)
     extra = sorted(set(message) - set(schema) - {"type", "v"})
     if extra:
         raise ProtocolError("schema", f"{kind}: unexpected field(s) {', '.join(extra)}")

@@ -14,10 +14,22 @@ Threads:
 * the **session server**, which serves one session at a time and speaks the session protocol
   (`gym_raas.protocol`) with it.
 
-A command is applied at the first boundary after it arrives; the reply carries the reading of
-that boundary. A boundary without a fresh command during a session holds the previous one and
-counts a deadline miss (never a silently stretched step). Between sessions the agent resets the
-pendulum; a failed reset, a stuck encoder or a hot motor make the robot unhealthy.
+Readings are sampled at fixed boundaries (every control period, the env's ``dt``). A session's
+command is applied as soon as it arrives, through the safety layer (`SafetyLayer.admit`), and the
+reply carries the reading of the next boundary (``actuation="arrival"``, the default). The time
+from the boundary of the reading a command answers to the command reaching the driver is its
+*actuation latency*: recorded per step, summarised in ``session.json``, exported as a histogram
+and sent to the client (protocol version 2). A command that arrives after the next boundary is
+late: that boundary counts a deadline miss and holds the previous command until it arrives
+(never a silently stretched step). Every boundary also passes the command in force through the
+safety layer (velocity cut, watchdog, thermal model) and feeds the dead-man switch, so safety
+keeps the boundaries' cadence. ``actuation="boundary"`` is the earlier rule (a command waits for
+the next boundary, a whole period), kept to compare against.
+
+A session runs at the control rate the job asks for (``control_hz`` in the client's hello or the
+platform's `expect`), among the robot's `AgentConfig.supported_control_hz`; the default is the
+calibration's period. Between sessions the agent resets the pendulum; a failed reset, a stuck
+encoder or a hot motor make the robot unhealthy.
 """
 
 from __future__ import annotations
@@ -43,7 +55,7 @@ from gym_raas.envs.pendulum import swing_cost
 from gym_raas.protocol import FrameReader, ProtocolError, decode_message, encode_frame, encode_message
 from gym_raas.protocol.admission import FirstFrame, HelloGate
 from gym_raas.protocol.framing import FrameError
-from gym_raas.protocol.messages import CLIENT_TYPES
+from gym_raas.protocol.messages import CLIENT_TYPES, PROTOCOL_VERSION
 from raas_node.agent.health import HealthMonitor, RobotHealth
 from raas_node.agent.metrics import AgentMetrics
 from raas_node.agent.recorder import SessionRecorder
@@ -59,6 +71,9 @@ UNEXPECTED = ("unexpected-session", "this robot was not told to expect a session
 """The refusal of a hello whose token no expected job has."""
 MAX_ADMITTED = 4
 """Connections with an expected token that may wait for the session server (beyond: ``busy``)."""
+SUPPORTED_CONTROL_HZ = (20.0, 50.0, 100.0)
+"""Control rates a robot offers by default (20 Hz, the original service's, is the calibration's)."""
+ACTUATION_RULES = ("arrival", "boundary")
 
 
 class AgentState(str, Enum):
@@ -80,6 +95,17 @@ class AgentConfig:
     limits: SafetyLimits = field(default_factory=SafetyLimits)
     max_session_s: float = 3600.0
     reset_timeout_s: float = 20.0
+    actuation: str = "arrival"
+    """``arrival``: a command reaches the motor as soon as it arrives; ``boundary``: at the next
+    boundary (the earlier rule, one period later; kept for comparisons)."""
+    supported_control_hz: tuple[float, ...] = SUPPORTED_CONTROL_HZ
+    """Control rates a session may ask for (the robot advertises them)."""
+
+    def __post_init__(self) -> None:
+        if self.actuation not in ACTUATION_RULES:
+            raise ValueError(f"actuation must be one of {', '.join(ACTUATION_RULES)}, got {self.actuation!r}")
+        if not self.supported_control_hz or not all(0 < hz <= 1000 for hz in self.supported_control_hz):
+            raise ValueError(f"supported_control_hz must list rates in (0, 1000] Hz, got {self.supported_control_hz}")
 
 
 @dataclass(frozen=True)
@@ -127,6 +153,9 @@ class SessionResult:
     trajectory_path: Path | None
     metadata_path: Path | None
     reset: ResetReport | None = None
+    actuation_latency_s: dict[str, float] = field(default_factory=dict)
+    """Actuation latency of the session's steps: count, mean, p50, p99, max (seconds)."""
+    control_period_s: float = 0.05
 
 
 @dataclass
@@ -154,6 +183,21 @@ class _Session:
     """Replies to steps are sent by the control loop itself, right at the boundary."""
     applied_fresh: bool = False
     requested: float | None = None
+    version: int = PROTOCOL_VERSION
+    """The client's protocol version (replies are written in it)."""
+    dt: float = 0.05
+    """The session's control period."""
+    answered_boundary_s: float = 0.0
+    """Boundary of the reading the next command answers (monotonic)."""
+    held: float = 0.0
+    """The command in force (checked, within the envelope): the boundaries hold it."""
+    arrival_events: tuple[str, ...] = ()
+    applied_at_s: float = math.nan
+    """When the latest command reached the driver (monotonic; NaN before it did)."""
+    actuation_latency_s: float = math.nan
+    missed_current: bool = False
+    """The boundary the awaited command was due at already counted its miss."""
+    latencies: list[float] = field(default_factory=list)
 
 
 class RobotAgent:
@@ -171,6 +215,11 @@ class RobotAgent:
         self._lock = threading.Condition()
         self._session: _Session | None = None
         self._expected: dict[str, str] = {}
+        self._expected_hz: dict[str, float] = {}
+        self._hardware = threading.Lock()
+        """Serialises driver calls (the control loop and commands arriving between boundaries)."""
+        self._default_dt = self.dt
+        self._last_boundary_s = 0.0
         self._results: dict[str, SessionResult] = {}
         self._opened: set[str] = set()
         """Jobs that opened a session (their result comes, even if not yet)."""
@@ -233,13 +282,19 @@ class RobotAgent:
 
     # -- platform interface ------------------------------------------------------------------
 
-    def expect(self, job_id: str, token: str | None = None) -> str:
-        """Accept one session for `job_id` presenting `token` (generated when not given). A job
+    def expect(self, job_id: str, token: str | None = None, *, control_hz: float | None = None) -> str:
+        """Accept one session for `job_id` presenting `token` (generated when not given), at
+        `control_hz` (None: the calibration's rate; the client's hello may ask for another). A job
         expected again (a retry on the same robot) starts afresh: what its earlier attempt left
         (result, refusal) is forgotten."""
+        if control_hz is not None and not self.supports_control_hz(control_hz):
+            raise ValueError(self._unsupported_rate(control_hz))
         token = token or secrets.token_urlsafe(24)
         with self._lock:
             self._expected[job_id] = token
+            self._expected_hz.pop(job_id, None)
+            if control_hz is not None:
+                self._expected_hz[job_id] = float(control_hz)
             if self._session is None or self._session.job_id != job_id:
                 self._results.pop(job_id, None)
                 self._opened.discard(job_id)
@@ -344,6 +399,18 @@ class RobotAgent:
         )
 
     @property
+    def supported_control_hz(self) -> tuple[float, ...]:
+        """Control rates this robot offers (advertised in its status and welcome)."""
+        return tuple(sorted(self.config.supported_control_hz))
+
+    def supports_control_hz(self, control_hz: float) -> bool:
+        return any(math.isclose(control_hz, offered, rel_tol=1e-9) for offered in self.config.supported_control_hz)
+
+    def _unsupported_rate(self, control_hz: float) -> str:
+        offered = ", ".join(f"{hz:g}" for hz in self.supported_control_hz)
+        return f"this robot does not run at {control_hz:g} Hz; ask for one of {offered} Hz"
+
+    @property
     def limits(self) -> SafetyLimits:
         """The safety envelope enforced now."""
         return self.safety.limits
@@ -404,12 +471,14 @@ class RobotAgent:
         """Stop the motor where the driver may itself be broken: a lost pigpiod must not take the
         control loop or a session down with it (and its own dead-man script stops the motor)."""
         try:
-            self.driver.stop_motor()
+            with self._hardware:
+                self.driver.stop_motor()
         except Exception:
             log.exception("cannot stop the motor through the driver")
 
     def _tick(self, boundary: float) -> None:
-        reading = self.driver.read()
+        with self._hardware:
+            reading = self.driver.read()
         glitches = self.health_monitor.glitches
         self.health_monitor.observe(reading, self._duty)
         for _ in range(self.health_monitor.glitches - glitches):
@@ -417,20 +486,27 @@ class RobotAgent:
         with self._lock:
             self.boundary_index += 1
             self._last_reading = reading
+            self._last_boundary_s = boundary
             session = self._session
             stepped = session is not None and session.stepping and session.end_reason is None
             if stepped:
                 assert session is not None
-                duty, events = self._session_boundary(session, reading, boundary)
+                if self.config.actuation == "arrival":
+                    duty, events = self._arrival_boundary(session, reading, boundary)
+                else:
+                    duty, events = self._session_boundary(session, reading, boundary)
             elif self._reset is not None:
                 duty, events = self._reset_boundary(reading)
             else:
                 duty, events = 0.0, ()
-            self._duty = self.driver.apply_duty(duty)
-            self.driver.feed_deadman()
+            with self._hardware:
+                self._duty = self.driver.apply_duty(duty)
+                self.driver.feed_deadman()
             latency = time.monotonic() - boundary
             if stepped:  # a session that is ending records no more boundaries (nor replays the last one)
                 assert session is not None
+                if self.config.actuation == "boundary" and session.applied_fresh:
+                    self._account_actuation(session, time.monotonic())
                 self._record(session, reading, boundary, events, latency)
             self._lock.notify_all()
         self.metrics.observe_step_latency(latency)
@@ -455,10 +531,52 @@ class RobotAgent:
         else:
             command = fresh
         since_command = boundary - session.last_command_s
-        safe = self.safety.filter(command, reading.theta_dot_rad_per_s, since_command, self.dt)
+        safe = self.safety.filter(command, reading.theta_dot_rad_per_s, since_command, session.dt)
         for kind in safe.events:
             session.events[kind] = session.events.get(kind, 0) + 1
         return safe.duty, safe.events
+
+    def _arrival_boundary(
+        self, session: _Session, reading: SensorReading, boundary: float
+    ) -> tuple[float, tuple[str, ...]]:
+        """A boundary under the arrival rule: the command of the period was applied when it came
+        (or is late: a miss, held); the command in force passes the safety layer again."""
+        session.applied_fresh = session.want_reply and session.requested is not None
+        if not session.want_reply and session.awaiting_first_step:
+            return 0.0, ()  # the user's code is still getting ready after reset: not a miss
+        session.awaiting_first_step = False
+        late = session.applied_fresh and session.pending_arrival_s > session.deadline_s
+        if not session.want_reply or (late and not session.missed_current):
+            session.misses += 1  # the awaited command was not there by this boundary
+            session.missed_current = True
+            self.metrics.count_deadline_misses(1)
+        since_command = boundary - session.last_command_s
+        safe = self.safety.filter(session.held, reading.theta_dot_rad_per_s, since_command, session.dt)
+        events = (*session.arrival_events, *safe.events) if session.applied_fresh else safe.events
+        session.arrival_events = ()
+        for kind in safe.events:
+            session.events[kind] = session.events.get(kind, 0) + 1
+        return safe.duty, events
+
+    def _apply_on_arrival(self, session: _Session, command: float) -> None:
+        """Under the lock: the arriving command through `SafetyLayer.admit` to the driver now."""
+        session.held, safe = self.safety.admit(command)
+        with self._hardware:
+            self._duty = self.driver.apply_duty(safe.duty)
+            applied_at = time.monotonic()
+        session.requested = command
+        session.arrival_events = safe.events
+        for kind in safe.events:
+            session.events[kind] = session.events.get(kind, 0) + 1
+            self.metrics.count_safety_trip(kind)
+        self._account_actuation(session, applied_at)
+
+    def _account_actuation(self, session: _Session, applied_at: float) -> None:
+        session.applied_at_s = applied_at
+        session.actuation_latency_s = applied_at - session.answered_boundary_s
+        if not session.awaiting_first_step:  # the first step waits on the user's start-up, not the robot
+            session.latencies.append(session.actuation_latency_s)
+            self.metrics.observe_actuation_latency(session.actuation_latency_s)
 
     def _reset_boundary(self, reading: SensorReading) -> tuple[float, tuple[str, ...]]:
         assert self._reset is not None
@@ -499,16 +617,22 @@ class RobotAgent:
             reward=reward,
             late_by_s=late_by,
             loop_latency_s=latency,
+            actuation_latency_s=session.actuation_latency_s if fresh else math.nan,
+            applied_at_s=session.applied_at_s - session.started_s if fresh else math.nan,
             safety_events=events,
         )
         if fresh and session.want_reply:
             reply = _observation(session, reading, boundary, late_by, self._duty * max_command, events)
+            reply["actuation_latency"] = session.actuation_latency_s
             if session.connection is not None:
-                self._send(session.connection, "observation", **reply)
+                self._send(session.connection, "observation", version=session.version, **reply)
             session.reply = reply
             session.want_reply = False
+            session.requested = None
+            session.missed_current = False
             session.last_theta, session.last_theta_dot = reading.theta_rad, reading.theta_dot_rad_per_s
-            session.deadline_s = boundary + self.dt  # the next command is due by the next boundary
+            session.answered_boundary_s = boundary
+            session.deadline_s = boundary + session.dt  # the next command is due by the next boundary
 
     def _set_state(self, state: AgentState) -> None:
         if state is not self.state:
@@ -557,13 +681,15 @@ class RobotAgent:
         with self._lock:
             expected = self._expected_job(hello["token"]) is not None
         if not expected:
-            self._send(connection, "error", code=UNEXPECTED[0], message=UNEXPECTED[1])
+            self._send(connection, "error", version=hello["v"], code=UNEXPECTED[0], message=UNEXPECTED[1])
             connection.close()
             return
         try:
             self._admitted.put_nowait((connection, hello))
         except queue.Full:
-            self._send(connection, "error", code="busy", message="the robot is serving another session")
+            self._send(
+                connection, "error", version=hello["v"], code="busy", message="the robot is serving another session"
+            )
             connection.close()
 
     def _serve(self) -> None:
@@ -591,10 +717,10 @@ class RobotAgent:
         try:
             self._converse(connection, reader, session)
         except ProtocolError as error:
-            self._send(connection, "error", code=error.code, message=str(error))
+            self._send(connection, "error", version=session.version, code=error.code, message=str(error))
             session.end_reason = session.end_reason or ("protocol_error", str(error))
         except FrameError as error:
-            self._send(connection, "error", code="frame", message=str(error))
+            self._send(connection, "error", version=session.version, code="frame", message=str(error))
             session.end_reason = session.end_reason or ("protocol_error", str(error))
         except OSError as error:
             session.end_reason = session.end_reason or ("client_error", f"connection lost: {error}")
@@ -606,24 +732,39 @@ class RobotAgent:
         return next((job for job, expected in self._expected.items() if secrets.compare_digest(expected, token)), None)
 
     def _open_session(self, connection: socket.socket, hello: dict[str, Any]) -> _Session | None:
+        version = int(hello["v"])
         with self._lock:
             job_id = self._expected_job(hello["token"])
             refusal = self._refusal(job_id)
+            control_hz = hello.get("control_hz", self._expected_hz.get(job_id or ""))
+            if refusal is None and control_hz is not None and not self.supports_control_hz(float(control_hz)):
+                refusal = ("unsupported-rate", self._unsupported_rate(float(control_hz)))
             if refusal is not None:
                 if job_id is not None:  # the job's own token: it was turned away, not an impostor
                     self._refused[job_id] = Refusal(*refusal)
-                self._send(connection, "error", code=refusal[0], message=refusal[1])
+                self._send(connection, "error", version=version, code=refusal[0], message=refusal[1])
                 return None
             assert job_id is not None
             del self._expected[job_id]
+            self._expected_hz.pop(job_id, None)
             self._refused.pop(job_id, None)
             self._opened.add(job_id)
-            session = _Session(job_id=job_id, started_s=time.monotonic(), connection=connection)
+            dt = self._default_dt if control_hz is None else 1.0 / float(control_hz)
+            session = _Session(job_id=job_id, started_s=time.monotonic(), connection=connection, version=version, dt=dt)
             self._session = session
+            self.dt = dt  # the control loop's next boundary is a period of the session's rate away
             self._reset = None
             self._set_state(AgentState.BUSY)
         self._send(
-            connection, "welcome", session=job_id, robot=self.config.robot, params=self.params.to_dict(), dt=self.dt
+            connection,
+            "welcome",
+            version=version,
+            session=job_id,
+            robot=self.config.robot,
+            params=self.params.with_control_period(dt).to_dict(),
+            dt=dt,
+            control_hz=1.0 / dt,
+            supported_control_hz=list(self.supported_control_hz),
         )
         return session
 
@@ -642,7 +783,7 @@ class RobotAgent:
         while True:
             with self._lock:
                 if session.end_reason is not None:
-                    self._send(connection, "bye", reason=session.end_reason[1])
+                    self._send(connection, "bye", version=session.version, reason=session.end_reason[1])
                     return
             payload = self._read_or_end(connection, reader, session)
             if payload is None:
@@ -651,17 +792,17 @@ class RobotAgent:
             kind = message["type"]
             if kind == "close":
                 session.end_reason = ("completed", "the client closed the session")
-                self._send(connection, "bye", reason="session closed")
+                self._send(connection, "bye", version=session.version, reason="session closed")
                 return
             step = kind != "reset"
             reply = self._session_step(session, message["action"]) if step else self._session_reset(session)
             if reply is None:
                 with self._lock:
                     reason = session.end_reason or ("agent_error", "session ended")
-                self._send(connection, "bye", reason=reason[1])
+                self._send(connection, "bye", version=session.version, reason=reason[1])
                 return
             if not step:  # step replies went out from the control loop at their boundary
-                self._send(connection, "observation", **reply)
+                self._send(connection, "observation", version=session.version, **reply)
 
     def _read_or_end(self, connection: socket.socket, reader: FrameReader, session: _Session) -> bytes | None:
         """Next frame; None when the session was ended by the agent (cancel, time limit) meanwhile."""
@@ -674,7 +815,7 @@ class RobotAgent:
                     if session.end_reason is None and time.monotonic() - session.started_s > self.config.max_session_s:
                         session.end_reason = ("cancelled", "the session ran past its maximum duration")
                     if session.end_reason is not None:
-                        self._send(connection, "bye", reason=session.end_reason[1])
+                        self._send(connection, "bye", version=session.version, reason=session.end_reason[1])
                         return None
                 continue
             if payload is None:
@@ -701,10 +842,15 @@ class RobotAgent:
             reading = self._last_reading
             now = time.monotonic()
             session.last_theta, session.last_theta_dot = reading.theta_rad, reading.theta_dot_rad_per_s
-            session.deadline_s = now + self.dt
+            session.answered_boundary_s = self._last_boundary_s
+            session.deadline_s = self._last_boundary_s + session.dt
             session.last_command_s = now
             session.awaiting_first_step = True
             session.pending = None
+            session.requested = None
+            session.want_reply = False
+            session.missed_current = False
+            session.held = 0.0
             session.stepping = True
             return _observation(session, reading, reading.time_s, 0.0, 0.0, ())
 
@@ -713,11 +859,14 @@ class RobotAgent:
         with self._lock:
             if not session.stepping:
                 raise ProtocolError("order", "step before reset: call env.reset() first")
-            session.pending = float(action)
             session.pending_arrival_s = now
             session.last_command_s = now
             session.want_reply = True
             session.reply = None
+            if self.config.actuation == "arrival":
+                self._apply_on_arrival(session, float(action))
+            else:
+                session.pending = float(action)
             while session.reply is None and session.end_reason is None and not self._stop.is_set():
                 self._lock.wait(timeout=1.0)
             return session.reply
@@ -726,6 +875,7 @@ class RobotAgent:
         with self._lock:
             session.stepping = False
             self._session = None
+            self.dt = self._default_dt
             outcome, message = session.end_reason or ("client_error", "the session ended unexpectedly")
             if outcome == "completed" and session.events.get("velocity"):
                 outcome = "safety_stop"
@@ -740,8 +890,11 @@ class RobotAgent:
             "deadline_misses": session.misses,
             "safety_events": session.events,
             "duration_s": time.monotonic() - session.started_s,
-            "control_period_s": self.dt,
-            "calibration": self.params.to_dict(),
+            "control_period_s": session.dt,
+            "control_hz": 1.0 / session.dt,
+            "actuation": self.config.actuation,
+            "actuation_latency_s": latency_summary(session.latencies),
+            "calibration": self.params.with_control_period(session.dt).to_dict(),
         }
         duration = time.monotonic() - session.started_s
         folder = self.config.recordings_dir / session.job_id
@@ -765,6 +918,8 @@ class RobotAgent:
             duration_s=duration,
             trajectory_path=trajectory,
             metadata_path=metadata_path,
+            actuation_latency_s=latency_summary(session.latencies),
+            control_period_s=session.dt,
         )
         with self._lock:
             # The result is final now (the recording is written): the job need not wait for the
@@ -779,11 +934,29 @@ class RobotAgent:
             self._results[session.job_id] = replace(result, reset=self._last_reset)
             self._lock.notify_all()
 
-    def _send(self, connection: socket.socket, kind: str, **fields: Any) -> None:
+    def _send(self, connection: socket.socket, kind: str, *, version: int = PROTOCOL_VERSION, **fields: Any) -> None:
         try:
-            connection.sendall(encode_frame(encode_message(kind, **fields)))
+            connection.sendall(encode_frame(encode_message(kind, version=version, **fields)))
         except OSError as error:
             log.info("could not send %s to the client: %s", kind, error)
+
+
+def latency_summary(latencies: list[float]) -> dict[str, float]:
+    """Count, mean, median, 99th percentile and largest of a session's actuation latencies (s)."""
+    if not latencies:
+        return {"count": 0}
+    ordered = sorted(latencies)
+
+    def percentile(fraction: float) -> float:
+        return ordered[min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1)]
+
+    return {
+        "count": len(ordered),
+        "mean": sum(ordered) / len(ordered),
+        "p50": percentile(0.5),
+        "p99": percentile(0.99),
+        "max": ordered[-1],
+    }
 
 
 def _observation(

@@ -37,6 +37,13 @@ class AgentMetrics:
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
             registry=self.registry,
         )
+        self.actuation_latency = Histogram(
+            "raas_actuation_latency_seconds",
+            "Time from the boundary of the reading a command answers to the command reaching the driver.",
+            labels,
+            buckets=(0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25),
+            registry=self.registry,
+        )
         self.deadline_misses = Counter("raas_control_deadline_misses", "Boundaries at which the session's command "
                                        "had not arrived.", labels, registry=self.registry)  # fmt: skip
         self.sessions = Counter("raas_sessions", "Control sessions by outcome.", [*labels, "outcome"],
@@ -87,6 +94,10 @@ class AgentMetrics:
         self.step_latency.labels(self.robot).observe(seconds)
         self.last_boundary_s = time.time()
         self.last_boundary.labels(self.robot).set(self.last_boundary_s)
+
+    def observe_actuation_latency(self, seconds: float) -> None:
+        """Account one step's actuation latency (the agent calls this once per command)."""
+        self.actuation_latency.labels(self.robot).observe(seconds)
 
     def count_deadline_misses(self, count: int) -> None:
         if count:

@@ -3,7 +3,13 @@
 One row per control boundary: time since the session started, measured angle and speed, the
 command the client requested, the duty and command actually applied after the safety layer,
 the reward of the step, how late the client's command was, how long after the ideal boundary
-the agent applied the duty (loop timing), and the safety events. Written as
+the agent applied the duty (loop timing), the safety events, and for a row with a fresh command:
+its actuation latency (from the boundary of the reading it answered to the command reaching the
+driver) and when it reached the driver (``applied_at_s``, since the session started). The
+command of a row reached the driver during the period that ends at the row's boundary (at
+``applied_at_s``), so the duty before it held until then: `gym_raas.results.replay` replays it
+so. (A recording without ``applied_at_s`` comes from the earlier boundary rule: the command of a
+row acted from the row's boundary on.) Written as
 ``trajectory.parquet`` (Apache Parquet, the open columnar format of the results layout) plus a
 ``session.json`` with the session's metadata.
 """
@@ -11,6 +17,7 @@ the agent applied the duty (loop timing), and the safety events. Written as
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -28,6 +35,8 @@ TRAJECTORY_COLUMNS = (
     "reward",
     "late_by_s",
     "loop_latency_s",
+    "actuation_latency_s",
+    "applied_at_s",
     "safety_events",
 )
 
@@ -52,6 +61,8 @@ class SessionRecorder:
         late_by_s: float,
         loop_latency_s: float,
         safety_events: tuple[str, ...],
+        actuation_latency_s: float = math.nan,
+        applied_at_s: float = math.nan,
     ) -> None:
         values = locals()
         for name in TRAJECTORY_COLUMNS:

@@ -12,6 +12,12 @@ events of that boundary:
   ``throttle_celsius`` and ``stop_celsius``; it stops the motor at ``stop_celsius``, or when
   the overload lasts longer than ``max_throttle_s``, and keeps it stopped until the winding has
   cooled to ``resume_celsius``.
+
+A command applied the moment it arrives (between boundaries) goes through `SafetyLayer.admit`
+first: NaN refusal and clamp, then the velocity cut and the thermal limit in the state the last
+boundary left, without advancing that state. The boundary's `filter` of the command in force
+then keeps the cadence of the velocity latch, the watchdog and the thermal model, so they behave
+the same whatever the rule and the rate (the thermal model integrates real time, ``dt``).
 """
 
 from __future__ import annotations
@@ -114,6 +120,30 @@ class SafetyLayer:
             events.append("thermal")
         self._heat(duty, dt)
         return SafeCommand(duty, tuple(events))
+
+    def admit(self, command: float) -> tuple[float, SafeCommand]:
+        """A command arriving between boundaries: (the command the boundaries hold from now on,
+        the duty allowed now). The held command is finite and within the envelope (0 for a NaN
+        or infinite one), so holding it raises no ``nan`` or ``clamp`` event again; the duty
+        also obeys the velocity cut and thermal limit as the last boundary left them. Only
+        ``nan`` and ``clamp`` are events here: the others are counted at boundaries, as ever."""
+        limits = self.limits
+        events: list[str] = []
+        duty = 0.0
+        if not math.isfinite(command):
+            events.append("nan")
+        else:
+            duty = command / self.max_command
+            if abs(duty) > limits.max_duty:
+                duty = math.copysign(limits.max_duty, duty)
+                events.append("clamp")
+        held = duty * self.max_command
+        if self._velocity_latched or self._thermal_stopped:
+            duty = 0.0
+        elif self.temperature_celsius > limits.throttle_celsius:
+            scale = (limits.stop_celsius - self.temperature_celsius) / (limits.stop_celsius - limits.throttle_celsius)
+            duty *= max(scale, 0.0)
+        return held, SafeCommand(duty, tuple(events))
 
     def _thermal(self, duty: float, dt: float) -> tuple[float, bool]:
         limits = self.limits
