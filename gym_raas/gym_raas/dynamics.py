@@ -24,7 +24,8 @@ class DynamicsCoefficients:
 
     substep_s: float
     substeps: int
-    latency_substeps: int
+    latency_substeps: float
+    """Actuation latency in integrator steps, not rounded (a switch inside a step mixes both duties)."""
     gravity_rad_per_s2: float
     linear_damping_per_s: float
     friction_velocity_step_rad_per_s: float
@@ -38,7 +39,7 @@ class DynamicsCoefficients:
         return cls(
             substep_s=params.substep_s,
             substeps=params.physics_substeps,
-            latency_substeps=params.latency_substeps,
+            latency_substeps=params.actuation_latency_s / params.substep_s,
             gravity_rad_per_s2=params.natural_frequency_rad_per_s**2,
             linear_damping_per_s=params.viscous_damping_per_s + params.motor_back_emf_damping_per_s,
             friction_velocity_step_rad_per_s=params.coulomb_friction_rad_per_s2 * params.substep_s,
@@ -90,7 +91,8 @@ def integrate_control_period(
 
 
 def _drive_schedule(duty_history: tuple[Any, Any, Any], coefficients: DynamicsCoefficients, ops: ArrayOps) -> list[Any]:
-    """Motor acceleration acting during each substep of the period."""
+    """Motor acceleration acting during each substep of the period (the substep in which the
+    new duty arrives gets the time-weighted mean of both)."""
     substeps = coefficients.substeps
     latency = coefficients.latency_substeps
     stall = coefficients.stall_acceleration_rad_per_s2
@@ -100,7 +102,12 @@ def _drive_schedule(duty_history: tuple[Any, Any, Any], coefficients: DynamicsCo
         older, newer, switch = duty_history[0], duty_history[1], latency - substeps
     older_drive = stall * effective_duty(older, coefficients, ops)
     newer_drive = stall * effective_duty(newer, coefficients, ops)
-    return [older_drive] * switch + [newer_drive] * (substeps - switch)
+    whole = min(int(switch), substeps)
+    fraction = switch - whole
+    if fraction <= 1e-9 or whole >= substeps:
+        return [older_drive] * whole + [newer_drive] * (substeps - whole)
+    mixed = fraction * older_drive + (1.0 - fraction) * newer_drive
+    return [older_drive] * whole + [mixed] + [newer_drive] * (substeps - whole - 1)
 
 
 def mechanical_energy(theta: Any, omega: Any, params: PendulumParams, ops: ArrayOps) -> Any:

@@ -13,7 +13,8 @@ where ω₀ is ``natural_frequency_rad_per_s``, c_visc ``viscous_damping_per_s``
 ``motor_stall_acceleration_rad_per_s2``. The command u ∈ [-max_command, max_command] becomes the
 duty u / max_command, quantised to ``pwm_duty_steps`` and passed through the motor's deadband
 (``motor_deadband_duty``) before it reaches the equation, ``actuation_latency_s`` after the
-observation it answers (up to two control periods).
+observation it answers (up to two control periods; on a robot a few milliseconds, because the
+agent applies a command as soon as it arrives).
 """
 
 from __future__ import annotations
@@ -56,10 +57,12 @@ class PendulumParams:
     """Duty below which the motor's static friction absorbs all torque (fraction of full)."""
     pwm_duty_steps: int = 255
     """Distinct non-zero duty levels of the PWM driver (pigpio's default range is 255)."""
-    actuation_latency_s: float = 0.052
-    """Delay from the observation a command answers to the torque change. On the robot the
-    agent applies a command at the control-clock boundary after it arrives, one period after
-    the observation, and driver and motor inductance add about 2 ms."""
+    actuation_latency_s: float = 0.003
+    """Delay from the observation a command answers to the torque change: the typical actuation
+    latency the robot agent measures (reading sent, controller computes, command applied on
+    arrival: about 1–3 ms, see ``benchmarks/latency_bench.py``) plus the driver's. A robot's
+    calibration stores its own measured figure. (Before protocol 2 the agent waited for the
+    next boundary: 0.052 s at 20 Hz.)"""
     encoder_counts_per_rev: int = 480
     """Quadrature counts per revolution of the pendulum shaft (all four edges counted)."""
     encoder_edge_jitter_s: float = 5e-6
@@ -116,6 +119,16 @@ class PendulumParams:
         effective = max(abs(duty) - self.motor_deadband_duty, 0.0) / (1.0 - self.motor_deadband_duty)
         ratio = self.motor_stall_acceleration_rad_per_s2 * effective / self.natural_frequency_rad_per_s**2
         return math.asin(ratio) if ratio < 1.0 else math.pi / 2
+
+    def with_control_period(self, control_period_s: float) -> PendulumParams:
+        """The same rig run at another control period (a job's chosen rate). The integrator step
+        stays at most that of the calibration, and a latency of a period or more (the earlier
+        boundary rule's) is capped below two periods of the new rate."""
+        if math.isclose(control_period_s, self.control_period_s, rel_tol=1e-12):
+            return self
+        substeps = max(1, math.ceil(control_period_s / self.substep_s - 1e-9))
+        latency = min(self.actuation_latency_s, 1.5 * control_period_s)
+        return self.replace(control_period_s=control_period_s, physics_substeps=substeps, actuation_latency_s=latency)
 
     def replace(self, **changes: Any) -> PendulumParams:
         """A copy with some fields changed (validated like a new instance)."""

@@ -8,7 +8,7 @@ spaces or wall-clock time: environments and the robot agent's simulated driver b
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -108,10 +108,19 @@ class PendulumSimulator:
 
     # -- stepping ----------------------------------------------------------------------------
 
-    def step(self, command: Any) -> None:
-        """Apply a command (action units) for one control period and update the sensors."""
+    def step(self, command: Any, latency_s: float | None = None) -> None:
+        """Apply a command (action units) for one control period and update the sensors.
+
+        The command reaches the motor ``latency_s`` after the period starts (default: the
+        parameters' ``actuation_latency_s``); the previous one acts until then. A latency of a
+        period or more (a late command) is allowed up to two periods."""
         ops = self._ops
         coefficients = self.coefficients
+        if latency_s is not None:
+            period = self.params.control_period_s
+            if not 0.0 <= latency_s < 2.0 * period:
+                raise ValueError(f"latency_s must be in [0, {2 * period:g}) s (two control periods), got {latency_s}")
+            coefficients = replace(coefficients, latency_substeps=latency_s / self.params.substep_s)
         duty = command_to_duty(command, coefficients, ops)
         history = (self._earlier_duty, self.duty, duty)
         self.theta, self.theta_dot = integrate_control_period(self.theta, self.theta_dot, history, coefficients, ops)

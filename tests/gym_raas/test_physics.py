@@ -109,13 +109,35 @@ def test_motor_deadband_absorbs_small_commands() -> None:
 
 
 def test_command_reaches_the_motor_after_the_actuation_latency() -> None:
-    params = PendulumParams()
+    params = PendulumParams().replace(actuation_latency_s=0.052)  # the earlier boundary rule
     simulator = PendulumSimulator(params)
     simulator.reset(np.random.default_rng(0))
     simulator.step(2.0)
     assert simulator.theta == pytest.approx(HANGING_RAD, abs=1e-12)  # one period of latency
     simulator.step(2.0)
     assert simulator.theta > HANGING_RAD + 1e-3
+
+
+def test_a_command_applied_on_arrival_acts_within_its_own_period() -> None:
+    params = PendulumParams()
+    assert params.actuation_latency_s < 0.01  # a few milliseconds: the agent applies on arrival
+    simulator = PendulumSimulator(params)
+    simulator.reset(np.random.default_rng(0))
+    simulator.step(2.0)
+    assert simulator.theta > HANGING_RAD + 1e-3
+
+
+def test_a_later_command_in_the_period_moves_the_pendulum_less() -> None:
+    moved = []
+    for latency_s in (0.0, 0.0125, 0.025, 0.049):
+        simulator = PendulumSimulator(PendulumParams())
+        simulator.reset(np.random.default_rng(0))
+        simulator.step(2.0, latency_s=latency_s)
+        moved.append(simulator.theta - HANGING_RAD)
+    assert moved == sorted(moved, reverse=True)
+    assert moved[-1] > 0.0
+    with pytest.raises(ValueError, match="two control periods"):
+        PendulumSimulator(PendulumParams()).step(2.0, latency_s=0.1)
 
 
 def test_pwm_duty_is_quantised_to_the_driver_resolution() -> None:

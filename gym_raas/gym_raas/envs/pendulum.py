@@ -14,7 +14,7 @@ from gymnasium import spaces
 from numpy.typing import NDArray
 
 from gym_raas.backends.base import PendulumBackend, Reading, select_backend_name
-from gym_raas.backends.sim import SimBackend
+from gym_raas.backends.sim import Latency, SimBackend
 from gym_raas.params import PendulumParams, load_calibration
 from gym_raas.rendering import Frame, draw_pendulum
 from gym_raas.trajectory import Trajectory
@@ -102,6 +102,12 @@ class RaasPendulumEnv(gym.Env[Observation, NDArray[np.float32]]):
     * ``backend``: ``"auto"`` (the robot inside a RaaS job, the simulator elsewhere), ``"sim"``
       or ``"robot"``.
     * ``initial_state``: ``"hanging"`` or ``"random"`` (sim only).
+    * ``control_hz``: the control rate, one the robot supports (20, 50 or 100; default the
+      calibration's, 20). The step is ``1 / control_hz`` long; ``max_episode_steps`` counts steps.
+    * ``latency_s`` (sim only): when a command reaches the motor after the reading it answers —
+      seconds, a ``(low, high)`` range drawn at every step, or a function of the env's random
+      generator. Default: the calibration's, the typical latency measured on the robots (a few
+      milliseconds: the agent applies a command as soon as it arrives).
 
     ## Version history
     * v0: first release.
@@ -127,12 +133,16 @@ class RaasPendulumEnv(gym.Env[Observation, NDArray[np.float32]]):
         calibration: Calibration = None,
         backend: str = "auto",
         initial_state: str = "hanging",
+        control_hz: float | None = None,
+        latency_s: Latency = None,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         self.render_mode = render_mode
         self.backend_name = select_backend_name(backend)
-        self.backend: PendulumBackend = self._make_backend(calibration, initial_state)
+        if control_hz is not None and not (isinstance(control_hz, (int, float)) and 0 < control_hz <= 1000):
+            raise ValueError(f"control_hz must be a rate in (0, 1000] Hz such as 20, 50 or 100, got {control_hz!r}")
+        self.backend: PendulumBackend = self._make_backend(calibration, initial_state, control_hz, latency_s)
         self.params = self.backend.params
         self.dt = self.params.control_period_s
         self.max_command = self.params.max_command
@@ -149,13 +159,20 @@ class RaasPendulumEnv(gym.Env[Observation, NDArray[np.float32]]):
             self._recording = Trajectory()
             atexit.register(self._save_recording)
 
-    def _make_backend(self, calibration: Calibration, initial_state: str) -> PendulumBackend:
+    def _make_backend(
+        self, calibration: Calibration, initial_state: str, control_hz: float | None, latency_s: Latency
+    ) -> PendulumBackend:
         if self.backend_name == "sim":
-            return SimBackend(resolve_params(calibration), initial_state=initial_state)
+            params = resolve_params(calibration)
+            if control_hz is not None:
+                params = params.with_control_period(1.0 / control_hz)
+            return SimBackend(params, initial_state=initial_state, latency_s=latency_s)
         from gym_raas.backends.robot import RobotBackend
 
+        if latency_s is not None:
+            raise ValueError("latency_s is for the simulator: on a robot the latency is what the robot measures")
         # On a robot the agent's calibration rules; a user calibration is only a local model.
-        return RobotBackend()
+        return RobotBackend(control_hz=control_hz)
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None

@@ -54,6 +54,7 @@ def analyse(columns: dict[str, list[Any]], params: PendulumParams) -> Analysis:
         params,
         theta_dot_rad_per_s=np.asarray(columns["theta_dot_rad_per_s"], dtype=float),
         resync_every_s=REPLAY_HORIZON_S,
+        applied_at_s=_optional_column(columns, "applied_at_s"),
     )
     latencies = [value for value in columns.get("loop_latency_s", []) if value is not None and math.isfinite(value)]
     summary = viewing.summary()
@@ -62,6 +63,13 @@ def analyse(columns: dict[str, list[Any]], params: PendulumParams) -> Analysis:
         loop_latency_p99_s=float(np.percentile(latencies, 99)) if latencies else None,
     )
     return Analysis(viewing, replay.theta_rad[fresh], summary)
+
+
+def _optional_column(columns: dict[str, list[Any]], name: str) -> NDArray[np.float64] | None:
+    """A float column (None → NaN), or None when the recording predates it."""
+    if name not in columns:
+        return None
+    return np.array([math.nan if value is None else value for value in columns[name]], dtype=float)
 
 
 def draw_pictures(analysis: Analysis, folder: Path, *, title: str) -> tuple[Path, Path] | None:

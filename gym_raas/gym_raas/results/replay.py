@@ -39,8 +39,20 @@ def replay_commands(
     seed: int = 0,
     theta_dot_rad_per_s: NDArray[np.float64] | None = None,
     resync_every_s: float | None = None,
+    applied_at_s: NDArray[np.float64] | None = None,
+    latency_s: float | None = None,
 ) -> Replay:
-    """Replay `applied_command[k]` (held from `time_s[k]` to `time_s[k+1]`) from the first sample.
+    """Replay the recorded commands from the first sample.
+
+    Timing of the commands, by what the recording holds:
+
+    * `applied_at_s` (recordings of the agent's apply-on-arrival rule): `applied_command[k]`
+      reached the motor at ``applied_at_s[k]``, inside the period that ends at ``time_s[k]``
+      (NaN: no command came, the previous one held). Each step's recorded actuation latency.
+    * `latency_s`: every command reached the motor that long after the boundary before its row
+      (one fixed latency for all, the comparison the recorded latencies beat).
+    * neither (recordings of the earlier boundary rule): `applied_command[k]` acted from
+      ``time_s[k]`` to ``time_s[k+1]``.
 
     The simulator starts at ``theta_rad[0]`` with the given speed. Intervals that span several
     control periods (the robot missed deadlines) are simulated as that many periods with the
@@ -59,14 +71,14 @@ def replay_commands(
         raise ValueError("time, angle and command columns must have the same length")
     if len(time_s) == 0:
         return Replay(time_s, theta_rad, 0.0)
-    # Driver latency (a few ms) is below one substep; the agent's one-period delay is already in
-    # the timestamps of the recording.
+    # The latency is the recording's (its switch times), never the twin's own.
     twin = params.replace(actuation_latency_s=0.0, encoder_edge_jitter_s=0.0)
     simulator = PendulumSimulator(twin)
     simulator.reset(np.random.default_rng(seed), float(theta_rad[0]), initial_theta_dot_rad_per_s)
     simulated = np.empty_like(theta_rad)
     simulated[0] = simulator.measured_theta
     period = twin.control_period_s
+    switches = _switch_offsets(time_s, applied_at_s, latency_s)
     synced_at = time_s[0]
     for index in range(1, len(time_s)):
         if (
@@ -79,9 +91,33 @@ def replay_commands(
             )
             synced_at = time_s[index - 1]
         periods = max(1, round((time_s[index] - time_s[index - 1]) / period))
-        for _ in range(periods):
-            simulator.step(float(applied_command[index - 1]))
+        if switches is None:
+            for _ in range(periods):
+                simulator.step(float(applied_command[index - 1]))
+        else:
+            for _ in range(periods - 1):
+                simulator.step(float(applied_command[index - 1]), latency_s=0.0)
+            offset = min(max(switches[index] - (periods - 1) * period, 0.0), period)
+            simulator.step(float(applied_command[index]), latency_s=offset)
         simulated[index] = simulator.measured_theta
     error = wrap_angle(theta_rad - simulated)
     rmse = float(math.sqrt(float(np.mean(np.square(error)))))
     return Replay(time_s, simulated, rmse)
+
+
+def _switch_offsets(
+    time_s: NDArray[np.float64], applied_at_s: NDArray[np.float64] | None, latency_s: float | None
+) -> NDArray[np.float64] | None:
+    """Per row k ≥ 1: when its command took over, counted from ``time_s[k-1]`` (None: the
+    boundary rule's timing). A row without a command switches at its own boundary."""
+    if applied_at_s is None and latency_s is None:
+        return None
+    intervals = np.diff(time_s, prepend=time_s[0])
+    if applied_at_s is not None:
+        applied_at = np.asarray(applied_at_s, dtype=float)
+        if len(applied_at) != len(time_s):
+            raise ValueError("applied_at_s must have one value per recorded row")
+        offsets = applied_at - np.concatenate(([time_s[0]], time_s[:-1]))
+    else:
+        offsets = np.full(len(time_s), float(latency_s if latency_s is not None else 0.0))
+    return np.where(np.isfinite(offsets), np.minimum(offsets, intervals), intervals)
