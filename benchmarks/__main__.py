@@ -9,7 +9,15 @@ import sys
 
 from benchmarks.report import Report
 
-BENCHMARKS = ("env_bench", "scheduler_bench", "agent_bench", "platform_bench", "api_bench", "operator_bench")
+BENCHMARKS = (
+    "env_bench",
+    "scheduler_bench",
+    "agent_bench",
+    "platform_bench",
+    "api_bench",
+    "operator_bench",
+    "latency_bench",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
