@@ -208,6 +208,7 @@ CONTRACT_RBAC: dict[tuple[str, str], dict[tuple[str, str], set[str]]] = {
         ("", "events"): {"create"},
         ("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"},
         ("", "namespaces"): {"get", "list", "watch"},
+        ("", "nodes"): {"get", "list", "watch"},  # a robot whose Node is NotReady is out of service
     },
     ("Role", "raas-jobs/raas-api"): {
         ("raas.dev", "raasjobs"): {"get", "list", "watch", "create", "delete", "patch"},

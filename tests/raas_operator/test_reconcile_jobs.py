@@ -168,8 +168,17 @@ def test_an_evicted_pod_or_an_agent_reported_fault_is_retried_once() -> None:
     assert requeued.excluded_robots == ("pendulum-1",)
 
 
+NODE_DOWN = RobotFacts("pendulum-1", RobotPhase.OFFLINE, problem="its node pi-1 is NotReady (Kubelet stopped posting)")
+
+
 @pytest.mark.parametrize(
-    "robot", [None, RobotFacts("pendulum-1", RobotPhase.OFFLINE), RobotFacts("pendulum-1", RobotPhase.UNHEALTHY)]
+    "robot",
+    [
+        None,
+        RobotFacts("pendulum-1", RobotPhase.OFFLINE),
+        RobotFacts("pendulum-1", RobotPhase.UNHEALTHY),
+        NODE_DOWN,
+    ],
 )
 def test_a_robot_lost_mid_run_is_a_robot_fault_retried_elsewhere(robot: RobotFacts | None) -> None:
     actions = reconcile_job(facts(status_at(Phase.RUNNING), run_pod(PodOutcome.RUNNING), robot=robot))
@@ -181,6 +190,14 @@ def test_a_robot_lost_mid_run_is_a_robot_fault_retried_elsewhere(robot: RobotFac
     final = new_status(reconcile_job(facts(second, run_pod(PodOutcome.RUNNING, attempt=2), robot=robot)))
     assert final.phase is Phase.FAILED  # only one retry
     assert final.failure_class is FailureClass.ROBOT_FAULT
+
+
+def test_a_robot_whose_node_is_not_ready_says_so_in_the_fault() -> None:
+    status = new_status(reconcile_job(facts(status_at(Phase.RUNNING), run_pod(PodOutcome.RUNNING), robot=NODE_DOWN)))
+    assert status.reason == "RobotFault"
+    assert status.message.startswith(
+        "robot pendulum-1 went out of service: its node pi-1 is NotReady (Kubelet stopped posting)"
+    )
 
 
 def test_a_pod_that_vanished_under_a_running_job_is_a_platform_fault() -> None:

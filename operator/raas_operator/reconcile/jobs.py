@@ -65,6 +65,8 @@ class RobotFacts:
     name: str
     phase: RobotPhase
     current_job: str | None = None
+    problem: str | None = None
+    """What the cluster says is wrong with it beyond its phase (e.g. its Node is NotReady)."""
 
 
 @dataclass(frozen=True)
@@ -323,6 +325,8 @@ def _robot_problem(facts: JobFacts) -> str | None:
     robot = facts.robot
     if robot is None:
         return f"robot {facts.status.robot} is gone"
+    if robot.problem is not None:
+        return f"robot {robot.name} went out of service: {robot.problem}"
     if robot.phase is RobotPhase.OFFLINE:
         return f"robot {robot.name} went offline (no heartbeat)"
     if robot.phase is RobotPhase.UNHEALTHY:

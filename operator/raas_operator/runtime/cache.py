@@ -1,13 +1,16 @@
 """The operator's in-memory view of the cluster, fed by kopf's watch streams (an informer cache).
 
-kopf lists and then watches RaasJobs, the job pods and Robots; its event handlers put every
-version they see here. The reconcilers and the scheduler read from this view instead of asking
-the API server, so a look at a job costs no request and the scheduler's round costs none:
-the operator's load on the API server grows with what changes, not with how many jobs wait.
+kopf lists and then watches RaasJobs, the job pods, Robots and the robots' Nodes; its event
+handlers put every version they see here. A Robot whose Node is not Ready (its kubelet stopped
+reporting: the node lifecycle controller says so) is read as Offline, whatever its agent last
+wrote: the robot may still heartbeat, but no pod on that node can be started, stopped or
+watched. The reconcilers and the scheduler read from this view instead of asking the API server,
+so a look at a job costs no request and the scheduler's round costs none: the operator's load on
+the API server grows with what changes, not with how many jobs wait.
 
-A cached object may be a version behind the API server. Every write the operator derives from
-it carries the resourceVersion it was read at, so a stale read ends in a 409 and the newer
-version, already on its way through the watch, triggers the next look.
+A cached object may be a version behind the API server. Every write the operator derives from it
+carries the resourceVersion it was read at, so a stale read ends in a 409 and the newer version,
+already on its way through the watch, triggers the next look.
 
 Thread-safe: kopf's event loop writes, the worker and scheduler threads read copies.
 """
@@ -17,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -26,8 +29,27 @@ from raas_operator.jobs.model import JobSpec, JobStatus
 from raas_operator.pods.builder import JOB_LABEL
 from raas_operator.reconcile.pods import PodView
 from raas_operator.reconcile.schedule import ClusterRobot
+from raas_operator.robots.model import RobotPhase
 
 log = logging.getLogger(__name__)
+
+
+NOT_READY_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
+"""The taints the node lifecycle controller puts on a Node that stopped being Ready."""
+
+
+def node_problem(body: dict[str, Any]) -> str | None:
+    """Why a Node (the API's JSON) cannot run a robot's pods, or None when it is Ready."""
+    name = body["metadata"]["name"]
+    ready = next((c for c in (body.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"), None)
+    if ready is not None and ready.get("status") != "True":
+        detail = ready.get("message") or ready.get("reason") or f"Ready is {ready.get('status')}"
+        return f"its node {name} is NotReady ({detail})"
+    taints = {taint.get("key") for taint in (body.get("spec") or {}).get("taints") or []}
+    tainted = [key for key in NOT_READY_TAINTS if key in taints]
+    if tainted:
+        return f"its node {name} is tainted {tainted[0]}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -68,6 +90,7 @@ class ClusterCache:
         self._pods: defaultdict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
         self._robots: dict[str, CachedRobot] = {}
         self._parsed: dict[str, tuple[str, JobSpec, JobStatus]] = {}
+        self._node_problems: dict[str, str] = {}
 
     # -- writes (kopf's event handlers) ----------------------------------------------------------
 
@@ -144,7 +167,29 @@ class ClusterCache:
         with self._lock:
             self._robots.pop(name, None)
 
+    def put_node(self, body: dict[str, Any], *, deleted: bool = False) -> bool:
+        """Keep whether a robot Node can run pods (a deleted one can); True when that changed."""
+        name = body["metadata"]["name"]
+        problem = None if deleted else node_problem(body)
+        with self._lock:
+            before = self._node_problems.get(name)
+            if problem is None:
+                self._node_problems.pop(name, None)
+            else:
+                self._node_problems[name] = problem
+        return before != problem
+
     # -- reads -----------------------------------------------------------------------------------
+
+    def robot_problem(self, robot: CachedRobot) -> str | None:
+        """Why `robot`'s Node cannot run its pods (`node_problem`), or None."""
+        with self._lock:
+            return self._node_problems.get(robot.entry.robot.spec.node_name)
+
+    def robots_on(self, node: str) -> list[str]:
+        """The Robots that say they are on Node `node`."""
+        with self._lock:
+            return [name for name, robot in self._robots.items() if robot.entry.robot.spec.node_name == node]
 
     def job(self, name: str) -> dict[str, Any] | None:
         with self._lock:
@@ -175,12 +220,22 @@ class ClusterCache:
         return tuple(PodView.from_pod(body) for body in bodies)
 
     def robot(self, name: str) -> CachedRobot | None:
+        """Robot `name`, Offline if its Node is not Ready (module docstring)."""
         with self._lock:
-            return self._robots.get(name)
+            robot = self._robots.get(name)
+            return None if robot is None else self._as_served(robot)
 
     def robots(self) -> list[CachedRobot]:
+        """Every Robot, each Offline if its Node is not Ready."""
         with self._lock:
-            return list(self._robots.values())
+            return [self._as_served(robot) for robot in self._robots.values()]
+
+    def _as_served(self, robot: CachedRobot) -> CachedRobot:
+        if robot.entry.robot.spec.node_name not in self._node_problems:
+            return robot
+        model = robot.entry.robot
+        offline = model.model_copy(update={"status": model.status.model_copy(update={"phase": RobotPhase.OFFLINE})})
+        return replace(robot, entry=replace(robot.entry, robot=offline))
 
     def jobs_on(self, robot: str) -> list[str]:
         """Jobs whose status names `robot`, or booked on it."""

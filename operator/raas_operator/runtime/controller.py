@@ -149,6 +149,15 @@ class JobController:
             for job in self.cache.jobs_on(name):
                 self.queue.add(job)
 
+    def node_changed(self, body: dict[str, Any], *, deleted: bool = False) -> None:
+        """A robot Node's readiness: when it changes, its robots' jobs are looked at (a job on a
+        node gone NotReady fails over) and the scheduler runs (its robots left or joined service)."""
+        if self.cache.put_node(body, deleted=deleted):
+            self.scheduler.wake()
+            for robot in self.cache.robots_on(body["metadata"]["name"]):
+                for job in self.cache.jobs_on(robot):
+                    self.queue.add(job, urgent=True)
+
     # -- the clock -----------------------------------------------------------------------------------
 
     def sync(self) -> None:
@@ -327,7 +336,9 @@ class JobController:
         if entry is None:
             return None
         timeout = timedelta(seconds=self.cluster.settings.heartbeat_timeout_s)
-        return RobotFacts(entry.robot.name, effective_phase(entry.robot, now, timeout), entry.robot.status.current_job)
+        problem = self.cache.robot_problem(cached) if cached is not None else None
+        phase = effective_phase(entry.robot, now, timeout)
+        return RobotFacts(entry.robot.name, phase, entry.robot.status.current_job, problem)
 
     def _discard_session_record(self, job: str) -> None:
         """A retry: its attempt's record is still to come (best effort: the record names its robot,

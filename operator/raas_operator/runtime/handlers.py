@@ -1,10 +1,11 @@
 """The kopf operator's handlers: they feed the engine (`runtime.controller`) what the watches see.
 
 Run it with ``raas-operator`` (``kopf run`` of this module). kopf lists and watches RaasJobs,
-the pods the operator manages and Robots; every version is passed to the `JobController`, which
-caches it and queues the jobs it concerns. Deleting a RaasJob cancels it: kopf's finalizer
-holds the object until its pods are gone. Each operator's state lives in its own `kopf.Memo`.
-kopf keeps its bookkeeping in annotations, so ``status`` is exactly the job model's.
+the pods the operator manages, Robots and the robots' Nodes (labelled ``raas.dev/robot``); every
+version is passed to the `JobController`, which caches it and queues the jobs it concerns.
+Deleting a RaasJob cancels it: kopf's finalizer holds the object until its pods are gone. Each
+operator's state lives in its own `kopf.Memo`. kopf keeps its bookkeeping in annotations, so
+``status`` is exactly the job model's.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import kopf
 import kubernetes
 import prometheus_client
 
-from raas_operator.pods.builder import MANAGED_BY, MANAGED_BY_LABEL
+from raas_operator.pods.builder import MANAGED_BY, MANAGED_BY_LABEL, ROBOT_LABEL
 from raas_operator.reconcile.jobs import ReleaseFinalizer
 from raas_operator.runtime.cluster import GROUP, VERSION, Cluster
 from raas_operator.runtime.controller import JobController
@@ -64,6 +65,11 @@ async def on_pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.event(GROUP, VERSION, "robots")
 async def on_robot_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     _controller(memo).robot_changed(dict(event["object"]), deleted=event["type"] == "DELETED")
+
+
+@kopf.on.event("", "v1", "nodes", labels={ROBOT_LABEL: kopf.PRESENT})
+async def on_node_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    _controller(memo).node_changed(dict(event["object"]), deleted=event["type"] == "DELETED")
 
 
 @kopf.on.delete(GROUP, VERSION, "raasjobs")
