@@ -4,10 +4,15 @@
 # Usage: tests/controlplane/build.sh        (prints the bin folder as its last stdout line)
 #
 # Binaries: kube-apiserver, kube-controller-manager, kube-scheduler, kubectl (module k8s/),
-# etcd (module etcd/), helm (module helm/). Each module's go.mod/go.sum pin the versions.
+# etcd (module etcd/), helm (module helm/), kubelet (module kubelet/, the same release as k8s/).
+# Each module's go.mod/go.sum pin the versions.
 #
 # Cache: ${RAAS_CONTROLPLANE_CACHE:-$HOME/.cache/raas/controlplane}/<key>/bin/, where <key> is a
-# hash of every go.mod and go.sum here, the Go version, the platform and the build recipe below.
+# hash of the go.mod and go.sum of k8s/, etcd/ and helm/, the Go version, the platform and the
+# build recipe below. The kubelet has a key of its own (the recipe and kubelet/'s go.mod/go.sum),
+# is built into <kubelet key>/bin/ and linked from <key>/bin/kubelet by a relative symlink, so the
+# printed folder holds all seven binaries while a kubelet change rebuilds only the kubelet, and
+# adding the kubelet kept the control plane's key (and its 20-minute build) as it was.
 # When every binary is already there, no go command runs and the script costs milliseconds.
 # A missing binary is built into a temp folder and moved into place, so an interrupted build
 # never leaves a truncated binary; a lock serialises concurrent builds of the same key.
@@ -67,26 +72,37 @@ cgo=0
 goflags=${build_flags}
 kube_ldflags=${kube_ldflags}
 helm_ldflags=${helm_ldflags}"
-key=$(
+# cache_key FILE...: the hash of the recipe and FILEs (paths relative to this folder).
+cache_key() {
     {
         printf '%s\n' "$recipe"
-        for f in k8s/go.mod k8s/go.sum etcd/go.mod etcd/go.sum helm/go.mod helm/go.sum; do
+        local f
+        for f in "$@"; do
             [[ -r $here/$f ]] || die "$here/$f is missing; restore it from git"
             printf '== %s\n' "$f"
             cat "$here/$f"
         done
     } | sha256sum | cut -c1-16
-)
+}
+
+key=$(cache_key k8s/go.mod k8s/go.sum etcd/go.mod etcd/go.sum helm/go.mod helm/go.sum)
 key_dir="$cache_root/$key"
 bin_dir="$key_dir/bin"
+kubelet_key=$(cache_key kubelet/go.mod kubelet/go.sum)
+kubelet_dir="$cache_root/$kubelet_key"
+kubelet_link="../../$kubelet_key/bin/kubelet"  # relative: the cache folder may move
 
 kube_bins=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
-all_bins=("${kube_bins[@]}" etcd helm)
+all_bins=("${kube_bins[@]}" etcd helm kubelet)
 
 missing() {
     local name
     for name in "$@"; do
-        [[ -x $bin_dir/$name ]] || printf '%s\n' "$name"
+        if [[ $name == kubelet ]]; then
+            [[ -x $bin_dir/kubelet && $(readlink "$bin_dir/kubelet") == "$kubelet_link" ]] || echo kubelet
+        else
+            [[ -x $bin_dir/$name ]] || printf '%s\n' "$name"
+        fi
     done
 }
 
@@ -136,6 +152,20 @@ if [[ -n $(missing helm) ]]; then
     log "building helm ${helm_version}"
     go_build helm "$helm_ldflags" "$tmp/helm" helm.sh/helm/v4/cmd/helm
     install_bins helm
+fi
+if [[ -n $(missing kubelet) ]]; then
+    kubelet_version=$(module_version "$here/kubelet/go.mod" k8s.io/kubernetes)
+    [[ $kubelet_version == "$kube_version" ]] ||
+        die "kubelet/go.mod pins k8s.io/kubernetes $kubelet_version but k8s/go.mod pins $kube_version; pin both to one release"
+    mkdir -p "$kubelet_dir/bin"
+    if [[ ! -x $kubelet_dir/bin/kubelet ]]; then
+        log "building kubelet ${kube_version} (a cold build takes several minutes)"
+        printf '%s\n' "$recipe" >"$kubelet_dir/recipe.txt"
+        go_build kubelet "$kube_ldflags" "$tmp/kubelet" k8s.io/kubernetes/cmd/kubelet
+        mv -f "$tmp/kubelet" "$kubelet_dir/bin/kubelet"
+    fi
+    ln -sfn "$kubelet_link" "$tmp/kubelet.link"
+    mv -fT "$tmp/kubelet.link" "$bin_dir/kubelet"
 fi
 log "built in $((SECONDS - start)) s into $bin_dir"
 printf '%s\n' "$bin_dir"
