@@ -10,21 +10,27 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from gym_raas.params import PendulumParams
-from raas_node.agent.agent import AgentConfig, AgentState, RobotAgent
+from raas_node.agent.agent import SUPPORTED_CONTROL_HZ, AgentConfig, AgentState, RobotAgent
 from raas_node.agent.safety import SafetyLimits
 from raas_node.drivers.base import RobotDriver
 
 
 @contextmanager
 def running_agent(
-    driver: RobotDriver, *, limits: SafetyLimits | None = None, robot: str = "pendulum-t1"
+    driver: RobotDriver,
+    *,
+    limits: SafetyLimits | None = None,
+    robot: str = "pendulum-t1",
+    actuation: str = "arrival",
+    supported_control_hz: tuple[float, ...] = SUPPORTED_CONTROL_HZ,
 ) -> Iterator[RobotAgent]:
     """An agent on a socket in a short /tmp folder (Unix socket paths are limited to 107 bytes),
-    idle (first reset done) when yielded, stopped afterwards."""
+    idle (first reset done) when yielded, stopped afterwards; `actuation` and
+    `supported_control_hz` as in `AgentConfig`."""
     folder = Path(tempfile.mkdtemp(prefix="raas-agent-"))
     config = AgentConfig(
         robot=robot, socket_path=folder / "agent.sock", recordings_dir=folder / "recordings",
-        limits=limits or SafetyLimits(),
+        limits=limits or SafetyLimits(), actuation=actuation, supported_control_hz=supported_control_hz,
     )  # fmt: skip
     agent = RobotAgent(driver, config).start()
     try:

@@ -146,7 +146,7 @@ def _robot_name(arguments: argparse.Namespace, settings: ClusterSettings) -> str
 def _calibrate(arguments: argparse.Namespace) -> int:
     driver = _driver(arguments)
     try:
-        result = calibrate_robot(driver, arguments.output, robot=arguments.robot)
+        result = calibrate_robot(driver, arguments.output, robot=arguments.robot, recordings=arguments.recordings)
     finally:
         driver.close()
     print(f"calibration written to {arguments.output} (fit error {result.rmse_rad:.4f} rad)")
@@ -172,6 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     calibrate = commands.add_parser("calibrate", help="run calibration experiments and fit the robot's model")
     _add_robot_arguments(calibrate)
     calibrate.add_argument("--output", type=Path, required=True)
+    calibrate.add_argument(
+        "--recordings",
+        type=Path,
+        default=Path("/var/lib/raas/recordings"),
+        help="the agent's session recordings, whose median actuation latency the calibration takes",
+    )
     calibrate.set_defaults(handler=_calibrate)
     rig = commands.add_parser(
         "virtual-rig", help="a pigpiod-compatible server backed by the rig physics", add_help=False

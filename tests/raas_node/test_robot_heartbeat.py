@@ -50,6 +50,7 @@ from raas_node.agent.agent import AgentState, RobotAgent
 from raas_node.agent.cluster import (
     BOOKING_ANNOTATION,
     BOOKING_ATTEMPT_ANNOTATION,
+    BOOKING_RATE_ANNOTATION,
     GROUP,
     PLURAL,
     VERSION,
@@ -560,3 +561,27 @@ def test_a_refusal_the_store_will_not_take_never_stops_the_heartbeat(
     assert beat.beat_once()  # the report failed (and is tried again next beat); the status went out
     assert beat.beat_once()
     assert get_robot(api, name)["status"]["phase"] == "Maintenance"
+
+
+def test_the_robot_advertises_its_rates_and_a_booking_sets_the_sessions_rate(
+    agent: RobotAgent, api: client.CustomObjectsApi, operator: client.CustomObjectsApi, tmp_path: Path
+) -> None:
+    """The status lists the rates the agent runs (the scheduler places jobs by them); the booked
+    job's rate, when the operator writes it, is the session's rate even for a client asking none."""
+    name, results = agent.config.robot, FilesystemResultStore(tmp_path / "results")
+    beat = RobotHeartbeat(agent, api, robot=name, node="pi-1", session_key=SESSION_KEY, results=results)
+    assert beat.beat_once()
+    robot = assert_valid(get_robot(api, name))
+    assert robot.status.supported_control_hz == (20.0, 50.0, 100.0)
+    assert robot.supports_control_hz(50.0)
+    assert not robot.supports_control_hz(33.0)
+    operator.patch_cluster_custom_object(
+        GROUP, VERSION, PLURAL, name,
+        {"metadata": {"annotations": {BOOKING_ANNOTATION: "job-fast", BOOKING_ATTEMPT_ANNOTATION: "1",
+                                      BOOKING_RATE_ANNOTATION: "100"}}},
+    )  # fmt: skip
+    assert beat.beat_once()
+    run_steps(agent, "job-fast", 3)
+    result = agent.wait_session("job-fast", timeout_s=30)
+    assert result is not None
+    assert result.control_period_s == pytest.approx(0.01)

@@ -137,6 +137,7 @@ def test_jobs_seen_before_any_robot_wait_for_the_fleet_instead_of_being_rejected
         ]
         assert annotations["raas.dev/booked-job"] == "early-bird"
         assert annotations["raas.dev/booked-attempt"] == "1"  # the agent expects each attempt afresh
+        assert annotations["raas.dev/booked-control-hz"] == "20"  # ...at the job's rate (the default)
     finally:
         controller.stop()
 

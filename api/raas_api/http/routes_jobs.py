@@ -119,6 +119,7 @@ def upload_job(
     robot: Annotated[str | None, Form(description="Run on this robot.")] = None,
     time_limit_s: Annotated[int | None, Form(ge=1)] = None,
     priority: Annotated[int, Form(ge=-100, le=100)] = 0,
+    control_hz: Annotated[float | None, Form(description="Control rate (Hz); 20 if omitted.")] = None,
 ) -> JobView:
     limit = state.settings.max_upload_bytes
     uploads = state.settings.data_dir / "uploads"
@@ -156,6 +157,8 @@ def upload_job(
         "time_limit_s": check_time_limit(time_limit_s, state.settings),
         "priority": priority,
     }
+    if control_hz is not None:  # checked (finite, within bounds) by JobSpec with the rest
+        fields["control_hz"] = control_hz
     try:
         return _submit(state, who, fields)
     except HTTPException:

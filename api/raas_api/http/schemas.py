@@ -12,7 +12,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from raas_operator.jobs.model import (
+    DEFAULT_CONTROL_HZ,
     ENTRYPOINT_PATTERN,
+    MAX_CONTROL_HZ,
+    MIN_CONTROL_HZ,
     ArchiveSource,
     FailureClass,
     GitSource,
@@ -57,6 +60,16 @@ class JobSubmission(_Body):
         int | None, Field(ge=1, description="Wall-clock limit; the server's default if omitted.")
     ] = None
     priority: Annotated[int, Field(ge=-100, le=100)] = 0
+    control_hz: Annotated[
+        float,
+        Field(
+            strict=True,
+            ge=MIN_CONTROL_HZ,
+            le=MAX_CONTROL_HZ,
+            allow_inf_nan=False,
+            description="Control rate (Hz), one the robots run at (see each robot's supported_control_hz).",
+        ),
+    ] = DEFAULT_CONTROL_HZ
 
 
 class SourceCheck(_Body):
@@ -87,6 +100,8 @@ class JobView(BaseModel):
     entrypoint: str
     time_limit_s: int
     priority: int
+    control_hz: float
+    """The job's control rate (Hz)."""
     robot_request: RobotRequest
     robot: str | None
     commit: str | None
@@ -164,6 +179,8 @@ class RobotViewOut(BaseModel):
     last_reset: dict[str, Any] | None
     calibration: dict[str, Any]
     labels: dict[str, str]
+    supported_control_hz: list[float]
+    """Control rates (Hz) the robot runs jobs at."""
 
 
 class MaintenanceRequest(_Body):

@@ -22,6 +22,7 @@ def job_view(record: JobRecord, platform: Platform) -> JobView:
         entrypoint=spec.entrypoint,
         time_limit_s=spec.time_limit_s,
         priority=spec.priority,
+        control_hz=spec.control_hz,
         robot_request=spec.robot,
         robot=status.robot,
         commit=status.commit,
@@ -51,4 +52,5 @@ def robot_view(robot: RobotDetails) -> RobotViewOut:
         last_reset=last_reset,
         calibration=robot.calibration,
         labels=robot.labels,
+        supported_control_hz=list(robot.supported_control_hz),
     )

@@ -36,6 +36,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from gym_raas.backends.base import CONTROL_HZ_ENV
 from gym_raas.params import PendulumParams
 from gym_raas.results.layout import ResultFile, job_prefix, result_key
 from gym_raas.results.store import ResultNotFoundError, ResultStore, StoreUnavailableError
@@ -46,7 +47,7 @@ from raas_api.local.results import S3Settings, SpoolFlusher, open_result_store, 
 from raas_api.local.robots import LocalRobot, RobotKind, make_robot
 from raas_api.stores.base import ConflictError, JobNotFoundError, JobRecord
 from raas_api.stores.sqlite import SqliteJobStore
-from raas_node.agent.agent import AgentConfig, AgentState, LiveReading, RobotAgent
+from raas_node.agent.agent import SUPPORTED_CONTROL_HZ, AgentConfig, AgentState, LiveReading, RobotAgent
 from raas_node.runner.container import instance_label, reap_containers, run_in_container
 from raas_node.runner.fetch import FetchError, fetch_git, fetch_local, resolve_ref
 from raas_node.runner.image import ensure_runtime_image
@@ -62,6 +63,7 @@ from raas_node.runner.requirements import build_wheelhouse, install_offline
 from raas_node.runner.sandbox_uids import reap_sandbox_leftovers
 from raas_node.runner.warm_pool import ContainerPool
 from raas_operator.jobs.model import (
+    DEFAULT_CONTROL_HZ,
     ON_ROBOT_PHASES,
     ArchiveSource,
     FailureClass,
@@ -75,7 +77,7 @@ from raas_operator.jobs.model import (
     transition,
 )
 from raas_operator.metrics import FleetMetrics, FleetState
-from raas_operator.scheduling.core import Quotas, RobotView, WaitingJob, admit, schedule
+from raas_operator.scheduling.core import Quotas, RobotView, WaitingJob, admit, rate_key, schedule
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +117,8 @@ class RobotDetails:
     last_reset_ok: bool | None
     last_reset_duration_s: float | None
     calibration: dict[str, Any]
+    supported_control_hz: tuple[float, ...] = (DEFAULT_CONTROL_HZ,)
+    """Control rates the robot runs jobs at."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,8 @@ class PlatformConfig:
     robot_params: PendulumParams = field(default_factory=PendulumParams)
     robot_kind: RobotKind = RobotKind.SIM
     """``sim`` drivers, or a pigpio driver on a virtual rig per robot."""
+    supported_control_hz: tuple[float, ...] = SUPPORTED_CONTROL_HZ
+    """Control rates every robot offers (a job's ``control_hz`` must be one of them)."""
     quotas: Quotas = field(default_factory=lambda: Quotas(max_running_per_owner=2, max_queued_per_owner=100))
     max_time_limit_s: int = 600
     run_limits: RunLimits = field(default_factory=RunLimits)
@@ -179,7 +185,12 @@ class LocalPlatform:
         sockets = self._sockets = private_socket_folder()
         for index in range(1, self.config.robots + 1):
             name = f"{'sim' if self.config.robot_kind is RobotKind.SIM else 'rig'}-{index}"
-            config = AgentConfig(name, sockets / f"{name}.sock", self.config.data_dir / "recordings" / name)
+            config = AgentConfig(
+                name,
+                sockets / f"{name}.sock",
+                self.config.data_dir / "recordings" / name,
+                supported_control_hz=self.config.supported_control_hz,
+            )
             robot = make_robot(name, self.config.robot_kind, self.config.robot_params)
             self.robot_parts[name] = robot
             agent = RobotAgent(robot.driver, config)
@@ -236,10 +247,17 @@ class LocalPlatform:
     # -- the Python API ----------------------------------------------------------------------
 
     def submit(self, spec: JobSpec) -> JobRecord:
-        """Queue a job (Pending); refused over quota or beyond the maximum time limit."""
+        """Queue a job (Pending); refused over quota, beyond the maximum time limit, or at a control
+        rate no robot of the platform runs at."""
         if spec.time_limit_s > self.config.max_time_limit_s:
             raise SubmissionRefusedError(
                 f"time_limit_s {spec.time_limit_s} is above this platform's maximum of {self.config.max_time_limit_s}"
+            )
+        offered = sorted({rate_key(hz) for hz in self.config.supported_control_hz})
+        if rate_key(spec.control_hz) not in offered:
+            raise SubmissionRefusedError(
+                f"control_hz {spec.control_hz:g} is not a rate this platform's robots run at; "
+                f"ask for one of {', '.join(f'{hz:g}' for hz in offered)} Hz"
             )
         queued = self.store.count_by_owner([Phase.PENDING, Phase.FETCHING, Phase.QUEUED])
         admission = admit(spec.owner, queued, self.config.quotas)
@@ -329,6 +347,7 @@ class LocalPlatform:
                     last_reset_ok=health.last_reset_ok,
                     last_reset_duration_s=health.last_reset_duration_s,
                     calibration=agent.params.to_dict(),
+                    supported_control_hz=agent.supported_control_hz,
                 )
             )
         return details
@@ -357,6 +376,7 @@ class LocalPlatform:
                     ready=health.ready and not busy,
                     schedulable=agent.state not in (AgentState.FAULT, AgentState.MAINTENANCE),
                     free_at_s=time.time() + (60.0 if busy else 0.0),
+                    control_hz=agent.supported_control_hz,
                 )
             )
         return views
@@ -515,7 +535,7 @@ class LocalPlatform:
         except FetchError as error:
             self._end_as_user_error(job_id, error.reason, str(error))
             return
-        token = agent.expect(job_id)
+        token = agent.expect(job_id, control_hz=record.spec.control_hz)
         self._update(job_id, lambda status: transition(status, Phase.RUNNING, reason="Running", robot=robot))
         started = datetime.now(timezone.utc)
         limits = dataclasses.replace(self.config.run_limits, time_limit_s=float(record.spec.time_limit_s))
@@ -532,7 +552,11 @@ class LocalPlatform:
                 stdout_path=workdir / "stdout.txt",
                 stderr_path=workdir / "stderr.txt",
                 limits=limits,
-                environment={"RAAS_AGENT_SOCKET": str(agent.config.socket_path), "RAAS_SESSION_TOKEN": token},
+                environment={
+                    "RAAS_AGENT_SOCKET": str(agent.config.socket_path),
+                    "RAAS_SESSION_TOKEN": token,
+                    CONTROL_HZ_ENV: f"{record.spec.control_hz:g}",
+                },
                 python_path=python_path,
                 python_executable=self.config.python_executable,
                 required_modules=("gym_raas",),

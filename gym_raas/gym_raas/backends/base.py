@@ -14,6 +14,7 @@ the platform does only inside a job on a robot.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Literal, NamedTuple, Protocol
 
@@ -23,6 +24,10 @@ from gym_raas.params import PendulumParams
 
 AGENT_SOCKET_ENV = "RAAS_AGENT_SOCKET"
 """Environment variable holding the path of the robot agent's Unix socket inside a job."""
+
+CONTROL_HZ_ENV = "RAAS_CONTROL_HZ"
+"""Environment variable holding the job's control rate (Hz) inside a job: the platform sets it from
+the job's ``control_hz``, and the robot backend asks the robot for that rate unless told another."""
 
 BackendName = Literal["auto", "sim", "robot"]
 BACKEND_NAMES: tuple[str, ...] = ("auto", "sim", "robot")
@@ -67,3 +72,14 @@ def select_backend_name(requested: str, environ: dict[str, str] | None = None) -
         return "robot"
     variables = os.environ if environ is None else environ
     return "robot" if variables.get(AGENT_SOCKET_ENV) else "sim"
+
+
+def job_control_hz(environ: dict[str, str] | None = None) -> float | None:
+    """The job's control rate from `CONTROL_HZ_ENV` (None when unset, or not a finite positive
+    number: then the robot's default rate applies)."""
+    raw = (os.environ if environ is None else environ).get(CONTROL_HZ_ENV, "")
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value > 0 else None

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from gym_raas.backends.base import AGENT_SOCKET_ENV, Reading
+from gym_raas.backends.base import AGENT_SOCKET_ENV, Reading, job_control_hz
 from gym_raas.params import PendulumParams
 from gym_raas.protocol import FrameReader, ProtocolError, decode_message, encode_frame, encode_message
 from gym_raas.protocol.framing import FrameError
@@ -69,10 +69,11 @@ class RobotBackend:
         wait_s: float | None = None,
         control_hz: float | None = None,
     ) -> None:
-        """Open the session (at `control_hz`, one the robot supports; None: the job's or the
-        robot's default); a transient refusal is retried for `wait_s` seconds (None: from
-        `SESSION_WAIT_ENV`), then raised as `RobotSessionError` saying how long it waited."""
-        self._control_hz = control_hz
+        """Open the session (at `control_hz`, one the robot supports; None: the job's, from
+        `CONTROL_HZ_ENV`, else the robot's default); a transient refusal is retried for `wait_s`
+        seconds (None: from `SESSION_WAIT_ENV`), then raised as `RobotSessionError` saying how long
+        it waited."""
+        self._control_hz = job_control_hz() if control_hz is None else control_hz
         path = socket_path or os.environ.get(AGENT_SOCKET_ENV)
         if not path:
             raise RobotSessionError(f"no robot agent socket: set {AGENT_SOCKET_ENV} (the platform does, inside a job)")

@@ -20,7 +20,7 @@ import tarfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, TypedDict, cast
+from typing import Any, Literal, NotRequired, TypedDict, cast
 from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
@@ -99,6 +99,8 @@ class JobView(TypedDict):
     entrypoint: str
     time_limit_s: int
     priority: int
+    control_hz: NotRequired[float]
+    """The job's control rate (Hz); servers before it existed leave it out."""
     robot_request: dict[str, Any]
     robot: str | None
     commit: str | None
@@ -159,6 +161,8 @@ class RobotView(TypedDict):
     last_reset: dict[str, Any] | None
     calibration: dict[str, Any]
     labels: dict[str, str]
+    supported_control_hz: NotRequired[list[float]]
+    """Control rates (Hz) the robot runs jobs at; servers before it existed leave it out."""
 
 
 class Identity(TypedDict):
@@ -280,10 +284,12 @@ class RaasClient:
         robot: str | None = None,
         time_limit_s: int | None = None,
         priority: int = 0,
+        control_hz: float | None = None,
     ) -> JobView:
         """``POST /jobs``: run `entrypoint` of the git repository `url` at `ref`.
 
-        `robot` asks for exactly that robot; `time_limit_s` defaults to the server's limit.
+        `robot` asks for exactly that robot; `time_limit_s` defaults to the server's limit;
+        `control_hz` (the control rate, one the robots run at) to 20 Hz.
         """
         body: dict[str, Any] = {
             "source": {"kind": "git", "url": url, "ref": ref},
@@ -293,6 +299,8 @@ class RaasClient:
         }
         if time_limit_s is not None:
             body["time_limit_s"] = time_limit_s
+        if control_hz is not None:
+            body["control_hz"] = control_hz
         return cast(JobView, self._json("POST", "/jobs", json=body))
 
     def submit_archive(
@@ -304,6 +312,7 @@ class RaasClient:
         robot: str | None = None,
         time_limit_s: int | None = None,
         priority: int = 0,
+        control_hz: float | None = None,
     ) -> JobView:
         """``POST /jobs/upload``: run `entrypoint` of an uploaded .tar.gz or .zip (see `pack_folder`)."""
         form = {"entrypoint": entrypoint, "priority": str(priority)}
@@ -311,6 +320,8 @@ class RaasClient:
             form["robot"] = robot
         if time_limit_s is not None:
             form["time_limit_s"] = str(time_limit_s)
+        if control_hz is not None:
+            form["control_hz"] = repr(float(control_hz))
         content_type = "application/zip" if filename.endswith(".zip") else "application/gzip"
         files = {"archive": (filename, archive, content_type)}
         return cast(JobView, self._json("POST", "/jobs/upload", data=form, files=files))

@@ -85,6 +85,13 @@ def _add_submit(subcommands: Any, parents: list[argparse.ArgumentParser]) -> Non
     parser.add_argument("--robot", default=None, metavar="NAME", help="run on exactly this robot")
     parser.add_argument("--time-limit", type=int, default=None, metavar="S", help="wall-clock limit in seconds")
     parser.add_argument("--priority", type=int, default=0, help="higher runs first, -100..100 (default: 0)")
+    parser.add_argument(
+        "--control-hz",
+        type=float,
+        default=None,
+        metavar="HZ",
+        help="control rate, one the robots run at (raas robots lists them; default: 20)",
+    )
     parser.add_argument("--wait", action="store_true", help="show progress until the job ends, then its summary")
     parser.set_defaults(handler=handle_submit)
 
@@ -197,6 +204,7 @@ def handle_submit(arguments: argparse.Namespace, client: RaasClient) -> int:
         "robot": arguments.robot,
         "time_limit_s": arguments.time_limit,
         "priority": arguments.priority,
+        "control_hz": arguments.control_hz,
     }
     source: str = arguments.source
     path = Path(source)
@@ -301,6 +309,7 @@ def handle_status(arguments: argparse.Namespace, client: RaasClient) -> int:
         ("robot", job.get("robot") or "-"),
         ("created", _time(job["created_at"])),
         ("time limit", f"{job['time_limit_s']} s"),
+        ("control rate", f"{job.get('control_hz', 20.0):g} Hz"),
         ("attempts", str(job.get("attempts", 0))),
     ]
     if job.get("queue_position") is not None:
@@ -416,11 +425,12 @@ def handle_robots(arguments: argparse.Namespace, client: RaasClient) -> int:
             "yes" if robot["ready"] else "no",
             robot.get("current_job") or "-",
             _number(robot.get("temperature_celsius"), ".1f", " °C"),
+            ", ".join(f"{hz:g}" for hz in robot.get("supported_control_hz", [20.0])),
             "; ".join(robot.get("reasons") or []),
         ]
         for robot in client.robots()
     ]
-    print_table(["NAME", "STATE", "READY", "JOB", "TEMPERATURE", "NOT READY BECAUSE"], rows)
+    print_table(["NAME", "STATE", "READY", "JOB", "TEMPERATURE", "RATES (HZ)", "NOT READY BECAUSE"], rows)
     return 0
 
 

@@ -102,8 +102,9 @@ class RaasPendulumEnv(gym.Env[Observation, NDArray[np.float32]]):
     * ``backend``: ``"auto"`` (the robot inside a RaaS job, the simulator elsewhere), ``"sim"``
       or ``"robot"``.
     * ``initial_state``: ``"hanging"`` or ``"random"`` (sim only).
-    * ``control_hz``: the control rate, one the robot supports (20, 50 or 100; default the
-      calibration's, 20). The step is ``1 / control_hz`` long; ``max_episode_steps`` counts steps.
+    * ``control_hz``: the control rate, one the robot supports (20, 50 or 100; default inside a
+      job the job's rate, from ``RAAS_CONTROL_HZ``, elsewhere the calibration's, 20). The step is
+      ``1 / control_hz`` long; ``max_episode_steps`` counts steps.
     * ``latency_s`` (sim only): when a command reaches the motor after the reading it answers —
       seconds, a ``(low, high)`` range drawn at every step, or a function of the env's random
       generator. Default: the calibration's, the typical latency measured on the robots (a few
@@ -140,7 +141,9 @@ class RaasPendulumEnv(gym.Env[Observation, NDArray[np.float32]]):
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         self.render_mode = render_mode
         self.backend_name = select_backend_name(backend)
-        if control_hz is not None and not (isinstance(control_hz, (int, float)) and 0 < control_hz <= 1000):
+        if control_hz is not None and (
+            isinstance(control_hz, bool) or not (isinstance(control_hz, (int, float)) and 0 < control_hz <= 1000)
+        ):
             raise ValueError(f"control_hz must be a rate in (0, 1000] Hz such as 20, 50 or 100, got {control_hz!r}")
         self.backend: PendulumBackend = self._make_backend(calibration, initial_state, control_hz, latency_s)
         self.params = self.backend.params

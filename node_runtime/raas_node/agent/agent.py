@@ -73,6 +73,10 @@ MAX_ADMITTED = 4
 """Connections with an expected token that may wait for the session server (beyond: ``busy``)."""
 SUPPORTED_CONTROL_HZ = (20.0, 50.0, 100.0)
 """Control rates a robot offers by default (20 Hz, the original service's, is the calibration's)."""
+MIN_CONTROL_HZ = 10.0
+"""The slowest rate a robot may offer: every boundary feeds the driver's dead-man (which stops the
+motor 140 ms after the last feed), so a period must stay well under that."""
+MAX_CONTROL_HZ = 1000.0
 ACTUATION_RULES = ("arrival", "boundary")
 
 
@@ -104,8 +108,11 @@ class AgentConfig:
     def __post_init__(self) -> None:
         if self.actuation not in ACTUATION_RULES:
             raise ValueError(f"actuation must be one of {', '.join(ACTUATION_RULES)}, got {self.actuation!r}")
-        if not self.supported_control_hz or not all(0 < hz <= 1000 for hz in self.supported_control_hz):
-            raise ValueError(f"supported_control_hz must list rates in (0, 1000] Hz, got {self.supported_control_hz}")
+        rates = self.supported_control_hz
+        if not rates or not all(MIN_CONTROL_HZ <= hz <= MAX_CONTROL_HZ for hz in rates):
+            raise ValueError(
+                f"supported_control_hz must list rates in [{MIN_CONTROL_HZ:g}, {MAX_CONTROL_HZ:g}] Hz, got {rates}"
+            )
 
 
 @dataclass(frozen=True)
@@ -479,6 +486,9 @@ class RobotAgent:
     def _tick(self, boundary: float) -> None:
         with self._hardware:
             reading = self.driver.read()
+        # Real time since the previous boundary (the thermal model integrates time, not boundaries:
+        # a skipped boundary still heats; the first boundary counts one period).
+        elapsed = min(boundary - self._last_boundary_s, 1.0) if self._last_boundary_s else self.dt
         glitches = self.health_monitor.glitches
         self.health_monitor.observe(reading, self._duty)
         for _ in range(self.health_monitor.glitches - glitches):
@@ -492,13 +502,12 @@ class RobotAgent:
             if stepped:
                 assert session is not None
                 if self.config.actuation == "arrival":
-                    duty, events = self._arrival_boundary(session, reading, boundary)
+                    duty, events = self._arrival_boundary(session, reading, boundary, elapsed)
                 else:
-                    duty, events = self._session_boundary(session, reading, boundary)
-            elif self._reset is not None:
-                duty, events = self._reset_boundary(reading)
+                    duty, events = self._session_boundary(session, reading, boundary, elapsed)
             else:
-                duty, events = 0.0, ()
+                duty, events = self._reset_boundary(reading) if self._reset is not None else (0.0, ())
+                self.safety.rest(duty, elapsed)
             with self._hardware:
                 self._duty = self.driver.apply_duty(duty)
                 self.driver.feed_deadman()
@@ -516,7 +525,7 @@ class RobotAgent:
             self.metrics.count_safety_trip(kind)
 
     def _session_boundary(
-        self, session: _Session, reading: SensorReading, boundary: float
+        self, session: _Session, reading: SensorReading, boundary: float, elapsed: float
     ) -> tuple[float, tuple[str, ...]]:
         fresh = session.pending
         session.pending = None
@@ -531,13 +540,13 @@ class RobotAgent:
         else:
             command = fresh
         since_command = boundary - session.last_command_s
-        safe = self.safety.filter(command, reading.theta_dot_rad_per_s, since_command, session.dt)
+        safe = self.safety.filter(command, reading.theta_dot_rad_per_s, since_command, elapsed)
         for kind in safe.events:
             session.events[kind] = session.events.get(kind, 0) + 1
         return safe.duty, safe.events
 
     def _arrival_boundary(
-        self, session: _Session, reading: SensorReading, boundary: float
+        self, session: _Session, reading: SensorReading, boundary: float, elapsed: float
     ) -> tuple[float, tuple[str, ...]]:
         """A boundary under the arrival rule: the command of the period was applied when it came
         (or is late: a miss, held); the command in force passes the safety layer again."""
@@ -551,7 +560,7 @@ class RobotAgent:
             session.missed_current = True
             self.metrics.count_deadline_misses(1)
         since_command = boundary - session.last_command_s
-        safe = self.safety.filter(session.held, reading.theta_dot_rad_per_s, since_command, session.dt)
+        safe = self.safety.filter(session.held, reading.theta_dot_rad_per_s, since_command, elapsed)
         events = (*session.arrival_events, *safe.events) if session.applied_fresh else safe.events
         session.arrival_events = ()
         for kind in safe.events:

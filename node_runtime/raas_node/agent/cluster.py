@@ -70,6 +70,10 @@ BOOKING_ANNOTATION = "raas.dev/booked-job"
 BOOKING_ATTEMPT_ANNOTATION = "raas.dev/booked-attempt"
 """Which attempt of the booked job: a retry booked on the same robot is a new session to expect,
 even when the agent never saw the booking freed in between."""
+BOOKING_RATE_ANNOTATION = "raas.dev/booked-control-hz"
+"""The booked job's control rate (its ``spec.control_hz``), when the operator writes it: the agent
+expects the session at that rate. Without it the session runs at the rate the job's client asks
+for in its hello (the run pod's ``RAAS_CONTROL_HZ``), or the calibration's."""
 log = logging.getLogger(__name__)
 
 GROUP = "raas.dev"
@@ -273,6 +277,7 @@ class RobotHeartbeat:
             "health": health_summary(health),
             "jobs_completed": self._jobs_completed or 0,
             "live": None if reading is None else _finite(dataclasses.asdict(reading)),
+            "supported_control_hz": list(self.agent.supported_control_hz),
         }
 
     def _get(self) -> dict[str, Any]:
@@ -343,9 +348,24 @@ class RobotHeartbeat:
             return
         if booked is not None:  # (booked again after a retry: a new attempt, its session still to upload)
             self._uploaded.discard(booked)
-            self.agent.expect(booked, session_token(self.session_key, self.robot, booked))
-            log.info("Robot %s: expecting job %s", self.robot, booked)
+            control_hz = self._booked_rate(annotations.get(BOOKING_RATE_ANNOTATION))
+            self.agent.expect(booked, session_token(self.session_key, self.robot, booked), control_hz=control_hz)
+            log.info("Robot %s: expecting job %s (control rate %s)", self.robot, booked, control_hz or "the client's")
         self._expected_job, self._expected_booking = booked, booking
+
+    def _booked_rate(self, raw: str | None) -> float | None:
+        """The booking's control rate, or None when absent or not one this robot runs at (then the
+        hello decides, and a rate the robot does not run is refused there with a sentence)."""
+        if not raw:
+            return None
+        try:
+            control_hz = float(raw)
+        except ValueError:
+            control_hz = math.nan
+        if not math.isfinite(control_hz) or not self.agent.supports_control_hz(control_hz):
+            log.warning("Robot %s: booked control rate %r is not one this robot runs at; ignored", self.robot, raw)
+            return None
+        return control_hz
 
     def _upload_finished_session(self) -> None:
         """Hand the booked job's session to the result store once it has ended (in a thread of its

@@ -26,6 +26,12 @@ DEFAULT_TIME_LIMIT_S = 120
 MAX_TIME_LIMIT_S = 3600
 """Upper bound of the schema; a platform may configure a lower maximum."""
 DEFAULT_ENTRYPOINT = "run.py"
+DEFAULT_CONTROL_HZ = 20.0
+"""The control rate of a job that asks for none (the original service's)."""
+MIN_CONTROL_HZ = 10.0
+MAX_CONTROL_HZ = 1000.0
+"""Bounds of a control rate: at 10 Hz a boundary still feeds the driver's dead-man (140 ms) in
+time; above 1 kHz no robot's control loop keeps up."""
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 """Kubernetes DNS label: robot names, owner names."""
@@ -176,6 +182,16 @@ class JobSpec(_Model):
         DEFAULT_TIME_LIMIT_S
     )
     priority: Annotated[int, Field(ge=-100, le=100, description="Higher runs first.")] = 0
+    control_hz: Annotated[
+        float,
+        Field(
+            strict=True,
+            ge=MIN_CONTROL_HZ,
+            le=MAX_CONTROL_HZ,
+            allow_inf_nan=False,
+            description="Control rate (Hz), one the robot supports (e.g. 20, 50, 100); the job runs only there.",
+        ),
+    ] = DEFAULT_CONTROL_HZ
 
     @field_validator("entrypoint")
     @classmethod

@@ -24,7 +24,8 @@ here talks to a cluster. The operator's handlers only adopt, create idempotently
   the code that runs is exactly the stored snapshot), HOME ``/home/raas`` and ``/tmp`` on
   writable emptyDirs, ``RAAS_AGENT_SOCKET=/run/raas/agent.sock`` (the agent's socket folder from
   the host, hostPath type Directory, read-only: connecting to a Unix socket needs no writable
-  mount), ``RAAS_JOB=<job>``, ``RAAS_COMMIT``, and ``RAAS_SESSION_TOKEN`` from the job's session
+  mount), ``RAAS_JOB=<job>``, ``RAAS_COMMIT``, ``RAAS_CONTROL_HZ`` (the job's rate, which the env asks the
+  robot for), and ``RAAS_SESSION_TOKEN`` from the job's session
   Secret (key ``token``);
 * owned by the RaasJob (``controller``, ``blockOwnerDeletion``), labelled ``raas.dev/job``,
   ``raas.dev/robot`` and ``app.kubernetes.io/managed-by=raas-operator``.
@@ -302,6 +303,7 @@ def job_pod(
         "RAAS_AGENT_SOCKET": f"{AGENT_SOCKET_DIR}/{AGENT_SOCKET_NAME}",
         "RAAS_JOB": job_name,
         "RAAS_COMMIT": commit,
+        "RAAS_CONTROL_HZ": f"{spec.control_hz:g}",
         "HOME": HOME_DIR,
         "TMPDIR": TMP_DIR,
         "PYTHONUNBUFFERED": "1",

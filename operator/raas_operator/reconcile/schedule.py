@@ -21,6 +21,9 @@ from raas_operator.scheduling.core import Decision, Quotas, RobotView, WaitingJo
 BOOKING_ANNOTATION = "raas.dev/booked-job"
 BOOKING_ATTEMPT_ANNOTATION = "raas.dev/booked-attempt"
 """The attempt of the booked job (the agent expects a retry on the same robot afresh)."""
+BOOKING_RATE_ANNOTATION = "raas.dev/booked-control-hz"
+"""The booked job's control rate (``spec.control_hz``): the agent expects its session at that rate
+(without it, the rate the job's client asks for in its hello, from ``RAAS_CONTROL_HZ``)."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ def robot_view(
         ready=robot.accepts_jobs(now, heartbeat_timeout) and entry.booked_job is None,
         schedulable=not (stale or out_of_service),
         free_at_s=now.timestamp() + (0.0 if entry.booked_job is None else 60.0),
+        control_hz=robot.status.supported_control_hz,
     )
 
 

@@ -16,13 +16,14 @@ Only a Ready robot that is not in maintenance gets new jobs (`Robot.accepts_jobs
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from raas_operator.jobs.model import NAME_PATTERN
+from raas_operator.jobs.model import DEFAULT_CONTROL_HZ, MAX_CONTROL_HZ, MIN_CONTROL_HZ, NAME_PATTERN
 
 NODE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 """Kubernetes node names are DNS subdomains (at most 253 characters)."""
@@ -126,6 +127,14 @@ class RobotStatus(_Model):
     health: RobotHealth = Field(default_factory=RobotHealth)
     jobs_completed: Annotated[int, Field(ge=0, description="Jobs this robot has finished since it joined.")] = 0
     live: Annotated[LiveSession | None, Field(description="The current job's session as of the heartbeat.")] = None
+    supported_control_hz: Annotated[
+        tuple[Annotated[float, Field(ge=MIN_CONTROL_HZ, le=MAX_CONTROL_HZ, allow_inf_nan=False)], ...],
+        Field(
+            min_length=1,
+            max_length=16,
+            description="Control rates (Hz) the robot runs jobs at; an agent that reports none runs 20 Hz only.",
+        ),
+    ] = (DEFAULT_CONTROL_HZ,)
 
 
 class Robot(_Model):
@@ -139,6 +148,10 @@ class Robot(_Model):
         """True when the agent has not reported within `timeout` (or never has)."""
         beat = self.status.last_heartbeat
         return beat is None or now - beat > timeout
+
+    def supports_control_hz(self, control_hz: float) -> bool:
+        """Whether the robot runs jobs at `control_hz` (as its agent advertises)."""
+        return any(math.isclose(control_hz, offered, rel_tol=1e-9) for offered in self.status.supported_control_hz)
 
     def accepts_jobs(self, now: datetime, timeout: timedelta = DEFAULT_HEARTBEAT_TIMEOUT) -> bool:
         """Ready, not in maintenance, and heard from recently: the scheduler may give it a job."""

@@ -25,7 +25,12 @@ from gym_raas.results.store import ResultNotFoundError, S3ResultStore
 from raas_operator.jobs.model import ArchiveSource, JobSpec, JobStatus
 from raas_operator.pods.builder import MANAGED_BY, MANAGED_BY_LABEL, PodSettings, fetch_pod, job_pod, session_secret
 from raas_operator.reconcile.pods import PodView
-from raas_operator.reconcile.schedule import BOOKING_ANNOTATION, BOOKING_ATTEMPT_ANNOTATION, ClusterRobot
+from raas_operator.reconcile.schedule import (
+    BOOKING_ANNOTATION,
+    BOOKING_ATTEMPT_ANNOTATION,
+    BOOKING_RATE_ANNOTATION,
+    ClusterRobot,
+)
 from raas_operator.runtime.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
@@ -267,14 +272,28 @@ class Cluster:
             return None
 
     def book(
-        self, robot: str, job: str | None, resource_version: str | None = None, *, attempt: int | None = None
+        self,
+        robot: str,
+        job: str | None,
+        resource_version: str | None = None,
+        *,
+        attempt: int | None = None,
+        control_hz: float | None = None,
     ) -> dict[str, Any] | None:
-        """Book `attempt` of `job` on `robot` (None: free it); with a resourceVersion, only if
-        unchanged since.
+        """Book `attempt` of `job` at `control_hz` on `robot` (None: free it, and forget both);
+        with a resourceVersion, only if unchanged since. The agent expects the booked job at that
+        rate (a version-1 client cannot ask for one).
 
         Returns the Robot as patched (None if there is no such Robot)."""
         attempt_value = str(attempt) if job is not None and attempt is not None else None
-        metadata: dict[str, Any] = {"annotations": {BOOKING_ANNOTATION: job, BOOKING_ATTEMPT_ANNOTATION: attempt_value}}
+        rate_value = f"{control_hz:g}" if job is not None and control_hz is not None else None
+        metadata: dict[str, Any] = {
+            "annotations": {
+                BOOKING_ANNOTATION: job,
+                BOOKING_ATTEMPT_ANNOTATION: attempt_value,
+                BOOKING_RATE_ANNOTATION: rate_value,
+            }
+        }
         if resource_version is not None:
             metadata["resourceVersion"] = resource_version
         try:

@@ -121,6 +121,7 @@ class SchedulerLoop:
         timeout = timedelta(seconds=settings.heartbeat_timeout_s)
         decision = plan(queued, [entry for entry, _ in robots], running, quotas, now, timeout)
         statuses = {job.name: job.status for job in queued}
+        specs = {job.name: job.spec for job in queued}
         for rejection in decision.rejections:
             failed = transition(
                 statuses[rejection.job_id], Phase.FAILED, reason=rejection.reason, message=rejection.message,
@@ -138,6 +139,7 @@ class SchedulerLoop:
                     assignment.job_id,
                     versions[assignment.robot],
                     attempt=statuses[assignment.job_id].attempts + 1,
+                    control_hz=specs[assignment.job_id].control_hz,
                 )
             except ConflictError:
                 continue  # someone else booked it first: next round

@@ -3,16 +3,17 @@
 Rules, in order:
 
 1. A job only goes to a robot that is Ready (healthy, idle, not in maintenance), that matches
-   its request, and that it is not excluded from (the robot where a retried job faulted, unless
-   no other robot could ever serve it). A robot gets at most one job per decision, and a busy
-   robot none.
+   its request, that runs at the job's control rate (``control_hz``), and that it is not
+   excluded from (the robot where a retried job faulted, unless no other robot could ever serve
+   it). A robot gets at most one job per decision, and a busy robot none.
 2. Higher ``priority`` first.
 3. Between owners of equal priority, fair share: the owner with the fewest running jobs goes
    next (ties: whose waiting job is oldest). One owner's 100 jobs cannot starve another's one.
 4. Within an owner, first come, first served.
 5. Quotas: an owner never has more than ``max_running_per_owner`` jobs running;
    `admit` refuses a submission beyond ``max_queued_per_owner``.
-6. A job whose request no robot in the fleet could ever satisfy is rejected with a reason.
+6. A job whose request no robot in the fleet could ever satisfy (including one asking for a
+   control rate no matching robot runs at) is rejected with a reason.
 
 `schedule` also predicts, for every job left waiting, its position in the queue and its
 estimated start by replaying the same rules over the robots' expected free times.
@@ -25,7 +26,13 @@ from collections import defaultdict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from raas_operator.jobs.model import JobSpec, JobStatus, RobotRequest
+from raas_operator.jobs.model import DEFAULT_CONTROL_HZ, JobSpec, JobStatus, RobotRequest
+
+
+def rate_key(control_hz: float) -> float:
+    """A control rate as compared between jobs and robots (rounded to a micro-hertz, so 50 and
+    50.0000000001 are one rate)."""
+    return round(float(control_hz), 6)
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,8 @@ class WaitingJob:
     priority: int = 0
     expected_duration_s: float = 120.0
     excluded_robots: frozenset[str] = frozenset()
+    control_hz: float = DEFAULT_CONTROL_HZ
+    """The control rate the job runs at (a robot must support it)."""
 
     @classmethod
     def of(cls, job_id: str, spec: JobSpec, status: JobStatus, submitted_at_s: float) -> WaitingJob:
@@ -51,6 +60,7 @@ class WaitingJob:
             priority=spec.priority,
             expected_duration_s=float(spec.time_limit_s),
             excluded_robots=frozenset(status.excluded_robots),
+            control_hz=spec.control_hz,
         )
 
 
@@ -67,6 +77,21 @@ class RobotView:
     """False for robots that will not take jobs soon (maintenance, offline, unhealthy)."""
     free_at_s: float = 0.0
     """When a busy robot is expected to be free (used for start-time estimates)."""
+    control_hz: tuple[float, ...] = (DEFAULT_CONTROL_HZ,)
+    """Control rates the robot runs jobs at (what its agent advertises)."""
+
+    def runs_at(self, control_hz: float) -> bool:
+        """Whether the robot runs jobs at `control_hz`."""
+        wanted = rate_key(control_hz)
+        return any(rate_key(hz) == wanted for hz in self.control_hz)
+
+    def serves(self, job: WaitingJob) -> bool:
+        """Whether this robot could run `job`: not excluded, matching its request and its rate."""
+        return (
+            self.name not in job.excluded_robots
+            and job.request.matches(self.name, self.type, dict(self.labels))
+            and self.runs_at(job.control_hz)
+        )
 
 
 @dataclass(frozen=True)
@@ -130,10 +155,20 @@ def admit(owner: str, queued_by_owner: Mapping[str, int], quotas: Quotas) -> Adm
 
 def unsatisfiable_reason(job: WaitingJob, fleet: Sequence[RobotView]) -> str | None:
     """Why no robot of the fleet could ever run `job`, or None if one could."""
-    for robot in fleet:
-        if robot.name not in job.excluded_robots and job.request.matches(robot.name, robot.type, dict(robot.labels)):
-            return None
+    matching = [
+        robot
+        for robot in fleet
+        if robot.name not in job.excluded_robots and job.request.matches(robot.name, robot.type, dict(robot.labels))
+    ]
+    if any(robot.serves(job) for robot in matching):
+        return None
     request = job.request
+    if matching:
+        offered = sorted({rate_key(hz) for robot in matching for hz in robot.control_hz})
+        return (
+            f"no robot matching the request runs at {job.control_hz:g} Hz; "
+            f"ask for one of {', '.join(f'{hz:g}' for hz in offered)} Hz"
+        )
     if request.name is not None:
         return f"there is no robot named {request.name!r} of type {request.type!r} matching the request"
     if request.selector:
@@ -230,10 +265,7 @@ def _owner_key(owner: str, queue: deque[WaitingJob], started: Mapping[str, int])
 
 
 def _first_match(job: WaitingJob, robots: Iterable[RobotView]) -> RobotView | None:
-    for robot in robots:
-        if robot.name not in job.excluded_robots and job.request.matches(robot.name, robot.type, dict(robot.labels)):
-            return robot
-    return None
+    return next((robot for robot in robots if robot.serves(job)), None)
 
 
 class _FleetIndex:
@@ -241,16 +273,17 @@ class _FleetIndex:
 
     def __init__(self, robots: Sequence[RobotView]) -> None:
         self.robots = robots
-        self.types = {robot.type for robot in robots}
+        self.types_and_rates = {(robot.type, rate_key(hz)) for robot in robots for hz in robot.control_hz}
         self.names = {robot.name: robot for robot in robots}
 
     def unsatisfiable_reason(self, job: WaitingJob) -> str | None:
         request = job.request
-        if not request.selector and request.name is None and not job.excluded_robots:
-            return None if request.type in self.types else f"there is no robot of type {request.type!r}"
+        plain = not request.selector and request.name is None and not job.excluded_robots
+        if plain and (request.type, rate_key(job.control_hz)) in self.types_and_rates:
+            return None
         if request.name is not None and not request.selector and request.name not in job.excluded_robots:
             robot = self.names.get(request.name)
-            if robot is not None and robot.type == request.type:
+            if robot is not None and robot.serves(job):
                 return None
         return unsatisfiable_reason(job, self.robots)
 
@@ -284,22 +317,27 @@ class _RobotBookings:
     def __init__(self, robots: Sequence[RobotView], now_s: float) -> None:
         self.robots = {robot.name: robot for robot in robots}
         self.free_at = {robot.name: max(robot.free_at_s, now_s) for robot in robots}
-        self.heaps: dict[str, list[tuple[float, str]]] = defaultdict(list)
+        self.heaps: dict[tuple[str, float], list[tuple[float, str]]] = defaultdict(list)
+        """Per (robot type, control rate): every robot of that type running at that rate."""
         for name, time in self.free_at.items():
-            self.heaps[self.robots[name].type].append((time, name))
+            robot = self.robots[name]
+            for hz in {rate_key(hz) for hz in robot.control_hz}:
+                self.heaps[(robot.type, hz)].append((time, name))
         for heap in self.heaps.values():
             heapq.heapify(heap)
         self.eligible_cache: dict[tuple[object, ...], tuple[str, ...]] = {}
 
     def book(self, name: str, free_again_at_s: float) -> None:
         self.free_at[name] = free_again_at_s
-        heapq.heappush(self.heaps[self.robots[name].type], (free_again_at_s, name))
+        robot = self.robots[name]
+        for hz in {rate_key(hz) for hz in robot.control_hz}:
+            heapq.heappush(self.heaps[(robot.type, hz)], (free_again_at_s, name))
 
     def claim_earliest(self, job: WaitingJob) -> float | None:
         """Book the earliest-free robot that can run `job`; returns the booked start time."""
         request = job.request
         if request.name is None and not request.selector and not job.excluded_robots:
-            heap = self.heaps.get(request.type)
+            heap = self.heaps.get((request.type, rate_key(job.control_hz)))
             while heap:
                 start, name = heapq.heappop(heap)
                 if self.free_at[name] == start:
@@ -315,16 +353,18 @@ class _RobotBookings:
 
     def _eligible(self, job: WaitingJob) -> tuple[str, ...]:
         request = job.request
-        key = (request.name, request.type, tuple(sorted(request.selector.items())), job.excluded_robots)
+        key = (
+            request.name,
+            request.type,
+            tuple(sorted(request.selector.items())),
+            job.excluded_robots,
+            rate_key(job.control_hz),
+        )
         cached = self.eligible_cache.get(key)
         if cached is None:
             candidates = [self.robots[request.name]] if request.name in self.robots else []
             if request.name is None:
                 candidates = list(self.robots.values())
-            cached = tuple(
-                robot.name
-                for robot in candidates
-                if robot.name not in job.excluded_robots and request.matches(robot.name, robot.type, dict(robot.labels))
-            )
+            cached = tuple(robot.name for robot in candidates if robot.serves(job))
             self.eligible_cache[key] = cached
         return cached
