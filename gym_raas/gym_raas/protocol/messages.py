@@ -82,6 +82,8 @@ MAX_TEXT_LENGTH = 4096
 """Longest string any other field may hold (a client name, an error message, a reason)."""
 MAX_INTEGER_DIGITS = 20
 """Longest integer literal accepted anywhere in a message (2⁶⁴ has 20 digits)."""
+MAX_CONTROL_HZ = 1000.0
+"""The largest control rate a hello may ask for."""
 MAX_ABS_ACTION = 1e6
 """Largest finite |action| accepted: far beyond any motor's command range (the safety layer
 clamps to the robot's envelope), small enough that every later computation stays finite."""
@@ -146,6 +148,18 @@ def _check(message: dict[str, Any]) -> None:
                 raise ProtocolError("schema", f"{kind}: field {name!r} is longer than {limit} characters")
     if kind == "step":
         _check_action(message["action"])
+    if kind == "hello" and "control_hz" in message:
+        _check_rate(message["control_hz"])
+
+
+def _check_rate(control_hz: int | float) -> None:
+    """A control rate a robot could run at: finite, above 0, at most `MAX_CONTROL_HZ` (which rates
+    a robot offers is the agent's answer: ``unsupported-rate``)."""
+    if not (is_finite_number(control_hz) and 0 < control_hz <= MAX_CONTROL_HZ):
+        shown = f"{control_hz:g}" if isinstance(control_hz, float) or abs(control_hz) < 10**9 else "(a huge number)"
+        raise ProtocolError(
+            "range", f"hello: control_hz {shown} is not a rate in (0, {MAX_CONTROL_HZ:g}] Hz; ask for one such as 20"
+        )
 
 
 def _check_action(action: int | float) -> None:
