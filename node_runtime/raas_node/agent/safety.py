@@ -17,7 +17,10 @@ A command applied the moment it arrives (between boundaries) goes through `Safet
 first: NaN refusal and clamp, then the velocity cut and the thermal limit in the state the last
 boundary left, without advancing that state. The boundary's `filter` of the command in force
 then keeps the cadence of the velocity latch, the watchdog and the thermal model, so they behave
-the same whatever the rule and the rate (the thermal model integrates real time, ``dt``).
+the same whatever the rule and the rate: the watchdog compares real time since the last command,
+the velocity cut looks at each reading, and the thermal model integrates real time exactly
+(``dt``, the time since the previous boundary). Between sessions `rest` keeps the thermal model
+running (the reset routine heats, idling cools).
 """
 
 from __future__ import annotations
@@ -145,6 +148,13 @@ class SafetyLayer:
             duty *= max(scale, 0.0)
         return held, SafeCommand(duty, tuple(events))
 
+    def rest(self, duty: float, dt: float) -> None:
+        """A boundary outside a session: the motor ran at `duty` (the agent's own reset routine, or
+        0) for `dt` seconds. The thermal model heats or cools by that time, and its stop releases
+        once the winding has cooled, so a robot that overheated becomes usable again."""
+        self._thermal(0.0, dt)
+        self._heat(duty, dt)
+
     def _thermal(self, duty: float, dt: float) -> tuple[float, bool]:
         limits = self.limits
         temperature = self.temperature_celsius
@@ -161,10 +171,15 @@ class SafetyLayer:
         return duty, False
 
     def _heat(self, duty: float, dt: float) -> None:
+        """Advance the winding temperature by `dt` seconds at `duty`, exactly (first-order model:
+        the temperature relaxes towards ambient + heating × time constant), so the temperature
+        after a given time is the same whatever the control rate splits it into."""
         limits = self.limits
-        heating = limits.heating_celsius_per_s_at_full_duty * duty * duty
-        cooling = (self.temperature_celsius - limits.ambient_celsius) / limits.cooling_time_constant_s
-        self.temperature_celsius += (heating - cooling) * dt
+        steady = limits.ambient_celsius + limits.heating_celsius_per_s_at_full_duty * duty * duty * (
+            limits.cooling_time_constant_s
+        )
+        decay = math.exp(-dt / limits.cooling_time_constant_s)
+        self.temperature_celsius = steady + (self.temperature_celsius - steady) * decay
 
     @property
     def hot(self) -> bool:
