@@ -8,8 +8,10 @@ kube-scheduler, kubectl, helm):
   once built; a cold build takes many minutes).
 - **PKI** made with ``cryptography`` in a fresh temp folder (``/tmp/raas-controlplane.*``): an EC
   P-256 CA, the API server's serving certificate (127.0.0.1, ``kubernetes.default.svc``...),
-  client certificates for the admin (group ``system:masters``), the controller manager and the
-  scheduler, and the service-account signing key.
+  client certificates for the admin (group ``system:masters``), the controller manager, the
+  scheduler and the API server's own client of the kubelets (``apiserver-kubelet-client``), and the
+  service-account signing key. `ControlPlane.node_credentials` signs a node's client certificate
+  (``system:node:<name>`` in ``system:nodes``) and its kubelet's serving certificate on demand.
 - **Processes**, each on kernel-chosen free loopback ports, logging to ``<name>.log`` in the temp
   folder, in a session of their own and with a parent-death SIGKILL (they die with the test run
   even if it is killed; only the temp folder is then left): etcd (``--unsafe-no-fsync``), the API
@@ -17,7 +19,10 @@ kube-scheduler, kubectl, helm):
   ``https://kubernetes.default.svc.cluster.local``, ``--authorization-mode=Node,RBAC``, the default
   admission plugins plus NodeRestriction as a k3s server runs them, PodSecurity and
   ValidatingAdmissionPolicy included), the controller manager (service-account tokens, namespace
-  deletion, garbage collection) and the scheduler.
+  deletion, garbage collection; the node lifecycle controller notices a node that stopped renewing
+  its Lease within `NODE_MONITOR_GRACE_S`) and the scheduler. The API server reaches a kubelet
+  (logs) at the node's InternalIP with ``apiserver-kubelet-client`` and checks its serving
+  certificate against the CA.
 - **Readiness**: etcd ``/health``, the API server's ``/readyz``, the controller manager's and
   scheduler's ``/healthz``, polled with a bound; a process that exits meanwhile fails the start
   with the last lines of its log (a port taken by someone else shows there).
@@ -37,6 +42,7 @@ import contextlib
 import ctypes
 import datetime
 import ipaddress
+import json
 import os
 import shutil
 import signal
@@ -51,6 +57,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import kubernetes
 from cryptography import x509
@@ -64,6 +71,11 @@ BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 SERVICE_CIDR = "10.0.0.0/24"
 ADMISSION_PLUGINS = "NodeRestriction,PodSecurity,ValidatingAdmissionPolicy"
+KUBELET_CLIENT = "kube-apiserver-kubelet-client"
+"""Common name of the API server's client certificate towards kubelets (a kubelet accepts it alone)."""
+NODE_MONITOR_PERIOD_S = 1
+NODE_MONITOR_GRACE_S = 10
+"""A node whose Lease and status were not renewed for this long is marked Ready=Unknown (upstream: 50 s)."""
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 15.0
 LOG_TAIL_LINES = 15
@@ -159,9 +171,31 @@ class _Authority:
         (folder / f"{name}.crt").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
 
 
+def load_authority(folder: Path) -> _Authority:
+    """The CA that `make_pki` wrote into `folder`."""
+    key = serialization.load_pem_private_key((folder / "ca.key").read_bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return _Authority(key, x509.load_pem_x509_certificate((folder / "ca.crt").read_bytes()))
+
+
+@dataclass(frozen=True)
+class NodeCredentials:
+    """What a node (its kubelet) needs: a client certificate as ``system:node:<name>`` in
+    ``system:nodes`` (the Node authorizer and NodeRestriction judge it), a serving certificate for
+    its kubelet API on 127.0.0.1, and the CA that signed both and the API server's certificate."""
+
+    name: str
+    client_certificate: Path
+    client_key: Path
+    serving_certificate: Path
+    serving_key: Path
+    certificate_authority: Path
+
+
 def make_pki(folder: Path) -> None:
-    """The CA (``ca.crt``/``ca.key``), ``apiserver``, ``admin``, ``controller-manager`` and
-    ``scheduler`` certificates and the service-account key pair (``sa.key``/``sa.pub``)."""
+    """The CA (``ca.crt``/``ca.key``), ``apiserver``, ``admin``, ``controller-manager``,
+    ``scheduler`` and ``apiserver-kubelet-client`` certificates and the service-account key pair
+    (``sa.key``/``sa.pub``)."""
     ca_key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.timezone.utc)
     ca_certificate = (
@@ -194,6 +228,7 @@ def make_pki(folder: Path) -> None:
     authority.sign(folder, "admin", _name("raas-admin", "system:masters"), client)
     authority.sign(folder, "controller-manager", _name("system:kube-controller-manager"), client)
     authority.sign(folder, "scheduler", _name("system:kube-scheduler"), client)
+    authority.sign(folder, "apiserver-kubelet-client", _name(KUBELET_CLIENT, "system:masters"), client)
     service_account_key = ec.generate_private_key(ec.SECP256R1())
     _write_key(folder / "sa.key", service_account_key)
     (folder / "sa.pub").write_bytes(
@@ -257,6 +292,7 @@ class ControlPlane:
         self.keep = keep
         self.work: Path | None = None
         self.api_port = 0
+        self.etcd_port = 0
         self._processes: list[_Process] = []
 
     # -- life cycle --
@@ -300,6 +336,7 @@ class ControlPlane:
         work = self.folder
         make_pki(work)
         etcd_port, peer_port, self.api_port, cm_port, scheduler_port = free_ports(5)
+        self.etcd_port = etcd_port
         for user in ("admin", "controller-manager", "scheduler"):
             self._write_kubeconfig(user)
         etcd = self._spawn("etcd", self._etcd_flags(etcd_port, peer_port))
@@ -365,6 +402,10 @@ class ControlPlane:
             f"--enable-admission-plugins={ADMISSION_PLUGINS}",
             "--endpoint-reconciler-type=none",
             "--profiling=false",
+            f"--kubelet-client-certificate={work / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={work / 'apiserver-kubelet-client.key'}",
+            f"--kubelet-certificate-authority={work / 'ca.crt'}",
+            "--kubelet-preferred-address-types=InternalIP",
         ]
 
     def _controller_manager_flags(self, port: int) -> list[str]:
@@ -376,6 +417,8 @@ class ControlPlane:
             "--use-service-account-credentials=true",
             f"--cluster-signing-cert-file={work / 'ca.crt'}",
             f"--cluster-signing-key-file={work / 'ca.key'}",
+            f"--node-monitor-period={NODE_MONITOR_PERIOD_S}s",
+            f"--node-monitor-grace-period={NODE_MONITOR_GRACE_S}s",
         ]
 
     def _scheduler_flags(self, port: int) -> list[str]:
@@ -403,7 +446,7 @@ current-context: raas-test
 
     def _spawn(self, name: str, flags: list[str]) -> _Process:
         log = self.folder / f"{name}.log"
-        with log.open("wb") as sink:
+        with log.open("ab") as sink:  # (appended: a restarted server keeps its first run's log)
             popen = subprocess.Popen(
                 [str(self.binaries / name), *flags],
                 stdin=subprocess.DEVNULL,
@@ -436,6 +479,66 @@ current-context: raas-test
         context = ssl.create_default_context(cafile=str(self.folder / "ca.crt"))
         context.load_cert_chain(str(self.folder / "admin.crt"), str(self.folder / "admin.key"))
         return context
+
+    # -- faults --
+
+    def restart_apiserver(self) -> None:
+        """Stop kube-apiserver (SIGTERM, as a rolling upgrade or a crash-looping pod does) and start
+        it again with the same flags on the same port; returns once ``/readyz`` answers. Meanwhile
+        every client's connections and watches break; its watch cache starts afresh, so a watch
+        resumed from a resourceVersion older than the restart may be answered 410 Gone."""
+        index = next(i for i, process in enumerate(self._processes) if process.name == "kube-apiserver")
+        self._processes[index].stop()
+        self._processes.pop(index)
+        apiserver = self._spawn("kube-apiserver", self._apiserver_flags(self.etcd_port))
+        self._processes.insert(index, self._processes.pop())  # back in its place for the stop order
+        admin = self._admin_tls()
+        self._wait(apiserver, "/readyz", lambda: _get(f"{self.server}/readyz", admin))
+
+    def compact_etcd(self) -> int:
+        """Compact etcd's history up to its current revision (what the API server asks for every
+        five minutes), through etcd's JSON gateway; returns that revision. A watch or list from an
+        older resourceVersion that reaches etcd is then answered 410 Gone."""
+        base = f"http://127.0.0.1:{self.etcd_port}/v3/kv"
+        header = _post_json(f"{base}/range", {"key": "AA==", "limit": 1})["header"]  # (key: one zero byte)
+        revision = int(header["revision"])
+        _post_json(f"{base}/compaction", {"revision": revision, "physical": True})
+        return revision
+
+    # -- nodes --
+
+    def node_credentials(self, name: str) -> NodeCredentials:
+        """Certificates for node `name`, signed by the cluster CA (made once, under ``nodes/``):
+        its client certificate (``system:node:<name>``, group ``system:nodes``) and its kubelet's
+        serving certificate (IP 127.0.0.1, where the API server reaches it)."""
+        folder = self.folder / "nodes" / name
+        if not (folder / "serving.crt").exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            authority = load_authority(self.folder)
+            authority.sign(
+                folder, "client", _name(f"system:node:{name}", "system:nodes"), ExtendedKeyUsageOID.CLIENT_AUTH
+            )
+            authority.sign(
+                folder,
+                "serving",
+                _name(f"system:node:{name}", "system:nodes"),
+                ExtendedKeyUsageOID.SERVER_AUTH,
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName(name)],
+            )
+        return NodeCredentials(
+            name, folder / "client.crt", folder / "client.key", folder / "serving.crt", folder / "serving.key",
+            self.folder / "ca.crt",
+        )  # fmt: skip
+
+    def node_client(self, name: str) -> kubernetes.client.ApiClient:
+        """The official Python client as node `name` (its client certificate)."""
+        credentials = self.node_credentials(name)
+        configuration = kubernetes.client.Configuration()
+        configuration.host = self.server
+        configuration.ssl_ca_cert = str(credentials.certificate_authority)
+        configuration.cert_file = str(credentials.client_certificate)
+        configuration.key_file = str(credentials.client_key)
+        return kubernetes.client.ApiClient(configuration)
 
     # -- clients --
 
@@ -510,6 +613,14 @@ def _get(url: str, context: ssl.SSLContext | None) -> bool:
             return bool(response.status == 200)
     except (OSError, urllib.error.URLError):
         return False
+
+
+def _post_json(url: str, body: dict[str, object]) -> dict[str, Any]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return cast(dict[str, Any], json.loads(response.read()))
 
 
 def _component_flags(kubeconfig: Path, port: int) -> list[str]:
