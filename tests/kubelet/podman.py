@@ -3,8 +3,9 @@
 A container's life: ``podman create`` (the command of `kubelet.podman_args.podman_plan`),
 ``podman init`` (namespaces and mounts made, program not started: the moment to open the
 `kubelet.egress.LoopbackRelay` in its network namespace), ``podman start --attach`` (stdout and
-stderr into the log file), then ``podman inspect`` for the exit code and ``podman rm``. Past its
-deadline or when its pod is deleted, ``podman stop --time <grace>`` (SIGTERM, then SIGKILL).
+stderr, each line timestamped, into the container's log: `kubelet.logs.ContainerLog`), then
+``podman inspect`` for the exit code and ``podman rm``. Past its deadline or when its pod is
+deleted, ``podman stop --time <grace>`` (SIGTERM, then SIGKILL).
 
 OOM kills: podman reports ``OOMKilled`` only on cgroup v2; on this machine's hybrid cgroup v1,
 conmon's ``oom`` file in its working folder and `raas_node.runner.oom.MemoryWitness` (a parent
@@ -23,14 +24,17 @@ import json
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
+from typing import IO
 
 from kubelet.egress import LoopbackRelay
 from kubelet.environment import ContainerConfigError
+from kubelet.logs import ContainerLog
 from kubelet.podman_args import KUBELET_LABEL, KUBELET_RUN, podman_plan
 from kubelet.runtime import ContainerExit, ContainerRun
 from raas_node.runner.oom import MemoryWitness
@@ -71,12 +75,21 @@ class PodmanRuntime:
                 pid = int(str(_inspect(name).get("Pid") or 0))
                 relay = LoopbackRelay(pid, run.egress) if run.egress else None
                 run.on_start()
-                with run.log_file.open("ab") as log:
-                    client = subprocess.Popen(
-                        ["podman", "start", "--attach", name], cwd=conmon_folder, stdin=subprocess.DEVNULL,
-                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                    )  # fmt: skip
-                    self._supervise(client, name, run)
+                log = ContainerLog(run.log_file)
+                client = subprocess.Popen(
+                    ["podman", "start", "--attach", name], cwd=conmon_folder, stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                )  # fmt: skip
+                pumps = [
+                    threading.Thread(target=_pump, args=(source, stream, log), name=f"log-{stream}", daemon=True)
+                    for source, stream in ((client.stdout, "stdout"), (client.stderr, "stderr"))
+                ]
+                for pump in pumps:
+                    pump.start()
+                self._supervise(client, name, run)
+                for pump in pumps:
+                    pump.join(timeout=30)
+                log.close()
                 state = _inspect(name)
                 code = int(str(state.get("ExitCode", 0)))
                 oom = bool(state.get("OOMKilled")) or (Path(conmon_folder) / "oom").exists()
@@ -107,6 +120,15 @@ class PodmanRuntime:
                 subprocess.run(["podman", "kill", name], capture_output=True, timeout=60, check=False)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 client.wait(timeout=_POLL_S)
+
+
+def _pump(source: IO[bytes] | None, stream: str, log: ContainerLog) -> None:
+    """Copy one of the container's streams into its log until it closes."""
+    if source is None:
+        return
+    with source:
+        while chunk := source.read1(65536) if hasattr(source, "read1") else source.read(65536):
+            log.write(stream, chunk)
 
 
 def remove_leftover_containers() -> list[str]:

@@ -1,4 +1,5 @@
-"""The stand-in kubelet with real podman containers, pod by pod, against the Kubernetes emulator.
+"""The stand-in kubelet with real podman containers, pod by pod, as a node of the real control
+plane (the session's ``control_plane``; a namespace and a node of each test's own).
 
 Hand-written pods (not the operator's) so that each part of the translation is seen to work on
 its own: init and main containers sharing an emptyDir, the pod status as Kubernetes writes it,
@@ -10,54 +11,50 @@ fail, they do not skip.
 from __future__ import annotations
 
 import json
-import os
-import shutil
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from k8s_fixtures import running_emulator
+from controlplane.cluster import ControlPlane
 from kubernetes import client
 
 from kubelet.environment import ContainerConfigError
-from kubelet.node import Node, StandInKubelet
+from kubelet.kubelet import StandInKubelet
+from kubelet.node import Node
 from kubelet.podman import PodmanRuntime, remove_leftover_containers
 from kubelet.podman_args import podman_plan
 from kubelet.quantities import to_bytes, to_cpus
-from raas_node.runner.image import IMAGE_PYTHON, ensure_runtime_image
+from raas_node.runner.image import IMAGE_PYTHON
 
-NAMESPACE = "raas"
 IMAGE = "registry.example/raas-job:1"
 NOBODY = {"runAsNonRoot": True, "runAsUser": 65534, "runAsGroup": 65534}
 LOCKED = {"readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 
-@pytest.fixture(scope="module")
-def runtime_image() -> str:
-    if shutil.which("podman") is None or shutil.which("runc") is None:
-        pytest.fail("podman and runc are needed (real containers): run scripts/install-system-deps as root")
-    if os.geteuid() != 0:
-        pytest.fail("the podman kubelet needs root (rootful podman, mounts, setns)")
-    return ensure_runtime_image()
-
-
 class Cluster:
-    def __init__(self, core: client.CoreV1Api, kubelet: StandInKubelet) -> None:
-        self.core, self.kubelet = core, kubelet
+    def __init__(self, core: client.CoreV1Api, kubelet: StandInKubelet, namespace: str, node: str) -> None:
+        self.core, self.kubelet, self.namespace, self.node = core, kubelet, namespace, node
 
     def create(self, name: str, containers: list[dict[str, Any]], **spec: Any) -> None:
         pod = {
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {"name": name, "namespace": NAMESPACE},
-            "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 2, "containers": containers, **spec},
-        }
-        self.core.create_namespaced_pod(NAMESPACE, cast(Any, pod), _preload_content=False)
+            "metadata": {"name": name, "namespace": self.namespace},
+            "spec": {
+                "restartPolicy": "Never", "terminationGracePeriodSeconds": 2, "automountServiceAccountToken": False,
+                "nodeSelector": {"kubernetes.io/hostname": self.node}, "containers": containers, **spec,
+            },
+        }  # fmt: skip
+        self.core.create_namespaced_pod(self.namespace, cast(Any, pod), _preload_content=False)
+
+    def log(self, name: str) -> str:
+        return str(self.core.read_namespaced_pod_log(name, self.namespace))
 
     def pod(self, name: str) -> dict[str, Any]:
-        response = cast(Any, self.core.read_namespaced_pod(name, NAMESPACE, _preload_content=False))
+        response = cast(Any, self.core.read_namespaced_pod(name, self.namespace, _preload_content=False))
         return cast(dict[str, Any], json.loads(response.data))
 
     def wait(self, name: str, done: Callable[[dict[str, Any]], bool], timeout_s: float = 90) -> dict[str, Any]:
@@ -74,15 +71,11 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(runtime_image: str) -> Iterator[Cluster]:
-    with running_emulator(NAMESPACE) as emulator:
-        api = emulator.api_client()
-        node = Node("node-1", PodmanRuntime({IMAGE: runtime_image}))
-        kubelet = StandInKubelet(api, emulator.emulator, NAMESPACE, [node]).start()
-        try:
-            yield Cluster(client.CoreV1Api(api), kubelet)
-        finally:
-            kubelet.stop()
+def cluster(control_plane: ControlPlane, namespace: str, runtime_image: str) -> Iterator[Cluster]:
+    node = Node(f"node-{secrets.token_hex(3)}", PodmanRuntime({IMAGE: runtime_image}))
+    kubelet = StandInKubelet(control_plane, [node], namespaces=[namespace])
+    with kubelet, control_plane.api_client() as admin:
+        yield Cluster(client.CoreV1Api(admin), kubelet, namespace, node.name)
     leftovers = remove_leftover_containers()
     assert leftovers == [], f"containers left behind: {leftovers}"
     assert kubelet.errors == []
@@ -91,6 +84,11 @@ def cluster(runtime_image: str) -> Iterator[Cluster]:
 def waiting_reason(pod: dict[str, Any]) -> str:
     statuses = (pod.get("status") or {}).get("containerStatuses") or [{}]
     return str(statuses[0].get("state", {}).get("waiting", {}).get("reason", ""))
+
+
+def waiting_message(pod: dict[str, Any]) -> str:
+    statuses = (pod.get("status") or {}).get("containerStatuses") or [{}]
+    return str(statuses[0].get("state", {}).get("waiting", {}).get("message", ""))
 
 
 def python(name: str, program: str, **container: Any) -> dict[str, Any]:
@@ -117,8 +115,8 @@ def test_init_and_main_containers_share_an_empty_dir_and_the_status_follows_kube
     assert status["initContainerStatuses"][0]["state"]["terminated"]["reason"] == "Completed"
     main = status["containerStatuses"][0]["state"]["terminated"]
     assert (main["exitCode"], main["reason"], main["message"]) == (0, "Completed", "all good")
-    assert cluster.core.read_namespaced_pod_log("share", NAMESPACE) == "hello from init 65534 65534 [2000, 65534]\n"
-    assert cluster.pod("share")["spec"]["nodeName"] == "node-1"
+    assert cluster.log("share") == "hello from init 65534 65534 [2000, 65534]\n"
+    assert cluster.pod("share")["spec"]["nodeName"] == cluster.node
 
 
 def test_an_empty_dir_holds_no_more_than_its_size_limit(cluster: Cluster) -> None:
@@ -130,7 +128,7 @@ def test_an_empty_dir_holds_no_more_than_its_size_limit(cluster: Cluster) -> Non
     )
     status = cluster.ended("full")["status"]
     assert status["phase"] == "Failed"
-    assert "No space left on device" in cluster.core.read_namespaced_pod_log("full", NAMESPACE)
+    assert "No space left on device" in cluster.log("full")
 
 
 def test_a_failed_container_with_fallback_to_logs_gets_its_last_lines_as_message(cluster: Cluster) -> None:
@@ -155,13 +153,14 @@ def test_a_missing_secret_keeps_the_container_waiting_until_it_exists(cluster: C
     env = [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "later", "key": "token"}}}]
     cluster.create("secretive", [python("main", "import os; print(os.environ['TOKEN'])", env=env)])
 
-    pod = cluster.wait("secretive", lambda pod: waiting_reason(pod) == "CreateContainerConfigError")
+    # (Until the Node authorizer has seen the pod bound here, reading it is refused: the same wait.)
+    pod = cluster.wait("secretive", lambda pod: waiting_message(pod) == 'secret "later" not found')
     assert pod["status"]["phase"] == "Pending"
-    assert pod["status"]["containerStatuses"][0]["state"]["waiting"]["message"] == 'secret "later" not found'
+    assert waiting_reason(pod) == "CreateContainerConfigError"
     secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "later"}, "stringData": {"token": "s3cret"}}
-    cluster.core.create_namespaced_secret(NAMESPACE, cast(Any, secret), _preload_content=False)
+    cluster.core.create_namespaced_secret(cluster.namespace, cast(Any, secret), _preload_content=False)
     assert cluster.ended("secretive")["status"]["phase"] == "Succeeded"
-    assert cluster.core.read_namespaced_pod_log("secretive", NAMESPACE) == "s3cret\n"
+    assert cluster.log("secretive") == "s3cret\n"
 
 
 def test_run_as_non_root_refuses_to_run_as_root(cluster: Cluster) -> None:
@@ -191,7 +190,7 @@ def test_a_pod_past_its_active_deadline_is_stopped_and_fails_with_deadline_excee
 def test_deleting_a_pod_stops_its_container(cluster: Cluster) -> None:
     cluster.create("doomed", [python("main", "import time; print('up', flush=True); time.sleep(600)")])
     cluster.wait("doomed", lambda pod: (pod.get("status") or {}).get("phase") == "Running")
-    cluster.core.delete_namespaced_pod("doomed", NAMESPACE)
+    cluster.core.delete_namespaced_pod("doomed", cluster.namespace)
     deadline = time.monotonic() + 60
     while "doomed" not in cluster.kubelet.finished:
         assert time.monotonic() < deadline, "the deleted pod's container kept running"

@@ -66,7 +66,7 @@ def prepare_volumes(spec: Mapping[str, Any], scratch: Path, host_paths: Mapping[
 
 
 def _empty_dir(folder: Path, source: Mapping[str, Any], volumes: PodVolumes) -> Path:
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)  # (again on a retry)
     limit = source.get("sizeLimit")
     if (limit or source.get("medium") == "Memory") and os.geteuid() == 0:
         options = "mode=0777,nosuid,nodev" + (f",size={to_bytes(limit)}" if limit else "")
