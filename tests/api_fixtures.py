@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -25,9 +25,13 @@ from raas_api.auth.tokens import Role, Tokens, TokenStore
 from raas_api.http.app import create_app
 from raas_api.settings import ApiSettings
 
+if TYPE_CHECKING:
+    from controlplane.cluster import ControlPlane
+
 BACKENDS = ("local", "kubernetes")
 """The platforms the contract tests run on: the local one, and a cluster (RaasJobs and Robots in the
-Kubernetes emulator, run by the real kopf operator, pods in podman through the stand-in kubelet)."""
+real control plane with the chart installed, run by the real kopf operator, pods bound by the real
+scheduler and run in podman by the stand-in kubelet)."""
 
 SHORT_CONTROLLER = """\
 import gymnasium as gym
@@ -107,14 +111,18 @@ def api_harness(data_dir: Path, **settings: Any) -> Iterator[ApiHarness]:
 
 
 @contextmanager
-def cluster_api_harness(data_dir: Path, git_server: GitServer, **settings: Any) -> Iterator[ApiHarness]:
-    """The API on the Kubernetes backend: two robots (``sim-1``, ``sim-2``: real agents on simulated
-    pendulums with their Robot objects), the real kopf operator, podman pods (tests/cluster_world.py)."""
+def cluster_api_harness(
+    data_dir: Path, git_server: GitServer, plane: ControlPlane, **settings: Any
+) -> Iterator[ApiHarness]:
+    """The API on the Kubernetes backend: the session's control plane with charts/raas installed
+    (`plane`, the ``raas_chart`` fixture), two robots (``sim-1``, ``sim-2``: real agents on simulated
+    pendulums with their Robot objects, stand-in kubelet nodes), the real kopf operator as the chart's
+    operator ServiceAccount, podman pods, and the API speaking as the chart's API ServiceAccount
+    (tests/cluster_world.py)."""
     from cluster_world import JOB_IMAGE, NAMESPACE, World, operator_environment, use_kubeconfig
-    from k8s_fixtures import running_emulator
+    from controlplane.chart_install import API, token_for
     from kubelet.podman import PodmanRuntime, remove_leftover_containers
     from kubernetes import client
-    from rbac_audit import COMPONENT_TOKENS
     from s3_server import running_s3_server
 
     from gym_raas.results.store import S3ResultStore
@@ -136,15 +144,14 @@ def cluster_api_harness(data_dir: Path, git_server: GitServer, **settings: Any) 
     runtime = PodmanRuntime({JOB_IMAGE: ensure_runtime_image()})
     with (
         pytest.MonkeyPatch.context() as monkeypatch,
-        running_emulator(NAMESPACE) as emulator,
         running_s3_server() as s3,
         contextlib.ExitStack() as stack,
     ):
-        use_kubeconfig(monkeypatch, data_dir, emulator)
+        use_kubeconfig(monkeypatch, data_dir, plane)
         operator_environment(monkeypatch, s3)
-        world = World(emulator, s3, git_server, ["sim-1", "sim-2"], stack, runtime)
+        world = World(plane, s3, git_server, ["sim-1", "sim-2"], stack, runtime)
         with world.operator():
-            api_client = emulator.api_client(COMPONENT_TOKENS["api"])
+            api_client = stack.enter_context(plane.api_client(token_for(plane, *API)))
             platform = ClusterPlatform(
                 NAMESPACE,
                 S3ResultStore(s3.endpoint, "raas", "raas-secret", "raas-results", secure=False),
@@ -155,10 +162,9 @@ def cluster_api_harness(data_dir: Path, git_server: GitServer, **settings: Any) 
             tokens = SecretTokenStore(NAMESPACE, client.CoreV1Api(api_client))  # as on a cluster
             admin, ada, bob = people(tokens)
             app = create_app(api_settings, platform=platform.start(), tokens=tokens)
-            core = client.CoreV1Api(emulator.api_client())
 
             def stored() -> bytes:
-                secrets = core.list_namespaced_secret(NAMESPACE, label_selector="raas.dev/token=true").items
+                secrets = world.core.list_namespaced_secret(NAMESPACE, label_selector="raas.dev/token=true").items
                 return b"".join(base64.b64decode(value) for secret in secrets for value in (secret.data or {}).values())
 
             with TestClient(app) as test_client:

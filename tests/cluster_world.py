@@ -1,15 +1,22 @@
-"""A cluster for tests: the Kubernetes emulator, robots, a stand-in kubelet with real containers
-and the real kopf operator, shared by the operator's end-to-end tests and the API's contract
-tests on the Kubernetes backend.
+"""A cluster for tests: the real control plane with charts/raas installed, robots, the stand-in
+kubelet's nodes and the real kopf operator, shared by the operator's end-to-end tests and the API's
+contract tests on the Kubernetes backend.
 
-No real API server can run here (../shared/TESTING.md): the emulator (tests/k8s_emulator.py)
-stands in for it, over real HTTP, and `kubelet.node.StandInKubelet` plays the nodes (the
-emulator has neither scheduler nor kubelet).
+The control plane is the session's (``raas_chart``: etcd, kube-apiserver with Node,RBAC
+authorization and the chart's admission policy, controller manager, scheduler); every component
+speaks as the chart's ServiceAccount for it, so the chart's RBAC is enforced by the API server
+itself: the operator logs in with the ``raas-operator`` token (`use_kubeconfig`), the robots'
+heartbeats with the ``raas-agent`` token. Nodes are `kubelet.kubelet.StandInKubelet`'s: real Node
+objects with their own certificates, pods bound by the real scheduler, logs served to the API
+server. Jobs live in the chart's job namespace, ``raas-jobs`` (`NAMESPACE`), shared by the whole
+session: a `World` deletes what it made there when it ends.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,13 +26,14 @@ import kubernetes
 import pytest
 import yaml
 from agent_fixtures import running_agent
+from controlplane.chart_install import AGENT, JOBS, OPERATOR, token_for, token_kubeconfig
+from controlplane.cluster import ControlPlane
 from git_server import GitServer
-from k8s_fixtures import Emulator, write_kubeconfig
 from kopf.testing import KopfRunner
-from kubelet.node import Egress, Node, StandInKubelet
+from kubelet.kubelet import StandInKubelet
+from kubelet.node import Egress, Node
 from kubelet.runtime import Runtime
 from kubernetes import client
-from rbac_audit import COMPONENT_TOKENS, refused
 from s3_server import S3Server
 
 from gym_raas.params import PendulumParams
@@ -35,7 +43,8 @@ from raas_node.agent.cluster import RobotHeartbeat
 from raas_node.drivers.sim_driver import SimDriver
 from raas_operator.pods.builder import EGRESS_LABEL
 
-NAMESPACE = "raas"
+NAMESPACE = JOBS
+"""The chart's job namespace: RaasJobs, their pods and Secrets, the KopfPeering."""
 EXAMPLES = Path(__file__).resolve().parents[1] / "manifests" / "examples"
 SESSION_KEY = "test-session-key"
 JOB_IMAGE = "ghcr.io/raas-dev/raas-job:e2e"
@@ -43,14 +52,18 @@ JOB_IMAGE = "ghcr.io/raas-dev/raas-job:e2e"
 AGENT_SOCKET_HOST_DIR = "/run/raas"
 """The robot nodes' hostPath of the agent's socket folder (the operator's default)."""
 FINAL = ("Succeeded", "Failed", "TimedOut", "Cancelled")
+REFUSALS = ("Forbidden", "forbidden", "HTTP 403")
+"""What a request the API server refused (RBAC, the Node authorizer, admission) leaves in a log."""
 
 
 def use_kubeconfig(
-    monkeypatch: pytest.MonkeyPatch, folder: Path, emulator: Emulator, token: str = COMPONENT_TOKENS["operator"]
+    monkeypatch: pytest.MonkeyPatch, folder: Path, plane: ControlPlane, token: str | None = None
 ) -> Path:
-    """A kubeconfig for `emulator`, made the default of kubectl and of the ``kubernetes`` client
-    (the operator's: it logs in with it)."""
-    kubeconfig = write_kubeconfig(folder / "kubeconfig", emulator.url, token=token, namespace=NAMESPACE)
+    """A kubeconfig for `plane` as the bearer of `token` (default: a fresh token of the chart's
+    operator ServiceAccount), namespace `NAMESPACE`, made the default of kubectl and of the
+    ``kubernetes`` client (the operator's: kopf logs in with it)."""
+    token = token if token is not None else token_for(plane, *OPERATOR)
+    kubeconfig = token_kubeconfig(plane, folder / "kubeconfig", token, namespace=NAMESPACE)
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     monkeypatch.setattr(kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
     return kubeconfig
@@ -79,21 +92,39 @@ def wait_for(condition: Any, timeout_s: float, what: str) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+REFUSAL_LOGGERS = ("kopf", "raas_operator", "raas_node.agent.cluster")
+"""Where the operator (kopf's API clients, the operator's own) and the robots' heartbeats log failures."""
+
+
+class _Refusals(logging.Handler):
+    """Warnings and errors of the operator and the heartbeats that say the API server refused them."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if any(refusal in message for refusal in REFUSALS):
+            self.messages.append(message)
+
+
 class World:
     """Robots (real agents on simulated pendulums, each keeping its Robot object), a stand-in
     kubelet playing one node per robot plus a worker node, and the operator, which can be
-    stopped and started again.
+    stopped and started again, on `plane` (charts/raas installed).
 
-    Every node runs its pods with `runtime` (podman: real containers). Robot nodes are labelled
-    and tainted ``raas.dev/robot=<robot>`` and offer the hostPath ``/run/raas`` (their agent's
-    socket folder); the worker node gets the rest (fetch pods). Network, as the chart's
+    Every node runs its pods with `runtime` (podman: real containers). Robot nodes ``pi-<n>`` are
+    labelled and tainted ``raas.dev/robot=<robot>`` and offer the hostPath ``/run/raas`` (their
+    agent's socket folder); the worker node gets the rest (fetch pods). Network, as the chart's
     NetworkPolicies allow it but narrower: a job pod's init container reaches the S3 server only,
     its controller nothing; a fetch pod (``raas.dev/egress=git``) reaches the git server and S3.
+    The operator needs `use_kubeconfig` and `operator_environment` done first.
     """
 
     def __init__(
         self,
-        cluster: Emulator,
+        plane: ControlPlane,
         s3: S3Server,
         git_server: GitServer,
         robots: list[str],
@@ -101,19 +132,26 @@ class World:
         runtime: Runtime,
         fetch_endpoints: tuple[tuple[str, int], ...] = (),
     ) -> None:
+        self.plane = plane
         self.store = S3ResultStore(s3.endpoint, "raas", "raas-secret", "raas-results", secure=False)
-        self.api = cluster.api_client()
+        self.api = stack.enter_context(plane.api_client())
+        """The admin's client (the tests' eyes and hands; no component uses it)."""
         self.custom = client.CustomObjectsApi(self.api)
         self.core = client.CoreV1Api(self.api)
-        self.access_log = cluster.emulator.access_log
-        agents_api = client.CustomObjectsApi(cluster.api_client(COMPONENT_TOKENS["agent"]))
+        stack.callback(self._clean_up, list(robots))
+        self.refusals = _Refusals()
+        for name in REFUSAL_LOGGERS:
+            logging.getLogger(name).addHandler(self.refusals)
+            stack.callback(logging.getLogger(name).removeHandler, self.refusals)
+        agents_client = stack.enter_context(plane.api_client(token_for(plane, *AGENT)))
+        agents_api = client.CustomObjectsApi(agents_client)
         self.agents: dict[str, RobotAgent] = {}
         self.heartbeats: dict[str, RobotHeartbeat] = {}
         for index, robot in enumerate(robots, start=1):
             agent = stack.enter_context(running_agent(SimDriver(PendulumParams()), robot=robot))
             self.agents[robot] = agent
             self.heartbeats[robot] = RobotHeartbeat(
-                agent, agents_api, robot=robot, node=f"pi-{index}", interval_s=0.2,
+                agent, agents_api, robot=robot, node=f"pi-{index}", interval_s=0.2, job_namespace=NAMESPACE,
                 session_key=SESSION_KEY.encode(), labels={"raas.dev/lab": "north"}, results=self.store,
             ).start()  # fmt: skip
             stack.callback(self.heartbeats[robot].stop)
@@ -138,7 +176,7 @@ class World:
             [("127.0.0.1", git_server.port), (s3.host, s3.port), *fetch_endpoints], pod_labels={EGRESS_LABEL: "git"}
         )  # (fetch_endpoints: e.g. a package index)
         nodes.append(Node("worker", runtime, egress=[fetch_egress]))
-        self.kubelet = StandInKubelet(cluster.api_client("kubelet"), cluster.emulator, NAMESPACE, nodes).start()
+        self.kubelet = StandInKubelet(plane, nodes, namespaces=[NAMESPACE]).start()
         stack.callback(self.kubelet.stop)
         self.outputs: list[str] = []
 
@@ -175,8 +213,40 @@ class World:
 
     def check_clean(self) -> None:
         """No failure of the stand-in kubelet, no traceback of an operator, and no request of the
-        operator, the agents or the API that the chart's RBAC would refuse."""
-        assert self.kubelet.errors == []
+        operator or the agents that the API server refused (the chart's RBAC is enforced there)."""
+        assert self.kubelet.errors == [], "\n".join(self.kubelet.errors)
         for output in self.outputs:
             assert "Traceback" not in output, output
-        assert refused(self.access_log, NAMESPACE) == []
+        # (The operators' loggers, not their whole output: a test's own client may be refused on purpose.)
+        assert self.refusals.messages == [], "\n".join(self.refusals.messages)
+
+    def _clean_up(self, robots: list[str]) -> None:
+        """Leave the session's job namespace as found: no RaasJob (finalizers dropped: the operator is
+        gone), pod, Secret or event of this world, no Robot of its robots."""
+        group, version = "raas.dev", "v1alpha1"
+        listing = cast(dict[str, Any], self.custom.list_namespaced_custom_object(group, version, NAMESPACE, "raasjobs"))
+        jobs = listing["items"]
+        for job in jobs:
+            name = job["metadata"]["name"]
+            with contextlib.suppress(client.exceptions.ApiException):
+                self.custom.patch_namespaced_custom_object(
+                    group, version, NAMESPACE, "raasjobs", name, {"metadata": {"finalizers": None}},
+                    _content_type="application/merge-patch+json",
+                )  # fmt: skip
+            with contextlib.suppress(client.exceptions.ApiException):
+                self.custom.delete_namespaced_custom_object(group, version, NAMESPACE, "raasjobs", name)
+        self.core.delete_collection_namespaced_pod(NAMESPACE, grace_period_seconds=0)
+        secrets = json.loads(cast(Any, self.core.list_namespaced_secret(NAMESPACE, _preload_content=False)).data)
+        for secret in secrets["items"]:
+            name = secret["metadata"]["name"]
+            if secret.get("type") != "kubernetes.io/service-account-token" and not name.startswith("sh.helm"):
+                with contextlib.suppress(client.exceptions.ApiException):
+                    self.core.delete_namespaced_secret(name, NAMESPACE)
+        self.core.delete_collection_namespaced_event(NAMESPACE)
+        for robot in robots:
+            with contextlib.suppress(client.exceptions.ApiException):
+                self.custom.patch_cluster_custom_object(
+                    group, version, "robots", robot, {"metadata": {"finalizers": None}},
+                    _content_type="application/merge-patch+json",
+                )  # fmt: skip
+                self.custom.delete_cluster_custom_object(group, version, "robots", robot)

@@ -9,7 +9,7 @@ speak as the chart's ServiceAccounts (a pytest plugin: ``tests/conftest.py`` loa
   namespaces are fixed (raas-system, raas-robots, raas-jobs), so tests that write into them delete
   what they made.
 - ``service_account_client(namespace, account)``: a `kubernetes.client.ApiClient` with a fresh
-  TokenRequest token of that ServiceAccount (10 minutes), closed after the test; `API`, `AGENT`
+  TokenRequest token of that ServiceAccount (an hour), closed after the test; `API`, `AGENT`
   and `OPERATOR` name the chart's three. `token_for` and `token_kubeconfig` are the parts, for a
   component that logs in from a kubeconfig (a CLI, a subprocess).
 """
@@ -40,7 +40,8 @@ ROBOTS = "raas-robots"
 API = (SYSTEM, "raas-api")
 AGENT = (ROBOTS, "raas-agent")
 OPERATOR = (SYSTEM, "raas-operator")
-TOKEN_LIFETIME_S = 600
+TOKEN_LIFETIME_S = 3600
+"""As long as a pod's projected ServiceAccount token (a module-scoped world may run for many minutes)."""
 POLICY_WAIT_S = 30.0
 
 

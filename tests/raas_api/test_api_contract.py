@@ -31,7 +31,11 @@ def api(
 ) -> Iterator[ApiHarness]:
     """The API on each backend: the local platform, and a cluster (see `api_fixtures.BACKENDS`)."""
     folder = tmp_path_factory.mktemp(f"api-{request.param}")
-    harness = api_harness if request.param == "local" else functools.partial(cluster_api_harness, git_server=git_server)
+    harness = (
+        api_harness
+        if request.param == "local"
+        else functools.partial(cluster_api_harness, git_server=git_server, plane=request.getfixturevalue("raas_chart"))
+    )
     with harness(folder, allowed_git_schemes=["https", "git"]) as running:
         yield running
 

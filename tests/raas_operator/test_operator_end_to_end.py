@@ -1,15 +1,19 @@
-"""The real kopf operator against the Kubernetes emulator over real HTTP, end to end.
+"""The real kopf operator on the real control plane, end to end.
 
-Parts: the emulator (kmock, hardened: tests/k8s_emulator.py) in a thread; the operator run by
-kopf's own `KopfRunner`; a real robot agent on a simulated robot keeping its Robot object
-(`RobotHeartbeat`) and expecting the job booked on it; the stand-in kubelet (tests/kubelet/: the
-emulator has none) running every pod's init and main containers for real with podman, translated
-from the pod spec the operator created — so the job's code runs as uid 65534 with no network, a
-read-only root, no capabilities and the pod's limits, and reaches the agent through the hostPath
-socket folder; a git daemon; S3 through moto's server. The operator's job image
-(`JOB_IMAGE`) is mapped to the project's runtime image (`ensure_runtime_image`, built once per
-machine). A RaasJob applied from manifests/examples goes all the way to Succeeded with its log
-and metadata in S3, and `kubectl get rj`'s columns read correctly from its status.
+Parts: the session's control plane with charts/raas installed (``raas_chart``: the API server
+enforces the chart's RBAC and admission policy on every component); the operator run by kopf's own
+`KopfRunner`, logged in with the chart's operator ServiceAccount token; a real robot agent on a
+simulated robot keeping its Robot object (`RobotHeartbeat`, with the agent ServiceAccount's token)
+and expecting the job booked on it; the stand-in kubelet (tests/kubelet/) playing real Nodes — the
+real scheduler binds each pod, and the kubelet runs its init and main containers for real with
+podman, translated from the pod spec the operator created, and serves their logs to the API
+server (the operator reads the job's log through ``pods/log``) — so the job's code runs as uid
+65534 with no network, a read-only root, no capabilities and the pod's limits, and reaches the
+agent through the hostPath socket folder; a git daemon; S3 through moto's server. The
+operator's job image (`JOB_IMAGE`) is mapped to the project's runtime image
+(`ensure_runtime_image`, built once per machine). A RaasJob applied from manifests/examples
+goes all the way to Succeeded with its log and metadata in S3, and `kubectl get rj`'s columns read
+correctly from its status.
 
 Podman is a test dependency (scripts/install-system-deps, as root): without it these tests fail
 with a message saying so; they do not skip.
@@ -21,8 +25,6 @@ import contextlib
 import functools
 import http.server
 import json
-import os
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -34,21 +36,15 @@ import yaml
 from cluster_world import (
     EXAMPLES,
     FINAL,
-    JOB_IMAGE,
     NAMESPACE,
-    World,
-    operator_environment,
-    use_kubeconfig,
     wait_for,
 )
-from git_server import GitServer, running_git_server
-from k8s_fixtures import Emulator, running_emulator
-from kubelet.podman import PodmanRuntime, remove_leftover_containers
-from s3_server import S3Server, running_s3_server
+from git_server import GitServer
+from kubelet.podman import PodmanRuntime
+from s3_server import S3Server
 from wheels import make_wheel
 
 from gym_raas.results.store import S3ResultStore
-from raas_node.runner.image import ensure_runtime_image
 
 CONTROLLER = """\
 import gymnasium as gym
@@ -61,54 +57,6 @@ for _ in range(20):
 env.close()
 print("done after 20 steps on the robot")
 """
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
-    with running_emulator(NAMESPACE) as emulator:
-        use_kubeconfig(monkeypatch, tmp_path, emulator)
-        yield emulator
-
-
-@pytest.fixture
-def s3() -> Iterator[S3Server]:
-    with running_s3_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def runtime_image() -> str:
-    """The runtime image (built once per machine). Podman is a test dependency installed by
-    scripts/install-system-deps (as root): without it these tests fail, they do not skip."""
-    if shutil.which("podman") is None or shutil.which("runc") is None:
-        pytest.fail("podman and runc are needed (real containers): run scripts/install-system-deps as root")
-    if os.geteuid() != 0:
-        pytest.fail("the podman kubelet needs root (rootful podman, mounts, setns)")
-    return ensure_runtime_image()
-
-
-@pytest.fixture
-def podman(runtime_image: str) -> Iterator[PodmanRuntime]:
-    """The robot nodes' container runtime; no container of the stand-in kubelet may outlive a test."""
-    yield PodmanRuntime({JOB_IMAGE: runtime_image})
-    leftovers = remove_leftover_containers()
-    assert leftovers == [], f"containers left behind: {leftovers}"
-
-
-@pytest.fixture
-def git_server(tmp_path: Path) -> Iterator[GitServer]:
-    with running_git_server(tmp_path / "git") as server:
-        yield server
-
-
-@pytest.fixture
-def world_factory(
-    cluster: Emulator, s3: S3Server, git_server: GitServer, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Any]:
-    """``world_factory(robots, runtime)``: a `World` whose nodes run their pods with `runtime`."""
-    operator_environment(monkeypatch, s3)
-    with contextlib.ExitStack() as stack:
-        yield lambda robots, runtime, **more: World(cluster, s3, git_server, robots, stack, runtime, **more)
 
 
 @pytest.mark.slow
@@ -362,8 +310,8 @@ def test_two_peered_operators_run_every_job_exactly_once(
 ) -> None:
     """Two operators on one KopfPeering. Whichever acts, bookings and status patches carry
     resourceVersions, so no job is lost, started twice, or given a robot another job holds.
-    (In this emulated set-up the standby has not been seen to pause: both may act, which is the
-    harder case for the guards.)"""
+    (The standby pauses once it sees the higher priority in the KopfPeering; until then both may
+    act, which is the harder case for the guards.)"""
     git_server.publish("shared", {"swingup/run.py": CONTROLLER})
     world = world_factory(["pendulum-1", "pendulum-2"], podman)
     with contextlib.ExitStack() as operators:
