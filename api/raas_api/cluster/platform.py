@@ -3,6 +3,9 @@
 The API does not run anything itself: the operator (`raas_operator.runtime`) does. This class
 turns the API's requests into objects and reads:
 
+* **listings** (and the quota counts) come from a watch-fed cache of the namespace's RaasJobs
+  (`raas_api.cluster.job_cache.CachedJobStore`, kept while the platform is started), not from a
+  full list per request;
 * **submit** creates a RaasJob (`KubernetesJobStore`), within the per-owner queue quota and the
   platform's maximum time limit, as the local platform does;
 * **uploads** are unpacked safely and checked (`raas_node.runner.fetch.fetch_local`: the
@@ -37,6 +40,7 @@ from pydantic import ValidationError
 
 from gym_raas.results.layout import ResultFile, result_key, upload_key
 from gym_raas.results.store import ResultNotFoundError, ResultStore, StoreUnavailableError
+from raas_api.cluster.job_cache import CachedJobStore
 from raas_api.local.platform import QuotaExceededError, RobotDetails, SubmissionRefusedError
 from raas_api.stores.base import JobRecord
 from raas_api.stores.kubernetes import GROUP, PLURAL, VERSION, KubernetesJobStore
@@ -79,7 +83,7 @@ class ClusterPlatform:
         self.namespace = namespace
         self.custom = client.CustomObjectsApi(api_client)
         self.core = client.CoreV1Api(api_client)
-        self.store = KubernetesJobStore(namespace, self.custom)
+        self.store = CachedJobStore(KubernetesJobStore(namespace, self.custom))
         self.results = results
         self.quotas = quotas or Quotas(max_running_per_owner=2, max_queued_per_owner=100)
         self.max_time_limit_s = max_time_limit_s
@@ -89,16 +93,23 @@ class ClusterPlatform:
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
-    def start(self) -> ClusterPlatform:
+    def start(self, cache_wait_s: float = 30.0) -> ClusterPlatform:
+        """Start the job cache, waiting up to `cache_wait_s` for its first list (listings go to the API
+        server until then)."""
         self._started = True
+        if not self.store.start(cache_wait_s):
+            log.warning("the RaasJob cache of %s is not filled yet: listings read the API server", self.namespace)
         return self
 
     def stop(self) -> None:
         self._started = False
+        self.store.stop()
 
     @property
     def running(self) -> bool:
-        return self._started
+        """Started, with the job cache filled (a replica that would list every RaasJob per request is
+        not ready)."""
+        return self._started and self.store.synced
 
     # -- jobs ----------------------------------------------------------------------------------------
 

@@ -180,7 +180,9 @@ def create_app(settings: ApiSettings, platform: Platform | None = None, tokens: 
         except Exception as error:  # any failure of the store means not ready
             problems.append(f"job store: {error}")
         if not platform.running:
-            problems.append("the dispatcher is not running")
+            problems.append(
+                "the platform is not running (locally its dispatcher; on a cluster its job cache, until its first list)"
+            )
         code = status.HTTP_503_SERVICE_UNAVAILABLE if problems else status.HTTP_200_OK
         return JSONResponse({"status": "not ready" if problems else "ready", "problems": problems}, code)
 

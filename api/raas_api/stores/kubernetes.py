@@ -68,7 +68,7 @@ class KubernetesJobStore:
         )
         name = created["metadata"]["name"]
         if status == JobStatus():
-            return _record(created)  # the operator writes the first status (Submitted, at creation time)
+            return job_record(created)  # the operator writes the first status (Submitted, at creation time)
         try:
             return self.update_status(name, status, created["metadata"]["resourceVersion"])
         except ConflictError:
@@ -78,7 +78,7 @@ class KubernetesJobStore:
             return self.update_status(name, status, current.version)
 
     def get(self, job_id: str) -> JobRecord:
-        return _record(
+        return job_record(
             self._call(
                 lambda: self.api.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, job_id), job_id
             )
@@ -93,7 +93,7 @@ class KubernetesJobStore:
             job_id,
             conflict=f"job {job_id} changed since version {expected_version}",
         )
-        return _record(updated)
+        return job_record(updated)
 
     def list_jobs(
         self,
@@ -110,12 +110,12 @@ class KubernetesJobStore:
             records = [record for record in records if record.status.phase in wanted]
         if robot is not None:
             records = [record for record in records if record.status.robot == robot]
-        records.sort(key=_order, reverse=True)
+        records.sort(key=listing_order, reverse=True)
         if cursor is not None:
-            after = _decode_cursor(cursor)
-            records = [record for record in records if _order(record) < after]
+            after = decode_cursor(cursor)
+            records = [record for record in records if listing_order(record) < after]
         page = records[:limit]
-        next_cursor = _encode_cursor(_order(page[-1])) if len(records) > limit else None
+        next_cursor = encode_cursor(listing_order(page[-1])) if len(records) > limit else None
         return JobPage(tuple(page), next_cursor)
 
     def count_by_owner(self, phases: Sequence[Phase]) -> dict[str, int]:
@@ -145,7 +145,7 @@ class KubernetesJobStore:
                 ),
                 None,
             )
-            records.extend(_record(item) for item in listing.get("items", []) if item.get("spec"))
+            records.extend(job_record(item) for item in listing.get("items", []) if item.get("spec"))
             token = (listing.get("metadata") or {}).get("continue")
             if not token:
                 return records
@@ -168,7 +168,9 @@ class KubernetesJobStore:
             raise StoreUnreachableError(f"Kubernetes API unreachable: {error}") from error
 
 
-def _record(document: dict[str, Any]) -> JobRecord:
+def job_record(document: dict[str, Any]) -> JobRecord:
+    """A RaasJob (the API's JSON) as the store's `JobRecord`; its creation time is the submission
+    annotation's (microseconds) when present, else ``creationTimestamp``."""
     metadata = document["metadata"]
     created = (metadata.get("annotations") or {}).get(CREATED_ANNOTATION) or metadata.get("creationTimestamp")
     created_at = (
@@ -186,15 +188,18 @@ def _record(document: dict[str, Any]) -> JobRecord:
     )
 
 
-def _order(record: JobRecord) -> tuple[str, str]:
+def listing_order(record: JobRecord) -> tuple[str, str]:
+    """The key job listings sort on (newest first when reversed): creation time, then id."""
     return (record.created_at.isoformat(), record.job_id)
 
 
-def _encode_cursor(key: tuple[str, str]) -> str:
+def encode_cursor(key: tuple[str, str]) -> str:
+    """The opaque page cursor for a `listing_order` key (URL-safe base64 of JSON)."""
     return base64.urlsafe_b64encode(json.dumps(list(key)).encode()).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> tuple[str, str]:
+def decode_cursor(cursor: str) -> tuple[str, str]:
+    """The `listing_order` key of a page cursor; a ValueError for one this store did not make."""
     try:
         created, job_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, TypeError) as error:
