@@ -4,10 +4,17 @@
 Peer: ``GET /healthz`` under the same load, the framework's floor on this machine (no auth, no
 store); the ratios say what the API's own work costs. The load comes from ``wrk`` (C, two
 threads, keep-alive), which shares the machine's two cores with the server.
+
+Then the same listing on the Kubernetes backend, side by side: the same number of finished
+RaasJobs in a real control plane (`benchmarks.api_cluster`), ``raas serve`` with
+``RAAS_BACKEND=kubernetes`` as the chart's API ServiceAccount, ``GET /api/v1/jobs`` as the same
+owner at 10 and 100 connections, against the local platform's list at the same concurrency.
+Goal: the cluster's list within 2× of the local one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -17,6 +24,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from benchmarks.report import Report
 from raas_api.auth.tokens import TokenStore
@@ -25,6 +33,8 @@ from raas_operator.jobs.model import JobSpec, JobStatus, Phase
 
 SECTION = "REST API (raas_api.http), 100 concurrent clients"
 CLIENTS = 100
+CLUSTER_SECTION = "REST API list on the Kubernetes backend (real control plane) vs the local platform"
+CLUSTER_CONNECTIONS = (10, 100)
 
 
 def _seed(data_dir: Path, jobs: int) -> str:
@@ -89,10 +99,12 @@ def _start_server(data_dir: Path, code_root: Path) -> tuple[subprocess.Popen[str
     return server, url, session_token
 
 
-def _wrk(url: str, path: str, seconds: int, script: str | None = None) -> tuple[float, float, float, int]:
-    """p50 (s), p99 (s), requests/s and non-2xx count of `wrk` on `path` with CLIENTS connections."""
+def _wrk(
+    url: str, path: str, seconds: int, script: str | None = None, connections: int = CLIENTS
+) -> tuple[float, float, float, int]:
+    """p50 (s), p99 (s), requests/s and non-2xx count of `wrk` on `path` with `connections` connections."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
-        arguments = ["wrk", "-t2", f"-c{CLIENTS}", f"-d{seconds}s", "--latency"]
+        arguments = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency"]
         if script is not None:
             lua.write(script)
             lua.flush()
@@ -120,8 +132,18 @@ def _report(
     return rate
 
 
+Result = tuple[float, float, float, int]
+
+
 def _measure(report: Report, stored: int, seconds: int) -> None:
+    local_lists = _measure_local(report, stored, seconds)
+    _measure_cluster(report, stored, seconds, local_lists)
+
+
+def _measure_local(report: Report, stored: int, seconds: int) -> dict[int, Result]:
+    """The local platform's figures; its listing as user-0 at each of `CLUSTER_CONNECTIONS`."""
     report.section(SECTION)
+    lists: dict[int, Result] = {}
     with tempfile.TemporaryDirectory(prefix="raas-api-bench-") as scratch:
         data_dir = Path(scratch) / "data"
         token = _seed(data_dir, stored)
@@ -147,9 +169,87 @@ def _measure(report: Report, stored: int, seconds: int) -> None:
             submitted = _report(report, "POST /api/v1/jobs", submit, goal_rate="≥ 300 jobs/s")
             report.figure(SECTION, "list / healthz throughput", f"{listed / peer:.2f}×")
             report.figure(SECTION, "submit / healthz throughput", f"{submitted / peer:.2f}×")
+            lists[CLIENTS] = listing
+            for connections in CLUSTER_CONNECTIONS:
+                if connections not in lists:
+                    lists[connections] = _wrk(url, "/api/v1/jobs", seconds, auth, connections)
         finally:
             server.terminate()
             server.wait(timeout=30)
+    return lists
+
+
+def _measure_cluster(report: Report, stored: int, seconds: int, local: dict[int, Result]) -> None:
+    """The same listing on the Kubernetes backend over a real control plane, beside `local`'s."""
+    from benchmarks.api_cluster import cluster_server, seed_raasjobs
+    from benchmarks.operator_cluster import real_control_plane, rss_mib, tests_on_path
+
+    tests_on_path()
+    from controlplane.chart_install import JOBS
+    from s3_server import running_s3_server
+
+    report.section(CLUSTER_SECTION)
+    try:
+        with contextlib.ExitStack() as stack:
+            plane = stack.enter_context(real_control_plane())
+            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="raas-api-cluster-bench-")))
+            s3 = stack.enter_context(running_s3_server())
+            seeded_s = seed_raasjobs(plane, JOBS, stored)
+            report.figure(CLUSTER_SECTION, "RaasJobs stored (concurrent creates + status writes)",
+                          f"{stored:,} in {seeded_s:.0f} s")  # fmt: skip
+            _uncached(report, plane, JOBS)
+            started = time.monotonic()
+            server = stack.enter_context(cluster_server(plane, scratch, s3.endpoint, "user-0"))
+            report.figure(CLUSTER_SECTION, "raas serve start until ready (job cache filled)",
+                          f"{time.monotonic() - started:.1f} s")  # fmt: skip
+            auth = f'wrk.headers["Authorization"] = "Bearer {server.owner_token}"\n'
+            request = urllib.request.Request(
+                server.url + "/api/v1/jobs", headers={"Authorization": f"Bearer {server.owner_token}"}
+            )
+            with urllib.request.urlopen(request, timeout=30) as response:
+                listed = len(json.load(response)["jobs"])
+            report.figure(CLUSTER_SECTION, "jobs on the listed page (cluster backend; a full page is 50)", str(listed))
+            for connections in CLUSTER_CONNECTIONS:
+                cluster = _wrk(server.url, "/api/v1/jobs", seconds, auth, connections)
+                _side_by_side(report, connections, cluster, local[connections])
+            report.figure(CLUSTER_SECTION, "API process resident memory (cluster backend)",
+                          f"{rss_mib(server.process.pid):.0f} MiB")  # fmt: skip
+    except Exception as error:  # no control plane here: the local figures still count
+        print(f"  cluster backend not measured: {type(error).__name__}: {error}")
+
+
+def _uncached(report: Report, plane: Any, namespace: str) -> None:
+    """What one listing cost before the API's job cache: every (owner's) RaasJob read from the API
+    server and parsed (`KubernetesJobStore.list_jobs`), median of three, in this process."""
+    from kubernetes import client
+
+    from raas_api.stores.kubernetes import KubernetesJobStore
+
+    with plane.api_client() as admin:
+        store = KubernetesJobStore(namespace, client.CustomObjectsApi(admin))
+        for name, owner in (("one owner's", "user-0"), ("an admin's (all owners)", None)):
+            times = []
+            for _ in range(3):
+                started = time.perf_counter()
+                store.list_jobs(owner=owner)
+                times.append(time.perf_counter() - started)
+            report.figure(CLUSTER_SECTION, f"uncached list (before the job cache), {name}, one request",
+                          f"{sorted(times)[1] * 1e3:.0f} ms")  # fmt: skip
+
+
+def _side_by_side(report: Report, connections: int, cluster: Result, local: Result) -> None:
+    name = f"GET /api/v1/jobs, {connections} connections"
+    for label, index, unit, scale in (("p50", 0, "ms", 1e3), ("p99", 1, "ms", 1e3), ("throughput", 2, "req/s", 1)):
+        ratio = cluster[index] / local[index] if local[index] else float("nan")
+        goal = "≤ 2×" if label != "throughput" else ""
+        report.figure(
+            CLUSTER_SECTION,
+            f"{name}: {label} cluster vs local",
+            f"{cluster[index] * scale:.1f} vs {local[index] * scale:.1f} {unit} ({ratio:.2f}×)",
+            goal,
+        )
+    if cluster[3]:
+        report.figure(CLUSTER_SECTION, f"{name}: failed requests (cluster)", str(cluster[3]))
 
 
 def run(report: Report) -> None:
@@ -157,4 +257,4 @@ def run(report: Report) -> None:
 
 
 def run_quick(report: Report) -> None:
-    _measure(report, stored=10_000, seconds=4)
+    _measure(report, stored=int(os.environ.get("RAAS_BENCH_STORED", "2000")), seconds=4)
