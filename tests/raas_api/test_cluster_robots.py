@@ -49,7 +49,8 @@ def test_an_unreadable_robot_is_listed_as_a_fault_and_the_others_as_they_are(
 ) -> None:  # fmt: skip
     now = datetime.now(timezone.utc).isoformat()
     create_robot(agent, "pendulum-1", {"node_name": "pi-1"})
-    assert write_robot_status(agent, "pendulum-1", {"phase": "Ready", "last_heartbeat": now})
+    ready = {"phase": "Ready", "last_heartbeat": now, "supported_control_hz": [20, 50]}
+    assert write_robot_status(agent, "pendulum-1", ready)
     create_robot(agent, "pendulum-2", {"node_name": "pi-2", "robot_type": "pendulum"})
     broken = {"phase": "Dancing", "last_heartbeat": 7}
     assert not write_robot_status(agent, "pendulum-2", broken)  # refused under the installed schema
@@ -58,6 +59,7 @@ def test_an_unreadable_robot_is_listed_as_a_fault_and_the_others_as_they_are(
     platform = ClusterPlatform("raas-jobs", FilesystemResultStore(tmp_path), api_client=service_account_client(API))
     good, bad = platform.robot_details()
     assert (good.name, good.state, good.ready) == ("pendulum-1", "idle", True)
+    assert good.supported_control_hz == (20.0, 50.0)
     assert (bad.name, bad.type, bad.state, bad.ready, bad.schedulable) == (
         "pendulum-2",
         "pendulum",
@@ -68,3 +70,4 @@ def test_an_unreadable_robot_is_listed_as_a_fault_and_the_others_as_they_are(
     assert len(bad.reasons) == 1
     assert "cannot be read" in bad.reasons[0]
     assert "status.phase" in bad.reasons[0]
+    assert bad.supported_control_hz == ()  # (it runs nothing)

@@ -236,6 +236,7 @@ class ClusterPlatform:
                     last_reset_ok=health.last_reset_ok,
                     last_reset_duration_s=health.last_reset_duration_s,
                     calibration=dict(robot.spec.calibration or {}),
+                    supported_control_hz=tuple(robot.status.supported_control_hz),
                 )
             )
         return sorted(details, key=lambda robot: robot.name)
@@ -273,6 +274,7 @@ def _unreadable_robot(item: dict[str, Any], error: ValidationError) -> RobotDeta
         last_reset_ok=None,
         last_reset_duration_s=None,
         calibration={},
+        supported_control_hz=(),
     )
 
 
