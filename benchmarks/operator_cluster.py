@@ -367,7 +367,7 @@ class VirtualNodes:
 
 def _emulator_kubeconfig(path: Path, url: str, namespace: str) -> Path:
     tests_on_path()
-    from k8s_fixtures import write_kubeconfig
+    from benchmarks.k8s_fixtures import write_kubeconfig
 
     return write_kubeconfig(path, url, token="bench", namespace=namespace)
 
@@ -465,7 +465,7 @@ def _serve_emulator(namespace: str) -> None:
     tests_on_path()
     import logging
 
-    from k8s_fixtures import running_emulator
+    from benchmarks.k8s_fixtures import running_emulator
 
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     with running_emulator(namespace) as emulator:

@@ -1,6 +1,11 @@
-"""A thin, test-only hardening of kmock.KubernetesEmulator (kmock 0.8), adapted from
-../shared/reference/k8s_emulator.py, so that a real kopf operator
-and the official kubernetes client behave as against a real API server for the basics.
+"""A thin hardening of kmock.KubernetesEmulator (kmock 0.8), adapted from
+../shared/reference/k8s_emulator.py, so that a real kopf operator and the official kubernetes
+client behave as against a real API server for the basics.
+
+Kept for one use only: `benchmarks.operator_bench` measures the operator on it side by side with
+the real control plane (what the real API server, etcd and the scheduler cost against an
+in-memory store that has none of them). Every test runs on the real control plane
+(tests/controlplane/).
 
 Adds: uid / resourceVersion (global counter) / creationTimestamp / generation / namespace-from-URL,
 generateName, 201 on create, optimistic concurrency (JSON-patch `test` -> 422, stale
@@ -96,12 +101,6 @@ class RealisticEmulator(kmock.KubernetesEmulator):
             (obj.get("metadata") or {}).get("labels") or {}, request.params.get("labelSelector")
         ) and match_fields(obj, request.params.get("fieldSelector"))
 
-    pod_logs: dict = attrs.field(factory=dict)
-    """(namespace, pod) → the text ``GET .../pods/NAME/log`` serves (tests' stand-in kubelets write it)."""
-
-    access_log: list = attrs.field(factory=list)
-    """Every resource request as RBAC sees it (`rbac_audit.Access`), with the caller's bearer token."""
-
     _in_flight: set = attrs.field(factory=set, init=False)
     """ids of the requests being handled now."""
 
@@ -135,23 +134,7 @@ class RealisticEmulator(kmock.KubernetesEmulator):
             self._in_flight.discard(id(request))
             self._forget_finished_requests()
 
-    def _log_access(self, request: kmock.Request) -> None:
-        from rbac_audit import Access, verb_of
-
-        resource = request.resource
-        if resource is None or not getattr(resource, "plural", None):
-            return
-        token = str(request.headers.get("Authorization", "")).removeprefix("Bearer ").strip()
-        action = str(getattr(request.action, "value", request.action) or "").lower()
-        method = str(getattr(request.method, "value", request.method) or "").upper()
-        plural = resource.plural + (f"/{request.subresource}" if request.subresource else "")
-        verb = verb_of(action, method, request.name is not None)
-        self.access_log.append(Access(token, verb, resource.group or "", plural, request.namespace, request.url.path))
-
     async def _handle_in_flight(self, request: kmock.Request):
-        self._log_access(request)
-        if request.subresource == "log" and getattr(request.resource, "plural", None) == "pods":
-            return aiohttp.web.Response(text=self.pod_logs.get((request.namespace, request.name), ""))
         if request.resource is not None and request.name is not None and request.method == enums.method.PUT:
             # PUT (replace) -> a JSON-patch replacing the whole document (status kept for non-/status PUTs).
             key = (request.resource, request.namespace, request.name)

@@ -1,8 +1,9 @@
-"""The Kubernetes emulator (kmock + `k8s_emulator.RealisticEmulator`) over real HTTP, for tests.
+"""The Kubernetes emulator (kmock + `benchmarks.k8s_emulator.RealisticEmulator`) over real HTTP,
+for the operator benchmark's side-by-side figures (the tests use the real control plane).
 
-No real API server can run here (../shared/TESTING.md): the emulator stores objects and speaks
-the Kubernetes REST API (resourceVersions, 409 conflicts, selectors, status subresources) but has
-no scheduler, kubelet, garbage collection, admission or CRD schema enforcement.
+The emulator stores objects and speaks the Kubernetes REST API (resourceVersions, 409 conflicts,
+selectors, status subresources) but has no scheduler, kubelet, garbage collection, admission or
+CRD schema enforcement.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from typing import Any
 
 import kmock
 import yaml
-from k8s_emulator import RealisticEmulator
 from kubernetes import client
+
+from benchmarks.k8s_emulator import RealisticEmulator
 
 RAASJOBS = "raas.dev/v1alpha1/raasjobs"
 ROBOTS = "raas.dev/v1alpha1/robots"
@@ -33,8 +35,7 @@ class Emulator:
     url: str
 
     def api_client(self, token: str = "test") -> client.ApiClient:
-        """An API client of the official library pointed at the emulator (no global config touched);
-        the bearer `token` names the caller in the emulator's access log (`rbac_audit`)."""
+        """An API client of the official library pointed at the emulator (no global config touched)."""
         configuration = client.Configuration(host=self.url)
         configuration.api_key = {"authorization": f"Bearer {token}"}
         return client.ApiClient(configuration)
