@@ -198,7 +198,7 @@ CONTRACT_RBAC: dict[tuple[str, str], dict[tuple[str, str], set[str]]] = {
         ("raas.dev", "raasjobs/status"): {"get", "list", "watch", "patch", "update"},
         ("", "pods"): {"get", "list", "watch", "create", "delete"},
         ("", "pods/log"): {"get"},
-        ("", "secrets"): {"get", "create", "update", "delete"},  # update: a retry's session token
+        ("", "secrets"): {"get", "create", "delete"},  # delete: a retry makes its immutable session token anew
         ("", "events"): {"create", "patch"},
         ("kopf.dev", "kopfpeerings"): {"get", "list", "watch", "patch"},
     },

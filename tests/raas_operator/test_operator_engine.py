@@ -135,6 +135,42 @@ def test_an_urgent_name_is_handled_while_every_ordinary_worker_is_busy() -> None
         queue.stop()
 
 
+def test_a_job_just_given_a_robot_goes_ahead_of_the_urgent_ones() -> None:
+    handler = Recorder(block="first")
+    queue = WorkQueue(handler, workers=1, urgent_workers=0).start()
+    try:
+        queue.add("first")
+        assert wait_until(lambda: handler.calls == ["first"])
+        queue.add("routine")
+        queue.add("collecting-1", urgent=True)  # other robots' jobs collecting their results
+        queue.add("collecting-2", urgent=True)
+        queue.add("started", first=True)  # its pod is what a robot waits for
+        queue.add("started", urgent=True)  # (a later, plainer add does not move it back)
+        queue.add("collecting-2", first=True)  # already urgent: moved to the head
+        handler.release.set()
+        assert wait_until(lambda: queue.handled == 5)
+        assert handler.calls == ["first", "collecting-2", "started", "collecting-1", "routine"]
+    finally:
+        queue.stop()
+
+
+def test_a_name_added_urgently_while_it_is_handled_is_looked_at_again_as_a_routine_look() -> None:
+    handler = Recorder(block="on-robot")
+    queue = WorkQueue(handler, workers=1, urgent_workers=0).start()
+    try:
+        queue.add("on-robot", first=True)
+        assert wait_until(lambda: handler.calls == ["on-robot"])
+        queue.add("routine-1")
+        queue.add("on-robot", urgent=True)  # e.g. the look's own status write, back through the watch
+        queue.add("routine-2")
+        handler.release.set()
+        assert wait_until(lambda: queue.handled == 4)
+        assert handler.calls == ["on-robot", "routine-1", "routine-2", "on-robot"]
+        assert handler.overlaps == 0
+    finally:
+        queue.stop()
+
+
 def job(name: str, version: int, phase: str = "Queued", robot: str | None = None) -> dict[str, Any]:
     return {
         "metadata": {"name": name, "resourceVersion": str(version)},

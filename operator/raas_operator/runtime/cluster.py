@@ -8,10 +8,12 @@ resourceVersion they were computed from (a 409 means someone else acted first: l
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import logging
 import tarfile
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from typing import Any, cast
 
@@ -23,7 +25,15 @@ from gym_raas.protocol.tokens import session_token
 from gym_raas.results.layout import ResultFile, result_key, session_key, upload_key, wheels_key
 from gym_raas.results.store import ResultNotFoundError, S3ResultStore
 from raas_operator.jobs.model import ArchiveSource, JobSpec, JobStatus
-from raas_operator.pods.builder import MANAGED_BY, MANAGED_BY_LABEL, PodSettings, fetch_pod, job_pod, session_secret
+from raas_operator.pods.builder import (
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    SESSION_TOKEN_KEY,
+    PodSettings,
+    fetch_pod,
+    job_pod,
+    session_secret,
+)
 from raas_operator.reconcile.pods import PodView
 from raas_operator.reconcile.schedule import (
     BOOKING_ANNOTATION,
@@ -36,6 +46,36 @@ from raas_operator.runtime.settings import OperatorSettings
 log = logging.getLogger(__name__)
 
 GROUP, VERSION = "raas.dev", "v1alpha1"
+
+
+def _release(response: Any) -> None:
+    """Read a raw response (``_preload_content=False``) to its end and give its connection back to
+    the client's pool: left unread, the connection stays taken, and the next request opens (and
+    TLS-handshakes) a new one."""
+    response.read()
+    response.release_conn()
+
+
+class EventRecorder:
+    """Posts `Cluster.event`s from a thread of its own, in the order given: Events are best
+    effort, and neither a robot's next job nor a job's next step should wait for one."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raas-events")
+
+    def record(self, job: dict[str, Any], reason: str, message: str, *, warning: bool = False) -> None:
+        self._thread.submit(self._post, job, reason, message, warning)
+
+    def _post(self, job: dict[str, Any], reason: str, message: str, warning: bool) -> None:
+        try:
+            self.cluster.event(job, reason, message, warning=warning)
+        except Exception:  # the API server is down: the Event is lost, nothing else
+            log.warning("could not record event %s on %s", reason, job["metadata"]["name"], exc_info=True)
+
+    def stop(self) -> None:
+        """Post the Events still waiting, then end the thread."""
+        self._thread.shutdown(wait=True)
 
 
 class ConflictError(Exception):
@@ -139,16 +179,25 @@ class Cluster:
     def create_run_pod(self, job: dict[str, Any], robot: str, attempt: int) -> None:
         name, uid = job["metadata"]["name"], job["metadata"]["uid"]
         status = JobStatus.model_validate(job.get("status") or {})
-        secret = session_secret(name, self.namespace, uid, session_token(self.key, robot, name))
+        token = session_token(self.key, robot, name)
+        secret = session_secret(name, self.namespace, uid, token)
         try:
-            self.core.create_namespaced_secret(self.namespace, cast(Any, secret), _preload_content=False)
+            _release(self.core.create_namespaced_secret(self.namespace, cast(Any, secret), _preload_content=False))
         except ApiException as error:
             if error.status != 409:
                 raise
-            # A retry runs on another robot: its token differs from the first attempt's.
-            self.core.replace_namespaced_secret(
-                secret["metadata"]["name"], self.namespace, cast(Any, secret), _preload_content=False
-            )
+            # A second look before the pod showed finds this attempt's Secret: it is kept. A retry
+            # runs on another robot: its token differs from the first attempt's. The Secret is
+            # immutable (the API server refuses to replace its data), so it is made anew.
+            if self._secret_token(secret["metadata"]["name"]) != token:
+                self._ignore_missing(
+                    lambda: _release(
+                        self.core.delete_namespaced_secret(
+                            secret["metadata"]["name"], self.namespace, _preload_content=False
+                        )
+                    )
+                )
+                _release(self.core.create_namespaced_secret(self.namespace, cast(Any, secret), _preload_content=False))
         pod = job_pod(
             job_name=name,
             namespace=self.namespace,
@@ -163,14 +212,27 @@ class Cluster:
         )
         self._create_pod(pod)
 
+    def _secret_token(self, name: str) -> str | None:
+        """The session token Secret `name` holds (None if it holds none, or is gone)."""
+        try:
+            response = self.core.read_namespaced_secret(name, self.namespace, _preload_content=False)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        encoded = (json.loads(cast(Any, response).data).get("data") or {}).get(SESSION_TOKEN_KEY)
+        return base64.b64decode(encoded).decode() if encoded else None
+
     def delete_pod(self, pod: str) -> None:
         self._ignore_missing(
-            lambda: self.core.delete_namespaced_pod(pod, self.namespace, grace_period_seconds=5, _preload_content=False)
+            lambda: _release(
+                self.core.delete_namespaced_pod(pod, self.namespace, grace_period_seconds=5, _preload_content=False)
+            )
         )
 
     def _create_pod(self, pod: dict[str, Any]) -> None:
         self._ignore_existing(
-            lambda: self.core.create_namespaced_pod(self.namespace, cast(Any, pod), _preload_content=False)
+            lambda: _release(self.core.create_namespaced_pod(self.namespace, cast(Any, pod), _preload_content=False))
         )
 
     # -- results ---------------------------------------------------------------------------------

@@ -20,6 +20,11 @@
   a standby operator's watches may be paused by kopf's peering while its clock runs on, and a
   look from a stale cache could, say, start a pod for a job that has long finished.
 
+* **Nearest a robot first.** Looks at jobs on a robot, and at jobs whose fetch pod changed (the
+  next step is the queue, where a freed robot may wait), go ahead of routine looks; the look
+  that creates a just-started job's pod goes ahead of them all. Events are posted by a thread of
+  their own (`EventRecorder`): best effort, they hold up no look and no round.
+
 The cost of a look is memory reads plus the writes it decides on, so the operator's load on the
 API server grows with what happens, not with how many jobs wait.
 """
@@ -55,7 +60,7 @@ from raas_operator.reconcile.jobs import (
 )
 from raas_operator.reconcile.schedule import effective_phase
 from raas_operator.runtime.cache import ClusterCache
-from raas_operator.runtime.cluster import Cluster, ConflictError
+from raas_operator.runtime.cluster import Cluster, ConflictError, EventRecorder
 from raas_operator.runtime.scheduler import SchedulerLoop, created_at
 from raas_operator.runtime.workqueue import WorkQueue
 
@@ -66,6 +71,12 @@ RESYNC_ALL_S = 30.0
 
 CLOCK_PHASES = frozenset({*ON_ROBOT_PHASES, Phase.UPLOADING})
 """Phases whose next step can depend on the clock alone."""
+
+
+URGENT_POD_PHASES = frozenset({*ON_ROBOT_PHASES, Phase.FETCHING})
+"""Phases in which a change of a job's pod is looked at ahead of routine looks: its robot waits,
+or (its fetch pod ended) it is about to join the queue, where a freed robot may be waiting for
+it; a thousand new jobs' first looks must not hold it up."""
 
 
 def _phase(body: dict[str, Any]) -> Phase:
@@ -79,14 +90,17 @@ class JobController:
         self.cluster = cluster
         self.cache = cache or ClusterCache()
         self.queue = WorkQueue(self._look, workers=workers)
+        self.events = EventRecorder(cluster)
+        """Posts the Events of every look and round, off their paths (Events are best effort)."""
         self.fleet = FleetMetrics(state=self.fleet_state)
         """The fleet metrics (`raas_operator.metrics`): every status this operator writes, and the
         queue and robots as the cache has them at each scrape."""
         self.scheduler = SchedulerLoop(
             cluster,
             self.cache,
-            on_started=lambda job: self.queue.add(job, urgent=True),
+            on_started=lambda job: self.queue.add(job, first=True),  # its pod: a robot waits for it
             on_transition=self.fleet.observe_transition,
+            events=self.events,
         )
         self._last_full_resync = time.monotonic()
         self._fresh: set[str] = set()
@@ -104,7 +118,9 @@ class JobController:
     def stop(self) -> None:
         self._stop.set()
         self._clock.join(timeout=10)
+        self.scheduler.stop()
         self.queue.stop()
+        self.events.stop()
 
     # -- what the watch streams report -------------------------------------------------------------
 
@@ -130,9 +146,9 @@ class JobController:
 
     def pod_changed(self, body: dict[str, Any], *, deleted: bool = False) -> None:
         job = self.cache.drop_pod(body) if deleted else self.cache.put_pod(body)
-        if job is not None:
+        if job is not None:  # on a robot, or fetched (its next step is the queue): ahead of new jobs
             cached = self.cache.job(job)
-            self.queue.add(job, urgent=cached is not None and _phase(cached) in ON_ROBOT_PHASES)
+            self.queue.add(job, urgent=cached is not None and _phase(cached) in URGENT_POD_PHASES)
 
     def robot_changed(self, body: dict[str, Any], *, deleted: bool = False) -> None:
         name = body["metadata"]["name"]
@@ -202,7 +218,7 @@ class JobController:
             self.cache.replace_robots(*self.cluster.list_robots())
         for body in self.cache.jobs():
             name = body["metadata"]["name"]
-            status = JobStatus.model_validate(body.get("status") or {})
+            _, status = self.cache.parsed(body)  # (parsed once per version: a tick reads every job)
             if status.phase.is_terminal:
                 if expired(status, now, ttl):
                     self.cluster.delete_job(name)
@@ -304,7 +320,7 @@ class JobController:
                 if action.status.phase is Phase.QUEUED and before.phase in CLOCK_PHASES:
                     self._discard_session_record(name)
             elif isinstance(action, RecordEvent):
-                handle.event(job, action.reason, action.message, warning=action.warning)
+                self.events.record(job, action.reason, action.message, warning=action.warning)
 
     def fleet_state(self) -> FleetState:
         """The queue, the robots and the results waiting for upload, as the cache has them."""

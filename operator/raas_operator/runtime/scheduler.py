@@ -8,6 +8,12 @@ status patch guarded by the job's resourceVersion; if that fails the booking is 
 operators running rounds at once (a peering hand-over) cannot double-book a robot: the loser of
 either patch backs off, and the newer versions the watch brings trigger the next round.
 
+A freed robot's next job is the round's first business: the assignments of a round are written
+at once (`DISPATCHERS` threads; each books a robot no other assignment books and starts a job no
+other one starts, so they cannot race each other), before rejections and queue positions, and
+the round's Events are posted by a recorder thread afterwards (an Event is best effort; it must
+not hold up the next robot).
+
 Queue positions and start estimates are written back so that ``kubectl get rj`` shows them, but
 not at every shift of the queue (with a thousand jobs waiting, every start would rewrite every
 job behind it): a job's position is written when it reaches the head (`EXACT_POSITIONS`), when it
@@ -23,6 +29,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -30,7 +37,7 @@ from raas_operator.jobs.model import ON_ROBOT_PHASES, FailureClass, JobStatus, P
 from raas_operator.reconcile.jobs import cancel_requested
 from raas_operator.reconcile.schedule import QueuedJob, plan
 from raas_operator.runtime.cache import ClusterCache
-from raas_operator.runtime.cluster import Cluster, ConflictError
+from raas_operator.runtime.cluster import Cluster, ConflictError, EventRecorder
 from raas_operator.scheduling.core import Quotas
 
 log = logging.getLogger(__name__)
@@ -40,6 +47,8 @@ EXACT_POSITIONS = 10
 """Positions up to this one are always written exactly."""
 POSITION_REFRESH_S = 30.0
 """Any stale position is written at least this often."""
+DISPATCHERS = 8
+"""Assignments of one round written at once (each books its robot, then starts its job)."""
 
 
 def position_worth_writing(old: int | None, new: int, age_s: float) -> bool:
@@ -61,6 +70,7 @@ class SchedulerLoop:
         *,
         on_started: Callable[[str], None] | None = None,
         on_transition: Callable[[JobStatus, JobStatus], None] | None = None,
+        events: EventRecorder | None = None,
     ) -> None:
         self.cluster = cluster
         self.cache = cache
@@ -69,9 +79,13 @@ class SchedulerLoop:
         self.on_transition = on_transition
         """Called with (before, after) for every status this loop writes (the fleet metrics)."""
         self.rounds = 0
+        self._own_events = events is None
+        self.events = events or EventRecorder(cluster)
+        """Where the round's Events go (posted after the dispatch, by the recorder's thread)."""
         self._wake = threading.Event()
         self._failing = False
         self._positions_written: dict[str, float] = {}
+        self._dispatchers = ThreadPoolExecutor(max_workers=DISPATCHERS, thread_name_prefix="raas-dispatch")
 
     def wake(self) -> None:
         """Something a round depends on changed: run one soon."""
@@ -122,41 +136,19 @@ class SchedulerLoop:
         decision = plan(queued, [entry for entry, _ in robots], running, quotas, now, timeout)
         statuses = {job.name: job.status for job in queued}
         specs = {job.name: job.spec for job in queued}
+        versions = {entry.robot.name: version for entry, version in robots}
+        dispatches = [
+            (documents[a.job_id], statuses[a.job_id], specs[a.job_id].control_hz, a.robot, versions[a.robot])
+            for a in decision.assignments
+        ]
+        started = sum(self._dispatch_all(dispatches))
         for rejection in decision.rejections:
             failed = transition(
                 statuses[rejection.job_id], Phase.FAILED, reason=rejection.reason, message=rejection.message,
                 failure_class=FailureClass.USER_ERROR,
             )  # fmt: skip
             if self._patch(documents[rejection.job_id], failed):
-                self.cluster.event(documents[rejection.job_id], rejection.reason, rejection.message, warning=True)
-        versions = {entry.robot.name: version for entry, version in robots}
-        started = 0
-        for assignment in decision.assignments:
-            job = documents[assignment.job_id]
-            try:
-                booked = self.cluster.book(
-                    assignment.robot,
-                    assignment.job_id,
-                    versions[assignment.robot],
-                    attempt=statuses[assignment.job_id].attempts + 1,
-                    control_hz=specs[assignment.job_id].control_hz,
-                )
-            except ConflictError:
-                continue  # someone else booked it first: next round
-            if booked is not None:
-                self.cache.put_robot(booked)
-            status = statuses[assignment.job_id]
-            starting = transition(
-                status, Phase.STARTING, reason="Scheduled", message=f"on {assignment.robot}",
-                robot=assignment.robot, attempts=status.attempts + 1, queue_position=None, estimated_start=None,
-            )  # fmt: skip
-            if not self._patch(job, starting):
-                self.cluster.book(assignment.robot, None)
-                continue
-            if self.on_started is not None:
-                self.on_started(assignment.job_id)
-            self.cluster.event(job, "Scheduled", f"on robot {assignment.robot}")
-            started += 1
+                self.events.record(documents[rejection.job_id], rejection.reason, rejection.message, warning=True)
         for entry in decision.queue:
             if self._wake.is_set():
                 break  # a robot or a job changed: dispatching comes first, the rest of the positions next round
@@ -174,6 +166,43 @@ class SchedulerLoop:
         for name in set(self._positions_written) - set(statuses):
             del self._positions_written[name]
         return started
+
+    def _dispatch_all(self, dispatches: list[tuple[dict[str, Any], JobStatus, float, str, str]]) -> list[bool]:
+        """`_dispatch` each (job, status, control rate, robot, robot version), at once: each is
+        two writes guarded by their own objects' versions, to a robot and a job no other one
+        touches, so a robot freed with nine others waits for its own writes, not theirs."""
+        if len(dispatches) <= 1:
+            return [self._dispatch(*dispatch) for dispatch in dispatches]
+        return list(self._dispatchers.map(lambda dispatch: self._dispatch(*dispatch), dispatches))
+
+    def _dispatch(self, job: dict[str, Any], status: JobStatus, control_hz: float, robot: str, version: str) -> bool:
+        """Book `robot` for `job`, then move the job to Starting (undoing the booking if that
+        fails) and hand it on (`on_started`); whether it started."""
+        name = job["metadata"]["name"]
+        try:
+            booked = self.cluster.book(robot, name, version, attempt=status.attempts + 1, control_hz=control_hz)
+        except ConflictError:
+            return False  # someone else booked it first: next round
+        if booked is not None:
+            self.cache.put_robot(booked)
+        starting = transition(
+            status, Phase.STARTING, reason="Scheduled", message=f"on {robot}",
+            robot=robot, attempts=status.attempts + 1, queue_position=None, estimated_start=None,
+        )  # fmt: skip
+        if not self._patch(job, starting):
+            self.cluster.book(robot, None)
+            return False
+        if self.on_started is not None:
+            self.on_started(name)
+        self.events.record(job, "Scheduled", f"on robot {robot}")
+        return True
+
+    def stop(self) -> None:
+        """End the dispatch threads; post the Events still waiting (unless `events` was given:
+        then its owner stops it)."""
+        self._dispatchers.shutdown(wait=True)
+        if self._own_events:
+            self.events.stop()
 
     def _patch(self, job: dict[str, Any], status: JobStatus) -> bool:
         before = self.cache.parsed(job)[1]

@@ -1,0 +1,208 @@
+"""Dispatch on the real control plane with the chart installed: the scheduler's round and the
+operator's pod writes, speaking as the chart's operator ServiceAccount in its job namespace.
+
+Several robots freed at once are handed their next jobs in one round (each assignment written at
+once, issue 13's dispatch latency): each robot still gets exactly one job and each job exactly
+one robot, and every job started gets its ``Scheduled`` Event even though Events are posted off
+the dispatch path. The operator's pod and Secret writes give their connections back to the
+client's pool (a connection left taken makes the next request open and TLS-handshake another),
+and a second look at a starting job keeps the session Secret its first look made.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+from controlplane.chart_install import (
+    AGENT,
+    API,
+    JOBS,
+    OPERATOR,
+    clear_chart_namespaces,
+    token_for,
+    token_kubeconfig,
+)
+from controlplane.cluster import ControlPlane
+from s3_server import running_s3_server
+
+from gym_raas.protocol.tokens import session_token
+from raas_operator.jobs.model import JobStatus, Phase, PhaseChange, transition
+from raas_operator.pods.builder import SESSION_TOKEN_KEY, fetch_pod_name, session_secret_name
+from raas_operator.reconcile.schedule import BOOKING_ANNOTATION
+from raas_operator.runtime.cache import ClusterCache
+from raas_operator.runtime.cluster import GROUP, VERSION, Cluster
+from raas_operator.runtime.scheduler import SchedulerLoop
+
+NAMESPACE = JOBS
+ROBOTS = [f"pendulum-{index}" for index in range(4)]
+
+
+@pytest.fixture
+def cluster(raas_chart: ControlPlane, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
+    """The operator's `Cluster`, logged in from a kubeconfig holding the operator's token."""
+    clear_chart_namespaces(raas_chart)
+    kubeconfig = token_kubeconfig(raas_chart, tmp_path / "kubeconfig", token_for(raas_chart, *OPERATOR), JOBS)
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    with running_s3_server() as s3:
+        for name, value in {
+            "NAMESPACE": JOBS, "IMAGE": "ghcr.io/raas-dev/raas-job:e2e", "SESSION_KEY": "test-session-key",
+            "S3_ENDPOINT": s3.endpoint, "S3_ACCESS_KEY": "raas", "S3_SECRET_KEY": "raas-secret", "S3_SECURE": "false",
+            "MAX_RUNNING_PER_OWNER": "10",
+        }.items():  # fmt: skip
+            monkeypatch.setenv(f"RAAS_OPERATOR_{name}", value)
+        kubernetes.config.load_kube_config(str(kubeconfig))  # type: ignore[no-untyped-call]
+        from raas_operator.runtime.settings import OperatorSettings
+
+        yield Cluster(OperatorSettings())  # type: ignore[call-arg]
+    clear_chart_namespaces(raas_chart)
+
+
+@pytest.fixture
+def agent(raas_chart: ControlPlane) -> Iterator[kubernetes.client.CustomObjectsApi]:
+    """Robots' writer: the agent's ServiceAccount."""
+    with raas_chart.api_client(token_for(raas_chart, *AGENT)) as api:
+        yield kubernetes.client.CustomObjectsApi(api)
+
+
+@pytest.fixture
+def api(raas_chart: ControlPlane) -> Iterator[kubernetes.client.CustomObjectsApi]:
+    """RaasJobs' submitter: the web API's ServiceAccount."""
+    with raas_chart.api_client(token_for(raas_chart, *API)) as client:
+        yield kubernetes.client.CustomObjectsApi(client)
+
+
+@pytest.fixture
+def admin(raas_chart: ControlPlane) -> Iterator[kubernetes.client.CoreV1Api]:
+    """Events' reader (the operator may only create them): the admin."""
+    with raas_chart.api_client() as client:
+        yield kubernetes.client.CoreV1Api(client)
+
+
+def ready_robot(agent: kubernetes.client.CustomObjectsApi, name: str) -> None:
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Robot",
+        "metadata": {"name": name, "labels": {"raas.dev/robot": name}},
+        "spec": {"node_name": f"pi-{name}", "robot_type": "pendulum"},
+    }
+    agent.create_cluster_custom_object(GROUP, VERSION, "robots", body)
+    status = {"phase": "Ready", "last_heartbeat": datetime.now(timezone.utc).isoformat(), "jobs_completed": 0}
+    agent.patch_cluster_custom_object_status(GROUP, VERSION, "robots", name, {"status": status})
+
+
+def submitted(api: kubernetes.client.CustomObjectsApi, name: str) -> dict[str, Any]:
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "RaasJob",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"owner": "ada", "source": {"kind": "git", "url": "https://git.example.org/ada/c.git", "ref": "main"}},
+    }
+    created: dict[str, Any] = api.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "raasjobs", body)
+    return created
+
+
+def queued_job(cluster: Cluster, api: kubernetes.client.CustomObjectsApi, name: str) -> dict[str, Any]:
+    """A RaasJob whose code was fetched: Queued, the scheduler's to place."""
+    created = submitted(api, name)
+    pending = JobStatus(history=(PhaseChange(phase=Phase.PENDING, at=datetime.now(timezone.utc), reason="Submitted"),))
+    queued = transition(transition(pending, Phase.FETCHING, reason="Fetching"), Phase.QUEUED, reason="Fetched")
+    return cluster.patch_status(name, queued, created["metadata"]["resourceVersion"])
+
+
+def test_robots_freed_together_each_get_one_job_in_one_round_and_every_start_is_recorded(
+    cluster: Cluster,
+    api: kubernetes.client.CustomObjectsApi,
+    agent: kubernetes.client.CustomObjectsApi,
+    admin: kubernetes.client.CoreV1Api,
+) -> None:
+    for name in ROBOTS:
+        ready_robot(agent, name)
+    cache = ClusterCache()
+    cache.replace_robots(*cluster.list_robots())
+    jobs = [f"job-{index}" for index in range(len(ROBOTS) + 2)]
+    for name in jobs:
+        cache.put_job(queued_job(cluster, api, name))
+    started: list[str] = []
+    loop = SchedulerLoop(cluster, cache, on_started=started.append)
+    try:
+        assert loop.run_once() == len(ROBOTS)
+    finally:
+        loop.stop()  # the Events still waiting are posted first
+
+    statuses = {name: (cluster.job(name) or {})["status"] for name in jobs}
+    running = {name: status["robot"] for name, status in statuses.items() if status["phase"] == "Starting"}
+    assert sorted(running) == sorted(started) == jobs[: len(ROBOTS)]  # first come, first served
+    assert sorted(running.values()) == ROBOTS  # one job per robot
+    assert all(statuses[name]["attempts"] == 1 for name in running)
+    for name, status in statuses.items():  # the rest wait, their places written
+        if name not in running:
+            assert status["phase"] == "Queued"
+            assert status["queue_position"] == jobs.index(name) - len(ROBOTS) + 1
+    for robot in ROBOTS:
+        booked = cluster.custom.get_cluster_custom_object(GROUP, VERSION, "robots", robot)["metadata"]["annotations"]
+        assert running[booked[BOOKING_ANNOTATION]] == robot
+    events = admin.list_namespaced_event(NAMESPACE).items
+    scheduled = sorted(event.involved_object.name for event in events if event.reason == "Scheduled")
+    assert scheduled == sorted(running)
+
+
+def test_a_second_round_starts_nothing_twice(
+    cluster: Cluster, api: kubernetes.client.CustomObjectsApi, agent: kubernetes.client.CustomObjectsApi
+) -> None:
+    for name in ROBOTS[:2]:
+        ready_robot(agent, name)
+    cache = ClusterCache()
+    cache.replace_robots(*cluster.list_robots())
+    for index in range(3):
+        cache.put_job(queued_job(cluster, api, f"job-{index}"))
+    started: list[str] = []
+    loop = SchedulerLoop(cluster, cache, on_started=started.append)
+    try:
+        assert loop.run_once() == 2
+        assert loop.run_once() == 0  # the round sees its own writes: both robots are booked
+    finally:
+        loop.stop()
+    assert sorted(started) == ["job-0", "job-1"]
+    assert (cluster.job("job-2") or {})["status"]["phase"] == "Queued"
+
+
+def _connections(cluster: Cluster) -> int:
+    pools = cluster.core.api_client.rest_client.pool_manager.pools
+    return sum(pools[key].num_connections for key in list(pools.keys()))  # (it cannot be iterated)
+
+
+def test_pod_writes_give_their_connection_back_to_the_pool(
+    cluster: Cluster, api: kubernetes.client.CustomObjectsApi
+) -> None:
+    jobs = [submitted(api, f"fetcher-{index}") for index in range(4)]
+    cluster.core.list_namespaced_pod(NAMESPACE)  # one connection, open and back in the pool
+    for job in jobs:
+        cluster.create_fetch_pod(job)
+    for job in jobs:
+        cluster.delete_pod(fetch_pod_name(job["metadata"]["name"]))
+    cluster.core.list_namespaced_pod(NAMESPACE)
+    assert _connections(cluster) == 1  # every request went over the first connection
+
+
+def test_a_second_look_keeps_the_attempts_session_secret_and_a_retry_elsewhere_replaces_it(
+    cluster: Cluster, api: kubernetes.client.CustomObjectsApi
+) -> None:
+    job = submitted(api, "looked-twice")
+    secret = session_secret_name("looked-twice")
+    cluster.create_run_pod(job, ROBOTS[0], 1)
+    first = cluster.core.read_namespaced_secret(secret, NAMESPACE)
+    cluster.create_run_pod(job, ROBOTS[0], 1)  # a second look before the pod showed in the cache
+    again = cluster.core.read_namespaced_secret(secret, NAMESPACE)
+    assert again.metadata.uid == first.metadata.uid  # kept, not deleted and made anew
+    cluster.create_run_pod(job, ROBOTS[1], 2)  # the retry, on another robot: another token
+    retried = cluster.core.read_namespaced_secret(secret, NAMESPACE)
+    assert retried.metadata.uid != first.metadata.uid
+    assert base64.b64decode(retried.data[SESSION_TOKEN_KEY]).decode() == session_token(
+        cluster.key, ROBOTS[1], "looked-twice"
+    )
