@@ -10,6 +10,7 @@ operator's state lives in its own `kopf.Memo`. kopf keeps its bookkeeping in ann
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import kopf
@@ -34,11 +35,13 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="raas.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="raas.dev")
     settings.posting.enabled = False  # our own Events, with our reasons
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # not a line per event handled
     try:  # in a pod: its service account; elsewhere: the kubeconfig
         kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
     operator_settings = OperatorSettings()  # type: ignore[call-arg]  # from the environment
+    settings.peering.lifetime = operator_settings.peering_lifetime_s
     controller = JobController(Cluster(operator_settings), workers=operator_settings.workers).start()
     memo["controller"] = controller
     if memo.get("metrics_port") is not None:  # raas-operator --metrics-port

@@ -31,6 +31,13 @@ class OperatorSettings(BaseSettings):
     )
     workers: int = Field(default=4, ge=1, le=64, description="Threads reconciling jobs (each handles one at a time).")
     heartbeat_timeout_s: float = Field(default=30.0, gt=0, description="A robot silent this long is Offline.")
+    peering_lifetime_s: int = Field(
+        default=60,
+        ge=5,
+        le=3600,
+        description="How long a peer's presence counts after its last renewal (kopf's default): a standby takes "
+        "over this long after the active operator died without saying goodbye.",
+    )
     finished_ttl_s: float = Field(default=24 * 3600.0, gt=0, description="Finished RaasJobs are deleted after this.")
     session_upload_wait_s: float = Field(
         default=20.0, ge=0, description="How long a finished job waits for its robot agent's session record."
