@@ -19,6 +19,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -92,6 +93,23 @@ def wait_for(condition: Any, timeout_s: float, what: str) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+RBAC_WARMING_S = 20.0
+"""How long after an API server restart its refusals are forgiven (`World.check_clean`)."""
+
+
+def _tracebacks(output: str) -> list[tuple[float, str]]:
+    """Each traceback in a kopf log `output`, with the time of the log line it follows."""
+    found: list[tuple[float, str]] = []
+    when = 0.0
+    for line in output.split("\n["):
+        stamp = line[: len("2026-12-08 01:05:50,169")]
+        with contextlib.suppress(ValueError):
+            when = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        if "Traceback (most recent call last):" in line:
+            found.append((when, line))
+    return found
+
+
 REFUSAL_LOGGERS = ("kopf", "raas_operator", "raas_node.agent.cluster")
 """Where the operator (kopf's API clients, the operator's own) and the robots' heartbeats log failures."""
 
@@ -101,12 +119,13 @@ class _Refusals(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
-        self.messages: list[str] = []
+        self.messages: list[tuple[float, str]] = []
+        """(when, message) of each refusal."""
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
         if any(refusal in message for refusal in REFUSALS):
-            self.messages.append(message)
+            self.messages.append((record.created, message))
 
 
 class World:
@@ -140,6 +159,8 @@ class World:
         self.core = client.CoreV1Api(self.api)
         stack.callback(self._clean_up, list(robots))
         self.refusals = _Refusals()
+        self.warming: list[tuple[float, float]] = []
+        """(start, end) of each API server restart and its warm-up (`restart_api_server`)."""
         for name in REFUSAL_LOGGERS:
             logging.getLogger(name).addHandler(self.refusals)
             stack.callback(logging.getLogger(name).removeHandler, self.refusals)
@@ -211,14 +232,31 @@ class World:
                 f"{name} never reached {phases}: {self.status(name)}\nkubelet: {self.kubelet.errors}"
             ) from None
 
+    def restart_api_server(self) -> None:
+        """Restart the control plane's API server (`ControlPlane.restart_apiserver`), noting when:
+        `check_clean` forgives refusals of the `RBAC_WARMING_S` after it."""
+        started = time.time()
+        self.plane.restart_apiserver()
+        self.warming.append((started, time.time() + RBAC_WARMING_S))
+
+    def _warming(self, when: float) -> bool:
+        return any(start <= when <= end for start, end in self.warming)
+
     def check_clean(self) -> None:
         """No failure of the stand-in kubelet, no traceback of an operator, and no request of the
-        operator or the agents that the API server refused (the chart's RBAC is enforced there)."""
+        operator or the agents that the API server refused (the chart's RBAC is enforced there).
+
+        Refusals (and the tracebacks of the retries they caused) while a restarted API server
+        warms up are forgiven: it serves before its RBAC informers have synced, and refuses what
+        the chart grants for a moment. Clients behind a load balancer never meet a server that is
+        not ready; ours reconnect to it directly."""
         assert self.kubelet.errors == [], "\n".join(self.kubelet.errors)
         for output in self.outputs:
-            assert "Traceback" not in output, output
+            unexplained = [block for when, block in _tracebacks(output) if not self._warming(when)]
+            assert unexplained == [], output
         # (The operators' loggers, not their whole output: a test's own client may be refused on purpose.)
-        assert self.refusals.messages == [], "\n".join(self.refusals.messages)
+        refused = [message for when, message in self.refusals.messages if not self._warming(when)]
+        assert refused == [], "\n".join(refused)
 
     def _clean_up(self, robots: list[str]) -> None:
         """Leave the session's job namespace as found: no RaasJob (finalizers dropped: the operator is

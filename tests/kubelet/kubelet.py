@@ -42,11 +42,12 @@ from kubernetes import client
 from kubelet.environment import ContainerConfigError, Lookup
 from kubelet.log_server import KubeletServer
 from kubelet.node import Node
-from kubelet.outage import is_outage, until_served
+from kubelet.outage import until_served
 from kubelet.pod_runner import PodRunner, PodWork
 from kubelet.pod_watch import PodWatch
 from kubelet.registration import LEASE_NAMESPACE, MERGE_PATCH, NodeHeartbeat
 from kubelet.status import PodStatus
+from raas_operator.runtime.outage import is_api_outage
 
 if TYPE_CHECKING:
     from controlplane.cluster import ControlPlane
@@ -273,7 +274,7 @@ class StandInKubelet:
     def report(self, what: str, error: BaseException) -> None:
         """Record `error` of `what`: an outage of the API server, or a failure of the stand-in."""
         message = f"{what}: {type(error).__name__}: {error}"
-        (self.outages if is_outage(error) else self.errors).append(message)
+        (self.outages if is_api_outage(error) else self.errors).append(message)
 
     def __enter__(self) -> StandInKubelet:
         return self.start()

@@ -2,8 +2,8 @@
 
 A real kubelet keeps its pods running through an API server restart and catches up afterwards
 (the Lease, the node status, every pod status it could not write). The stand-in does the same:
-such failures are outages (`is_outage`), noted but not failures of the stand-in, and the write
-that met one is tried again (`until_served`).
+such failures are outages (`is_outage`, the operator's own test of one), noted but not failures
+of the stand-in, and the write that met one is tried again (`until_served`).
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-import urllib3
-from kubernetes import client
+from raas_operator.runtime.outage import is_api_outage as is_outage
 
 T = TypeVar("T")
 
@@ -24,14 +23,6 @@ PATIENCE_S = 120.0
 
 Reporter = Callable[[str, BaseException], None]
 """``report(what, error)``: the kubelet's record of a failed call (an outage or a failure)."""
-
-
-def is_outage(error: BaseException) -> bool:
-    """Whether `error` says the API server was unreachable or could not serve (a refused or cut
-    connection, a 5xx, a 429), rather than that it refused the request."""
-    if isinstance(error, client.exceptions.ApiException):
-        return error.status in (0, 429) or error.status >= 500
-    return isinstance(error, (urllib3.exceptions.HTTPError, ConnectionError))
 
 
 def until_served(call: Callable[[], T], stopping: threading.Event) -> T | None:
