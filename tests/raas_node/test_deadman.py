@@ -144,3 +144,17 @@ def test_an_agent_that_stops_feeding_loses_the_motor_and_can_see_why(
         assert status.trips >= 1
     finally:
         robot.close()
+
+
+def test_closing_after_the_notification_stream_died_still_disconnects(
+    virtual_rig: VirtualRig, rig_driver_config: PigpioDriverConfig
+) -> None:
+    """pigpio's stop() sends on the notification socket first: if that socket is already closed
+    (its thread saw the stream end), close() must not raise and must still close the command
+    socket and remove the dead-man script (seen once in CI: EBADF from pigpio's stop)."""
+    driver = PigpioDriver(rig_driver_config)
+    assert virtual_rig.state().running_scripts == 1
+    driver._pi._notify.sl.s.close()  # (pigpio's own attributes: what its thread does at the end)
+    driver.close()
+    assert driver._pi.sl.s is None  # the command socket closed
+    assert virtual_rig.state().running_scripts == 0

@@ -225,7 +225,20 @@ class PigpioDriver:
         if self._script_id is not None:
             self._quietly("stop the dead-man script", self._pi.stop_script, self._script_id)
             self._quietly("delete the dead-man script", self._pi.delete_script, self._script_id)
-        self._pi.stop()
+        self._disconnect()
+
+    def _disconnect(self) -> None:
+        """pigpio's ``pi.stop``: the notification stream, then the command socket. The stream's
+        thread may have died with its socket already (pigpiod or the network closed it); its stop
+        then raises, and the command socket is closed all the same (no connection left behind)."""
+        try:
+            self._pi.stop()
+        except OSError as error:
+            logger.warning(
+                "while closing: the notification stream from pigpiod at %s was gone (%s)", self._address, error
+            )
+            self._pi._notify = None  # (pigpio's own attribute: its stop() skips a notifier that is None)
+            self._pi.stop()
 
     # -- extras ------------------------------------------------------------------------------
 
