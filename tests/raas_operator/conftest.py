@@ -8,8 +8,6 @@ with a message saying so; they do not skip.
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,8 +18,6 @@ from controlplane.cluster import ControlPlane
 from git_server import GitServer, running_git_server
 from kubelet.podman import PodmanRuntime, remove_leftover_containers
 from s3_server import S3Server, running_s3_server
-
-from raas_node.runner.image import ensure_runtime_image
 
 
 @pytest.fixture
@@ -35,17 +31,6 @@ def world_plane(raas_chart: ControlPlane, tmp_path: Path, monkeypatch: pytest.Mo
 def s3() -> Iterator[S3Server]:
     with running_s3_server() as server:
         yield server
-
-
-@pytest.fixture(scope="session")
-def runtime_image() -> str:
-    """The runtime image (built once per machine). Podman is a test dependency installed by
-    scripts/install-system-deps (as root): without it these tests fail, they do not skip."""
-    if shutil.which("podman") is None or shutil.which("runc") is None:
-        pytest.fail("podman and runc are needed (real containers): run scripts/install-system-deps as root")
-    if os.geteuid() != 0:
-        pytest.fail("the podman kubelet needs root (rootful podman, mounts, setns)")
-    return ensure_runtime_image()
 
 
 @pytest.fixture
