@@ -70,6 +70,10 @@ def use_kubeconfig(
     return kubeconfig
 
 
+NODE_NOT_READY_TOLERATION_S = 15.0
+"""How long the worlds' operators let a job run on while its robot's Node is NotReady."""
+
+
 def operator_environment(monkeypatch: pytest.MonkeyPatch, s3: S3Server) -> None:
     for name, value in {
         "NAMESPACE": NAMESPACE,
@@ -79,6 +83,9 @@ def operator_environment(monkeypatch: pytest.MonkeyPatch, s3: S3Server) -> None:
         "S3_ACCESS_KEY": "raas",
         "S3_SECRET_KEY": "raas-secret",
         "S3_SECURE": "false",
+        # (The chart's 40 s, shortened as the controller manager's node grace is: still longer than
+        # the NotReady moment after an API server restart, before the kubelets' renewals arrive.)
+        "NODE_NOT_READY_TOLERATION_S": str(NODE_NOT_READY_TOLERATION_S),
     }.items():
         monkeypatch.setenv(f"RAAS_OPERATOR_{name}", value)
 
@@ -231,6 +238,12 @@ class World:
             raise AssertionError(
                 f"{name} never reached {phases}: {self.status(name)}\nkubelet: {self.kubelet.errors}"
             ) from None
+
+    def events(self, name: str) -> list[str]:
+        """The Events about RaasJob `name`, oldest first, as "reason: message" (for failure messages)."""
+        listing = self.core.list_namespaced_event(NAMESPACE, field_selector=f"involvedObject.name={name}")
+        ordered = sorted(listing.items, key=lambda event: event.metadata.creation_timestamp)
+        return [f"{event.reason}: {event.message}" for event in ordered]
 
     def restart_api_server(self) -> None:
         """Restart the control plane's API server (`ControlPlane.restart_apiserver`), noting when:

@@ -92,6 +92,10 @@ class NodeAgent:
         """Stop renewing the Lease and posting status (the node drops off; its pods keep running)."""
         self.heartbeat.stop()
 
+    def go_ready(self) -> None:
+        """Renew the Lease and post status again (`NodeHeartbeat.resume`)."""
+        self.heartbeat.resume()
+
     def stop(self) -> None:
         """Stop following pods, stop every container (no grace), then the heartbeats and the API."""
         self._stopping.set()
@@ -295,6 +299,10 @@ class StandInKubelet:
     def go_not_ready(self, node: str) -> None:
         """Node `node` stops its heartbeats: the node lifecycle controller marks it NotReady."""
         self.agents[node].go_not_ready()
+
+    def go_ready(self, node: str) -> None:
+        """Node `node` beats again: it is Ready at once (its status says so)."""
+        self.agents[node].go_ready()
 
     def stop(self) -> None:
         """Stop every node (their containers first), then delete their Node objects and Leases (as

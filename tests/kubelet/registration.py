@@ -114,6 +114,16 @@ class NodeHeartbeat:
         if self._thread.is_alive():
             self._thread.join(timeout=10)
 
+    def resume(self) -> None:
+        """After `stop`: post the node's status (Ready again) and renew its Lease at once, then
+        keep beating (the node is back, as a kubelet restarted or reconnected)."""
+        self.stop()
+        self._post_status()
+        self._renew_lease()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{self.node.name}", daemon=True)
+        self._thread.start()
+
     def _loop(self) -> None:
         last_status = 0.0
         elapsed = 0.0

@@ -15,7 +15,7 @@ import pytest
 from polling import wait_until
 
 from raas_api.local.platform import LocalPlatform, PlatformConfig
-from raas_operator.jobs.model import FailureClass, JobSpec, Phase
+from raas_operator.jobs.model import FailureClass, JobSpec, Phase, transition
 from raas_operator.scheduling.core import Quotas
 
 
@@ -101,3 +101,35 @@ def test_hundreds_of_short_jobs_with_cancels_never_meet_a_platform_fault(tmp_pat
     ]
     assert not faults
     assert {record.status.phase for record in finished} <= {Phase.SUCCEEDED, Phase.CANCELLED, Phase.FAILED}
+
+
+@pytest.mark.parametrize("ended_first", [False, True], ids=["breaking-before-the-end", "breaking-after-the-end"])
+def test_a_run_that_breaks_after_its_job_was_cancelled_leaves_it_cancelled_without_a_crash(
+    one_robot: LocalPlatform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ended_first: bool
+) -> None:
+    # (CI once met the second: the job already Cancelled, the platform fault's retry raised.)
+    platform = one_robot
+    crashes: list[threading.ExceptHookArgs] = []
+    monkeypatch.setattr(threading, "excepthook", crashes.append)
+    ran = threading.Event()
+
+    def run_that_breaks_when_cancelled(job_id: str, robot: str, cancel: threading.Event) -> None:
+        ran.set()
+        assert cancel.wait(60), "never cancelled"
+        if ended_first:
+            platform._update(job_id, lambda status: transition(status, Phase.CANCELLED, reason="Cancelled"))
+        raise ConnectionResetError("the robot's connection broke as the job was cancelled")
+
+    platform._run = run_that_breaks_when_cancelled  # type: ignore[method-assign]
+    record = platform.submit(_job("ada", _controller(tmp_path, "endless", ENDLESS), time_limit_s=120))
+    assert ran.wait(60), "the run never started"
+
+    cancelled = platform.cancel(record.job_id)
+
+    assert cancelled.status.phase is Phase.CANCELLED, cancelled.status
+    assert wait_until(lambda: platform.robot_details()[0].current_job is None, 30, 0.05)
+    assert wait_until(lambda: not platform._workers, 30, 0.05), "the worker never ended"
+    final = platform.get(record.job_id).status
+    assert final.phase is Phase.CANCELLED, final
+    assert final.attempts == 1  # not retried
+    assert crashes == []

@@ -9,7 +9,8 @@ podman containers) and breaks the cluster while the job runs:
   answered 410 Gone (shown directly), so kopf must list again;
 - the active operator replica is killed (SIGKILL: no goodbye in the KopfPeering); the standby
   takes over once the dead peer's presence lapses;
-- a robot's Node stops renewing its Lease: the node lifecycle controller marks it NotReady.
+- a robot's Node stops renewing its Lease: the node lifecycle controller marks it NotReady; for
+  less than the operator's toleration the job runs on, for longer it is retried elsewhere.
 
 In every case the job ends as it should and its program ran exactly as often as it should: once,
 or (for the robot fault) once more on another robot.
@@ -70,7 +71,7 @@ def test_an_api_server_restart_mid_run_loses_nothing_and_runs_nothing_twice(
         after = world.wait_phase("after", FINAL)
     world.check_clean()
     assert status["phase"] == "Succeeded", status
-    assert status["attempts"] == 1
+    assert status["attempts"] == 1, world.events("restart")
     assert run_pods(world, "restart") == ["restart-1"]
     assert after["phase"] == "Succeeded", after
 
@@ -109,7 +110,7 @@ def test_a_watch_from_before_an_etcd_compaction_gets_410_gone_and_the_operator_l
         filler = world.wait_phase("filler", FINAL)
     world.check_clean()
     assert status["phase"] == "Succeeded", status
-    assert status["attempts"] == 1
+    assert status["attempts"] == 1, world.events("compacted")
     assert run_pods(world, "compacted") == ["compacted-1"]
     assert filler["phase"] == "Succeeded", filler
     assert run_pods(world, "filler") == ["filler-1"]
@@ -154,12 +155,41 @@ def test_killing_the_active_operator_hands_its_running_job_to_the_standby(
     assert run_pods(world, "handover") == ["handover-1"]  # run once, never twice
 
 
-def test_a_robot_node_gone_not_ready_mid_job_ends_the_attempt_as_a_robot_fault_retried_elsewhere(
+def node_ready(world: Any, node: str) -> str:
+    """The status of Node `node`'s Ready condition ("True", "False" or "Unknown")."""
+    conditions = world.core.read_node(node).status.conditions or []
+    return next((condition.status for condition in conditions if condition.type == "Ready"), "Unknown")
+
+
+def test_a_robot_node_not_ready_for_less_than_the_toleration_leaves_its_running_job_alone(
     world_factory: Any, git_server: GitServer, podman: PodmanRuntime
 ) -> None:
+    # What a control plane back from an outage does to every Node for a moment, here to one.
     world = world_factory(["pendulum-1", "pendulum-2"], podman)
     with world.operator():
-        world.submit("stranded", publish(git_server, "stranded", 200))
+        world.submit("blip", publish(git_server, "blip", 600))
+        robot = world.wait_phase("blip", ("Running",))["robot"]
+        node = world.custom.get_cluster_custom_object("raas.dev", "v1alpha1", "robots", robot)["spec"]["node_name"]
+        world.kubelet.go_not_ready(node)
+        wait_for(lambda: node_ready(world, node) != "True", 60, f"{node} to be marked NotReady")
+        world.kubelet.go_ready(node)
+        wait_for(lambda: node_ready(world, node) == "True", 30, f"{node} to be Ready again")
+        status = world.wait_phase("blip", FINAL, timeout_s=120)
+    world.check_clean()
+    assert status["phase"] == "Succeeded", status
+    assert status["attempts"] == 1, world.events("blip")
+    assert status["robot"] == robot
+    assert run_pods(world, "blip") == ["blip-1"]
+
+
+def test_a_robot_node_gone_not_ready_mid_job_ends_the_attempt_as_a_robot_fault_retried_elsewhere(
+    world_factory: Any, git_server: GitServer, podman: PodmanRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAAS_OPERATOR_NODE_NOT_READY_TOLERATION_S", "3")
+    world = world_factory(["pendulum-1", "pendulum-2"], podman)
+    with world.operator():
+        # (Long enough to be still running when the Node is marked NotReady and the toleration ends.)
+        world.submit("stranded", publish(git_server, "stranded", 600))
         first = world.wait_phase("stranded", ("Running",))["robot"]
         node = world.custom.get_cluster_custom_object("raas.dev", "v1alpha1", "robots", first)["spec"]["node_name"]
         world.kubelet.go_not_ready(node)  # the agent still heartbeats: only the Node says it is gone

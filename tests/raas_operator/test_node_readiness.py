@@ -48,14 +48,26 @@ def test_a_robot_reads_offline_while_its_node_is_not_ready_and_as_it_is_again_af
     assert served is not None
     assert served.entry.robot.status.phase is RobotPhase.OFFLINE
     assert served.resource_version == "7"  # booking still guards the stored version
-    assert cache.robot_problem(served) == "its node pi-1 is NotReady (KubeletReady)"
+    trouble = cache.node_trouble(served)
+    assert trouble is not None
+    assert trouble.message == "its node pi-1 is NotReady (KubeletReady)"
+    reported = cache.robot("pendulum-1", as_reported=True)
+    assert reported is not None
+    assert reported.entry.robot.status.phase is RobotPhase.READY  # as its agent wrote it
     assert {cached.entry.robot.name: cached.entry.robot.status.phase for cached in cache.robots()} == {
         "pendulum-1": RobotPhase.OFFLINE,
         "pendulum-2": RobotPhase.READY,
     }
     assert cache.robots_on("pi-1") == ["pendulum-1"]
     assert cache.put_node(node("pi-1", "Unknown")) is False
+    assert cache.put_node(node("pi-1", "Unknown", taints=("node.kubernetes.io/unreachable",))) is False
+    assert cache.put_node(node("pi-1", "False", message="PLEG is not healthy")) is True  # new words...
+    still = cache.node_trouble(served)
+    assert still is not None
+    assert still.since == trouble.since  # ...the same trouble: the toleration is not restarted
+    assert still.message == "its node pi-1 is NotReady (PLEG is not healthy)"
     assert cache.put_node(node("pi-1")) is True
+    assert cache.node_trouble(served) is None
     again = cache.robot("pendulum-1")
     assert again is not None
     assert again.entry.robot.status.phase is RobotPhase.READY

@@ -473,9 +473,23 @@ class LocalPlatform:
             try:
                 work(job_id, worker.cancel)
             except Exception as error:
-                log.exception("job %s: platform failure", job_id)
                 message = f"platform failure: {error}"
-                self._update(job_id, lambda status: fail(status, FailureClass.PLATFORM_FAULT, "PlatformFault", message))
+
+                cancelled = worker.cancel.is_set()
+
+                def platform_fault(status: JobStatus) -> JobStatus:
+                    if status.phase.is_terminal:  # ended meanwhile (cancelled, say): that end stands
+                        return status
+                    if cancelled:  # the user asked for its end: no retry of a broken way out
+                        return transition(status, Phase.CANCELLED, reason="Cancelled")
+                    return fail(status, FailureClass.PLATFORM_FAULT, "PlatformFault", message)
+
+                if cancelled:
+                    log.warning("job %s: its work broke while being cancelled: %s", job_id, error)
+                else:
+                    log.exception("job %s: platform failure", job_id)
+                with contextlib.suppress(JobNotFoundError):
+                    self._update(job_id, platform_fault)
             finally:
                 with self._lock:
                     if self._workers.get(job_id) is worker:
@@ -653,8 +667,11 @@ class LocalPlatform:
     def _update(self, job_id: str, change: Callable[[JobStatus], JobStatus]) -> JobRecord:
         for _ in range(20):
             record = self.store.get(job_id)
+            changed = change(record.status)
+            if changed is record.status:  # nothing to write
+                return record
             try:
-                updated = self.store.update_status(job_id, change(record.status), record.version)
+                updated = self.store.update_status(job_id, changed, record.version)
             except ConflictError:
                 continue
             self.fleet.observe_transition(record.status, updated.status)

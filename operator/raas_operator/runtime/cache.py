@@ -2,11 +2,17 @@
 
 kopf lists and then watches RaasJobs, the job pods, Robots and the robots' Nodes; its event
 handlers put every version they see here. A Robot whose Node is not Ready (its kubelet stopped
-reporting: the node lifecycle controller says so) is read as Offline, whatever its agent last
-wrote: the robot may still heartbeat, but no pod on that node can be started, stopped or
-watched. The reconcilers and the scheduler read from this view instead of asking the API server,
-so a look at a job costs no request and the scheduler's round costs none: the operator's load on
-the API server grows with what changes, not with how many jobs wait.
+reporting: the node lifecycle controller says so) is served to the scheduler as Offline, whatever
+its agent last wrote: the robot may still heartbeat, but no pod on that node can be started,
+stopped or watched. The cache also remembers since when it has seen each Node in trouble
+(`NodeTrouble`), so that a job already running there is failed over only once the trouble has
+lasted (the operator's toleration, as a pod's ``tolerationSeconds`` for ``not-ready``): a control
+plane that was down a while marks every Node NotReady for the moment after it comes back, before
+the kubelets' renewals arrive, and that must not cost a running job its attempt.
+
+The reconcilers and the scheduler read from this view instead of asking the API server, so a look
+at a job costs no request and the scheduler's round costs none: the operator's load on the API
+server grows with what changes, not with how many jobs wait.
 
 A cached object may be a version behind the API server. Every write the operator derives from it
 carries the resourceVersion it was read at, so a stale read ends in a 409 and the newer version,
@@ -21,6 +27,7 @@ import logging
 import threading
 from collections import defaultdict
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from typing import Any
 
 from pydantic import ValidationError
@@ -50,6 +57,15 @@ def node_problem(body: dict[str, Any]) -> str | None:
     if tainted:
         return f"its node {name} is tainted {tainted[0]}"
     return None
+
+
+@dataclass(frozen=True)
+class NodeTrouble:
+    """Why a robot's Node cannot run its pods (`node_problem`), and since when the cache has seen
+    it in trouble (the operator's own clock: no comparison with the controller manager's)."""
+
+    message: str
+    since: datetime
 
 
 @dataclass(frozen=True)
@@ -90,7 +106,7 @@ class ClusterCache:
         self._pods: defaultdict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
         self._robots: dict[str, CachedRobot] = {}
         self._parsed: dict[str, tuple[str, JobSpec, JobStatus]] = {}
-        self._node_problems: dict[str, str] = {}
+        self._node_troubles: dict[str, NodeTrouble] = {}
 
     # -- writes (kopf's event handlers) ----------------------------------------------------------
 
@@ -168,23 +184,25 @@ class ClusterCache:
             self._robots.pop(name, None)
 
     def put_node(self, body: dict[str, Any], *, deleted: bool = False) -> bool:
-        """Keep whether a robot Node can run pods (a deleted one can); True when that changed."""
+        """Keep whether a robot Node can run pods (a deleted one can); True when that changed (or
+        what is wrong with it did). A trouble that changes its words keeps its start."""
         name = body["metadata"]["name"]
         problem = None if deleted else node_problem(body)
         with self._lock:
-            before = self._node_problems.get(name)
+            before = self._node_troubles.get(name)
             if problem is None:
-                self._node_problems.pop(name, None)
+                self._node_troubles.pop(name, None)
             else:
-                self._node_problems[name] = problem
-        return before != problem
+                since = before.since if before is not None else datetime.now(timezone.utc)
+                self._node_troubles[name] = NodeTrouble(problem, since)
+        return (before.message if before is not None else None) != problem
 
     # -- reads -----------------------------------------------------------------------------------
 
-    def robot_problem(self, robot: CachedRobot) -> str | None:
-        """Why `robot`'s Node cannot run its pods (`node_problem`), or None."""
+    def node_trouble(self, robot: CachedRobot) -> NodeTrouble | None:
+        """Why `robot`'s Node cannot run its pods and since when, or None."""
         with self._lock:
-            return self._node_problems.get(robot.entry.robot.spec.node_name)
+            return self._node_troubles.get(robot.entry.robot.spec.node_name)
 
     def robots_on(self, node: str) -> list[str]:
         """The Robots that say they are on Node `node`."""
@@ -219,11 +237,14 @@ class ClusterCache:
             bodies = list(self._pods.get(job, {}).values())
         return tuple(PodView.from_pod(body) for body in bodies)
 
-    def robot(self, name: str) -> CachedRobot | None:
-        """Robot `name`, Offline if its Node is not Ready (module docstring)."""
+    def robot(self, name: str, *, as_reported: bool = False) -> CachedRobot | None:
+        """Robot `name`, Offline if its Node is not Ready (module docstring), unless `as_reported`:
+        then as its agent last wrote it."""
         with self._lock:
             robot = self._robots.get(name)
-            return None if robot is None else self._as_served(robot)
+            if robot is None or as_reported:
+                return robot
+            return self._as_served(robot)
 
     def robots(self) -> list[CachedRobot]:
         """Every Robot, each Offline if its Node is not Ready."""
@@ -231,7 +252,7 @@ class ClusterCache:
             return [self._as_served(robot) for robot in self._robots.values()]
 
     def _as_served(self, robot: CachedRobot) -> CachedRobot:
-        if robot.entry.robot.spec.node_name not in self._node_problems:
+        if robot.entry.robot.spec.node_name not in self._node_troubles:
             return robot
         model = robot.entry.robot
         offline = model.model_copy(update={"status": model.status.model_copy(update={"phase": RobotPhase.OFFLINE})})

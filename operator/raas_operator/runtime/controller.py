@@ -347,13 +347,22 @@ class JobController:
         return FleetState(queued_since_s=waiting, robots=robots, results_pending_files=pending)
 
     def _robot_facts(self, robot: str | None, now: datetime) -> RobotFacts | None:
-        cached = self.cache.robot(robot) if robot else None
+        """The job's robot as the reconciler judges it: its Node's trouble counts against it once
+        it has lasted `node_not_ready_toleration_s` (until then the robot is taken at its agent's
+        word; the clock's looks at the job come back to it)."""
+        cached = self.cache.robot(robot, as_reported=True) if robot else None
         entry = cached.entry if cached is not None else (self.cluster.robot(robot) if robot else None)
         if entry is None:
             return None
-        timeout = timedelta(seconds=self.cluster.settings.heartbeat_timeout_s)
-        problem = self.cache.robot_problem(cached) if cached is not None else None
-        phase = effective_phase(entry.robot, now, timeout)
+        settings = self.cluster.settings
+        phase = effective_phase(entry.robot, now, timedelta(seconds=settings.heartbeat_timeout_s))
+        trouble = self.cache.node_trouble(cached) if cached is not None else None
+        problem = None
+        if trouble is not None:
+            if now - trouble.since >= timedelta(seconds=settings.node_not_ready_toleration_s):
+                problem = trouble.message
+            else:
+                log.debug("robot %s: %s; its job is left to run for now", entry.robot.name, trouble.message)
         return RobotFacts(entry.robot.name, phase, entry.robot.status.current_job, problem)
 
     def _discard_session_record(self, job: str) -> None:

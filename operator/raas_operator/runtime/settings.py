@@ -31,6 +31,13 @@ class OperatorSettings(BaseSettings):
     )
     workers: int = Field(default=4, ge=1, le=64, description="Threads reconciling jobs (each handles one at a time).")
     heartbeat_timeout_s: float = Field(default=30.0, gt=0, description="A robot silent this long is Offline.")
+    node_not_ready_toleration_s: float = Field(
+        default=40.0,
+        ge=0,
+        description="How long a job running on a robot whose Node went NotReady (or unreachable) is left to run "
+        "before its attempt ends as a robot fault and it is retried elsewhere; new jobs avoid such a robot at once. "
+        "A restarted control plane marks Nodes NotReady for a moment before their kubelets' renewals arrive.",
+    )
     peering_lifetime_s: int = Field(
         default=60,
         ge=5,
