@@ -37,15 +37,12 @@ bearer token; `ControlPlane.namespace` makes a namespace for the span of a ``wit
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import ctypes
 import datetime
 import ipaddress
 import json
 import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -53,13 +50,13 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import kubernetes
+from controlplane.processes import ServerProcess, die_with_parent, forget, stop_at_exit
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -241,48 +238,6 @@ def make_pki(folder: Path) -> None:
 # --- processes --------------------------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL when the test run's process dies, however it dies.
-
-    Not SIGTERM: all four would get it at once, etcd goes first, and an API server whose etcd is
-    gone sat in its graceful shutdown for minutes."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    pr_set_pdeathsig = 1
-    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-
-@dataclass
-class _Process:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log: Path
-
-    def tail(self) -> str:
-        try:
-            lines = self.log.read_text(errors="replace").splitlines()
-        except OSError:
-            return "(no log)"
-        return "\n".join(lines[-LOG_TAIL_LINES:])
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-
-
-_LIVE: weakref.WeakSet[ControlPlane] = weakref.WeakSet()
-
-
-@atexit.register
-def _stop_all() -> None:
-    for plane in list(_LIVE):
-        plane.stop()
-
-
 class ControlPlane:
     """etcd, kube-apiserver, kube-controller-manager and kube-scheduler on 127.0.0.1 (module
     docstring). Use as a context manager, or call `start` and `stop`."""
@@ -293,7 +248,7 @@ class ControlPlane:
         self.work: Path | None = None
         self.api_port = 0
         self.etcd_port = 0
-        self._processes: list[_Process] = []
+        self._processes: list[ServerProcess] = []
 
     # -- life cycle --
 
@@ -325,7 +280,7 @@ class ControlPlane:
         if self.work is not None:
             return
         self.work = Path(tempfile.mkdtemp(prefix="raas-controlplane."))
-        _LIVE.add(self)
+        stop_at_exit(self)
         try:
             self._start()
         except BaseException:
@@ -360,7 +315,7 @@ class ControlPlane:
             if not self.keep:
                 shutil.rmtree(self.work, ignore_errors=True)
             self.work = None
-        _LIVE.discard(self)
+        forget(self)
 
     def logs(self) -> dict[str, str]:
         """The last lines of each process's log, by name (for failure messages)."""
@@ -444,7 +399,7 @@ current-context: raas-test
 """
         )
 
-    def _spawn(self, name: str, flags: list[str]) -> _Process:
+    def _spawn(self, name: str, flags: list[str]) -> ServerProcess:
         log = self.folder / f"{name}.log"
         with log.open("ab") as sink:  # (appended: a restarted server keeps its first run's log)
             popen = subprocess.Popen(
@@ -454,13 +409,13 @@ current-context: raas-test
                 stderr=subprocess.STDOUT,
                 cwd=self.folder,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 (only prctl, async-signal-safe)
+                preexec_fn=die_with_parent,  # noqa: PLW1509 (only prctl, async-signal-safe)
             )
-        process = _Process(name, popen, log)
+        process = ServerProcess(name, popen, log, STOP_TIMEOUT_S, LOG_TAIL_LINES)
         self._processes.append(process)
         return process
 
-    def _wait(self, process: _Process, endpoint: str, probe: Callable[[], bool]) -> None:
+    def _wait(self, process: ServerProcess, endpoint: str, probe: Callable[[], bool]) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
         while not probe():
             if process.popen.poll() is not None:

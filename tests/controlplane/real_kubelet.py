@@ -55,9 +55,7 @@ libc, ``unshare``/``nsenter`` (util-linux) and ``ip`` (iproute2).
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import ctypes
 import datetime
 import gzip
 import hashlib
@@ -75,12 +73,11 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from controlplane.cluster import ControlPlane, free_ports, load_authority
+from controlplane.processes import ServerProcess, die_with_parent, forget, stop_at_exit
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -349,41 +346,7 @@ def remove_leftovers() -> list[Path]:
 def _child_setup(cgroup_procs: Path) -> None:
     """In the child before exec: join the runtime cgroup, and SIGKILL when the test run dies."""
     cgroup_procs.write_text("0")
-    libc = ctypes.CDLL(None, use_errno=True)
-    pr_set_pdeathsig = 1
-    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-
-@dataclass
-class _Process:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log: Path
-
-    def tail(self) -> str:
-        try:
-            lines = self.log.read_text(errors="replace").splitlines()
-        except OSError:
-            return "(no log)"
-        return "\n".join(lines[-LOG_TAIL_LINES:])
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-
-
-_LIVE: weakref.WeakSet[RealKubelet] = weakref.WeakSet()
-
-
-@atexit.register
-def _stop_all() -> None:
-    for node in list(_LIVE):
-        node.stop()
+    die_with_parent()
 
 
 class RealKubelet:
@@ -413,8 +376,8 @@ class RealKubelet:
         self.subnet: ipaddress.IPv4Network | None = None
         self.port = 0
         self.namespace = ""
-        self._processes: list[_Process] = []
-        self._holder: _Process | None = None
+        self._processes: list[ServerProcess] = []
+        self._holder: ServerProcess | None = None
 
     # -- life cycle --
 
@@ -459,7 +422,7 @@ class RealKubelet:
         (self.work / RECORD).write_text(
             json.dumps({"owner": os.getpid(), "cgroup": self.cgroup_name, "bridge": self.bridge})
         )
-        _LIVE.add(self)
+        stop_at_exit(self)
         try:
             self._start()
         except BaseException:
@@ -513,7 +476,7 @@ class RealKubelet:
         if not self.keep and survivors is None:  # else `remove_leftovers` finds it once this run is over
             shutil.rmtree(self.work, ignore_errors=True)
         self.work = None
-        _LIVE.discard(self)
+        forget(self)
         if survivors is not None:
             raise survivors
 
@@ -758,7 +721,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
     # -- helpers --
 
-    def _spawn(self, name: str, command: list[str], *, enter: bool = True) -> _Process:
+    def _spawn(self, name: str, command: list[str], *, enter: bool = True) -> ServerProcess:
         """Start `command` (in the node's mount namespace unless not `enter`), logging to
         ``<name>.log``, in the runtime cgroup."""
         if enter:
@@ -775,7 +738,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 start_new_session=True,
                 preexec_fn=lambda: _child_setup(procs),  # noqa: PLW1509 (a write and a prctl)
             )
-        process = _Process(name, popen, log)
+        process = ServerProcess(name, popen, log, STOP_TIMEOUT_S, LOG_TAIL_LINES)
         if enter:
             self._processes.append(process)
         return process
@@ -785,7 +748,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             raise RealKubeletError("the mount namespace is not made yet")
         return self._holder.popen.pid
 
-    def _wait(self, process: _Process, what: str, probe: Callable[[], bool]) -> None:
+    def _wait(self, process: ServerProcess, what: str, probe: Callable[[], bool]) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
         while not probe():
             if process.popen.poll() is not None:

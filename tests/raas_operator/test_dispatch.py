@@ -13,26 +13,14 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
-from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any
 
 import kubernetes
 import pytest
-from controlplane.chart_install import (
-    AGENT,
-    API,
-    JOBS,
-    OPERATOR,
-    clear_chart_namespaces,
-    token_for,
-    token_kubeconfig,
-)
+from controlplane.chart_install import JOBS
+from controlplane.chart_objects import queued_job, ready_robot, submit_job
 from controlplane.cluster import ControlPlane
-from s3_server import running_s3_server
 
 from gym_raas.protocol.tokens import session_token
-from raas_operator.jobs.model import JobStatus, Phase, PhaseChange, transition
 from raas_operator.pods.builder import SESSION_TOKEN_KEY, fetch_pod_name, session_secret_name
 from raas_operator.reconcile.schedule import BOOKING_ANNOTATION
 from raas_operator.runtime.cache import ClusterCache
@@ -44,37 +32,8 @@ ROBOTS = [f"pendulum-{index}" for index in range(4)]
 
 
 @pytest.fixture
-def cluster(raas_chart: ControlPlane, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
-    """The operator's `Cluster`, logged in from a kubeconfig holding the operator's token."""
-    clear_chart_namespaces(raas_chart)
-    kubeconfig = token_kubeconfig(raas_chart, tmp_path / "kubeconfig", token_for(raas_chart, *OPERATOR), JOBS)
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    with running_s3_server() as s3:
-        for name, value in {
-            "NAMESPACE": JOBS, "IMAGE": "ghcr.io/raas-dev/raas-job:e2e", "SESSION_KEY": "test-session-key",
-            "S3_ENDPOINT": s3.endpoint, "S3_ACCESS_KEY": "raas", "S3_SECRET_KEY": "raas-secret", "S3_SECURE": "false",
-            "MAX_RUNNING_PER_OWNER": "10",
-        }.items():  # fmt: skip
-            monkeypatch.setenv(f"RAAS_OPERATOR_{name}", value)
-        kubernetes.config.load_kube_config(str(kubeconfig))  # type: ignore[no-untyped-call]
-        from raas_operator.runtime.settings import OperatorSettings
-
-        yield Cluster(OperatorSettings())  # type: ignore[call-arg]
-    clear_chart_namespaces(raas_chart)
-
-
-@pytest.fixture
-def agent(raas_chart: ControlPlane) -> Iterator[kubernetes.client.CustomObjectsApi]:
-    """Robots' writer: the agent's ServiceAccount."""
-    with raas_chart.api_client(token_for(raas_chart, *AGENT)) as api:
-        yield kubernetes.client.CustomObjectsApi(api)
-
-
-@pytest.fixture
-def api(raas_chart: ControlPlane) -> Iterator[kubernetes.client.CustomObjectsApi]:
-    """RaasJobs' submitter: the web API's ServiceAccount."""
-    with raas_chart.api_client(token_for(raas_chart, *API)) as client:
-        yield kubernetes.client.CustomObjectsApi(client)
+def operator_overrides() -> dict[str, str]:
+    return {"MAX_RUNNING_PER_OWNER": "10"}  # (one owner's jobs fill every robot)
 
 
 @pytest.fixture
@@ -82,37 +41,6 @@ def admin(raas_chart: ControlPlane) -> Iterator[kubernetes.client.CoreV1Api]:
     """Events' reader (the operator may only create them): the admin."""
     with raas_chart.api_client() as client:
         yield kubernetes.client.CoreV1Api(client)
-
-
-def ready_robot(agent: kubernetes.client.CustomObjectsApi, name: str) -> None:
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "Robot",
-        "metadata": {"name": name, "labels": {"raas.dev/robot": name}},
-        "spec": {"node_name": f"pi-{name}", "robot_type": "pendulum"},
-    }
-    agent.create_cluster_custom_object(GROUP, VERSION, "robots", body)
-    status = {"phase": "Ready", "last_heartbeat": datetime.now(timezone.utc).isoformat(), "jobs_completed": 0}
-    agent.patch_cluster_custom_object_status(GROUP, VERSION, "robots", name, {"status": status})
-
-
-def submitted(api: kubernetes.client.CustomObjectsApi, name: str) -> dict[str, Any]:
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "RaasJob",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {"owner": "ada", "source": {"kind": "git", "url": "https://git.example.org/ada/c.git", "ref": "main"}},
-    }
-    created: dict[str, Any] = api.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "raasjobs", body)
-    return created
-
-
-def queued_job(cluster: Cluster, api: kubernetes.client.CustomObjectsApi, name: str) -> dict[str, Any]:
-    """A RaasJob whose code was fetched: Queued, the scheduler's to place."""
-    created = submitted(api, name)
-    pending = JobStatus(history=(PhaseChange(phase=Phase.PENDING, at=datetime.now(timezone.utc), reason="Submitted"),))
-    queued = transition(transition(pending, Phase.FETCHING, reason="Fetching"), Phase.QUEUED, reason="Fetched")
-    return cluster.patch_status(name, queued, created["metadata"]["resourceVersion"])
 
 
 def test_robots_freed_together_each_get_one_job_in_one_round_and_every_start_is_recorded(
@@ -180,7 +108,7 @@ def _connections(cluster: Cluster) -> int:
 def test_pod_writes_give_their_connection_back_to_the_pool(
     cluster: Cluster, api: kubernetes.client.CustomObjectsApi
 ) -> None:
-    jobs = [submitted(api, f"fetcher-{index}") for index in range(4)]
+    jobs = [submit_job(api, NAMESPACE, f"fetcher-{index}") for index in range(4)]
     cluster.core.list_namespaced_pod(NAMESPACE)  # one connection, open and back in the pool
     for job in jobs:
         cluster.create_fetch_pod(job)
@@ -193,7 +121,7 @@ def test_pod_writes_give_their_connection_back_to_the_pool(
 def test_a_second_look_keeps_the_attempts_session_secret_and_a_retry_elsewhere_replaces_it(
     cluster: Cluster, api: kubernetes.client.CustomObjectsApi
 ) -> None:
-    job = submitted(api, "looked-twice")
+    job = submit_job(api, NAMESPACE, "looked-twice")
     secret = session_secret_name("looked-twice")
     cluster.create_run_pod(job, ROBOTS[0], 1)
     first = cluster.core.read_namespaced_secret(secret, NAMESPACE)

@@ -13,67 +13,27 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any
 
 import kubernetes
 import pytest
 from controlplane.chart_install import (
-    AGENT,
-    API,
     JOBS,
-    OPERATOR,
-    clear_chart_namespaces,
     robot_status_unchecked,
-    token_for,
-    token_kubeconfig,
     write_robot_status,
 )
+from controlplane.chart_objects import queued_job, ready_robot
 from controlplane.cluster import ControlPlane
 from kubernetes.client.exceptions import ApiException
 from polling import wait_for
-from s3_server import running_s3_server
 
-from raas_operator.jobs.model import JobStatus, Phase, PhaseChange, transition
+from raas_operator.jobs.model import JobStatus, Phase, transition
 from raas_operator.pods.builder import job_pod_name
 from raas_operator.runtime.cache import ClusterCache
 from raas_operator.runtime.cluster import GROUP, VERSION, Cluster
 from raas_operator.runtime.controller import JobController
-from raas_operator.runtime.settings import OperatorSettings
 
 ROBOT = "pendulum-1"
 NAMESPACE = JOBS
-
-
-@pytest.fixture
-def cluster(raas_chart: ControlPlane, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
-    """The operator's `Cluster`, logged in from a kubeconfig holding the operator's token."""
-    clear_chart_namespaces(raas_chart)
-    kubeconfig = token_kubeconfig(raas_chart, tmp_path / "kubeconfig", token_for(raas_chart, *OPERATOR), JOBS)
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    with running_s3_server() as s3:
-        for name, value in {
-            "NAMESPACE": JOBS, "IMAGE": "ghcr.io/raas-dev/raas-job:e2e", "SESSION_KEY": "test-session-key",
-            "S3_ENDPOINT": s3.endpoint, "S3_ACCESS_KEY": "raas", "S3_SECRET_KEY": "raas-secret", "S3_SECURE": "false",
-        }.items():  # fmt: skip
-            monkeypatch.setenv(f"RAAS_OPERATOR_{name}", value)
-        kubernetes.config.load_kube_config(str(kubeconfig))  # type: ignore[no-untyped-call]
-        yield Cluster(OperatorSettings())  # type: ignore[call-arg]
-    clear_chart_namespaces(raas_chart)
-
-
-@pytest.fixture
-def agent(raas_chart: ControlPlane) -> Iterator[kubernetes.client.CustomObjectsApi]:
-    """Robots' writer: the agent's ServiceAccount."""
-    with raas_chart.api_client(token_for(raas_chart, *AGENT)) as api:
-        yield kubernetes.client.CustomObjectsApi(api)
-
-
-@pytest.fixture
-def api(raas_chart: ControlPlane) -> Iterator[kubernetes.client.CustomObjectsApi]:
-    """RaasJobs' submitter: the web API's ServiceAccount (the operator may not create them)."""
-    with raas_chart.api_client(token_for(raas_chart, *API)) as client:
-        yield kubernetes.client.CustomObjectsApi(client)
 
 
 @pytest.fixture
@@ -83,39 +43,10 @@ def kubelet(raas_chart: ControlPlane) -> Iterator[kubernetes.client.CoreV1Api]:
         yield kubernetes.client.CoreV1Api(admin)
 
 
-def ready_robot(agent: kubernetes.client.CustomObjectsApi, name: str = ROBOT) -> None:
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "Robot",
-        "metadata": {"name": name, "labels": {"raas.dev/robot": name}},
-        "spec": {"node_name": f"pi-{name}", "robot_type": "pendulum"},
-    }
-    agent.create_cluster_custom_object(GROUP, VERSION, "robots", body)
-    status = {"phase": "Ready", "last_heartbeat": datetime.now(timezone.utc).isoformat(), "jobs_completed": 0}
-    agent.patch_cluster_custom_object_status(GROUP, VERSION, "robots", name, {"status": status})
-
-
-def queued_job(cluster: Cluster, api: kubernetes.client.CustomObjectsApi, name: str) -> dict[str, Any]:
-    """A RaasJob submitted through `api` whose code was fetched: Queued, the scheduler's to place."""
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "RaasJob",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {"owner": "ada", "source": {"kind": "git", "url": "https://git.example.org/ada/c.git", "ref": "main"}},
-    }
-    created = api.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "raasjobs", body)
-    submitted = JobStatus(
-        history=(PhaseChange(phase=Phase.PENDING, at=datetime.now(timezone.utc), reason="Submitted"),)
-    )
-    fetching = transition(submitted, Phase.FETCHING, reason="Fetching")
-    queued = transition(fetching, Phase.QUEUED, reason="Fetched", commit="0" * 40)
-    return cluster.patch_status(name, queued, created["metadata"]["resourceVersion"])
-
-
 def test_jobs_seen_before_any_robot_wait_for_the_fleet_instead_of_being_rejected(
     cluster: Cluster, api: kubernetes.client.CustomObjectsApi, agent: kubernetes.client.CustomObjectsApi
 ) -> None:
-    ready_robot(agent)
+    ready_robot(agent, ROBOT)
     job = queued_job(cluster, api, "early-bird")
     controller = JobController(cluster, ClusterCache(), workers=1)
     controller.job_changed(job)  # the job stream delivered first; the Robot stream has said nothing yet
@@ -148,7 +79,7 @@ def test_a_running_job_seen_before_its_pod_is_not_called_lost(
     agent: kubernetes.client.CustomObjectsApi,
     kubelet: kubernetes.client.CoreV1Api,
 ) -> None:
-    ready_robot(agent)
+    ready_robot(agent, ROBOT)
     job = queued_job(cluster, api, "runner")
     status = JobStatus.model_validate(job["status"])
     starting = transition(status, Phase.STARTING, reason="Scheduled", robot=ROBOT, attempts=1)
@@ -183,7 +114,7 @@ def test_a_robot_whose_object_cannot_be_read_counts_as_gone_and_its_job_is_retri
     agent: kubernetes.client.CustomObjectsApi,
     raas_chart: ControlPlane,
 ) -> None:
-    ready_robot(agent)
+    ready_robot(agent, ROBOT)
     controller = JobController(cluster, ClusterCache(), workers=1)
     controller.job_changed(queued_job(cluster, api, "stranded"))
     controller.start()
