@@ -85,20 +85,30 @@ class Prometheus:
 
 
 @contextmanager
-def running_prometheus(targets: list[str], scrape_interval_s: float = 1.0) -> Iterator[Prometheus]:
-    """Prometheus scraping `targets` ("host:port") as job "raas"; stopped at exit."""
+def running_prometheus(
+    targets: list[str], scrape_interval_s: float = 1.0, liveness: dict[str, dict[str, str]] | None = None
+) -> Iterator[Prometheus]:
+    """Prometheus scraping `targets` ("host:port") as job "raas"; stopped at exit.
+
+    `liveness` (job name → target labels) adds jobs that scrape the same targets for their `up`
+    series alone, labelled as given (every scraped sample is dropped, so no metric is counted
+    twice): how one process that plays several of the platform's roles (``raas serve``: operator,
+    API and agents) meets alerts that select each role by its ``raas_component`` label."""
     binary = prometheus_binary()
     if binary is None:
         raise RuntimeError("no prometheus binary: run scripts/install-system-deps")
     folder = Path(tempfile.mkdtemp(prefix="raas-prometheus-"))
     config = folder / "prometheus.yml"
+    jobs = [{"job_name": "raas", "static_configs": [{"targets": targets}]}]
+    for name, labels in (liveness or {}).items():
+        jobs.append({
+            "job_name": name,
+            "static_configs": [{"targets": targets, "labels": labels}],
+            "metric_relabel_configs": [{"source_labels": ["__name__"], "regex": ".+", "action": "drop"}],
+        })  # fmt: skip
+    interval = f"{round(scrape_interval_s * 1000)}ms"
     config.write_text(
-        "global:\n"
-        f"  scrape_interval: {round(scrape_interval_s * 1000)}ms\n"
-        f"  evaluation_interval: {round(scrape_interval_s * 1000)}ms\n"
-        "scrape_configs:\n"
-        "  - job_name: raas\n"
-        f"    static_configs:\n      - targets: {json.dumps(targets)}\n"
+        json.dumps({"global": {"scrape_interval": interval, "evaluation_interval": interval}, "scrape_configs": jobs})
     )
     port = _free_port()
     process = subprocess.Popen(

@@ -33,6 +33,9 @@ CONTRACT_ALERTS = (
     "RaasLongQueueWait",
     "RaasJobFailureRate",
     "RaasResultUploadsSpooled",
+    "RaasOperatorDown",
+    "RaasApiDown",
+    "RaasAgentDown",
 )
 RUNBOOKS = "docs/runbooks.md"
 
@@ -80,7 +83,7 @@ def test_every_contract_alert_exists_with_summary_description_runbook_and_severi
         assert annotations.get("description"), f"{name} has no description"
         assert annotations.get("runbook_url", "").endswith(f"{RUNBOOKS}#{name.lower()}"), name
         assert rule.get("labels", {}).get("severity") in ("critical", "warning"), name
-        assert re.search(r"\braas_\w+", rule["expr"]), f"{name} uses no RaaS metric"
+        assert re.search(r"\braas_\w+|\bup\{raas_component=", rule["expr"]), f"{name} uses no RaaS metric or target"
 
 
 def test_unit_tests_run_at_a_15_s_evaluation_interval_and_see_every_alert_fire_and_stay_quiet() -> None:

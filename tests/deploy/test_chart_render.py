@@ -9,6 +9,7 @@ kubernetes-validate --strict, RaasJob/Robot/KopfPeering objects with their CRDs'
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -160,8 +161,20 @@ def test_with_the_prometheus_operator_there_are_monitors_and_the_rule(chart_dir:
     assert set(pod_monitors) == {"raas-operator", "raas-agent"}
     assert pod_monitors["raas-agent"]["spec"]["namespaceSelector"]["matchNames"] == ["raas-robots"]
     assert pod_monitors["raas-agent"]["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "agent"
-    rules_file = yaml.safe_load((chart_dir / "files" / "alerts" / "raas-rules.yaml").read_text(encoding="utf-8"))
+    rules_text = (chart_dir / "files" / "alerts" / "raas-rules.yaml").read_text(encoding="utf-8")
+    rules_file = yaml.safe_load(rules_text)
     assert one(objects, "PrometheusRule", "raas")["spec"]["groups"] == rules_file["groups"]
+    # The platform-down alerts select targets by raas_component: every monitor sets it, to a value they use.
+    labelled = {}
+    for item in [monitor, *pod_monitors.values()]:
+        endpoints = item["spec"].get("endpoints") or item["spec"].get("podMetricsEndpoints")
+        relabelings = endpoints[0]["relabelings"]
+        component = item["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"]
+        labelled[component] = next(r["replacement"] for r in relabelings if r.get("targetLabel") == "raas_component")
+    assert labelled == {"api": "api", "operator": "operator", "agent": "agent"}
+    assert set(re.findall(r'raas_component="(\w+)"', rules_text)) == set(labelled.values())
+    agent_relabelings = pod_monitors["raas-agent"]["spec"]["podMetricsEndpoints"][0]["relabelings"]
+    assert {"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node"} in agent_relabelings
     plain = one(objects, "ConfigMap", "raas-prometheus-rules")["data"]["raas-rules.yaml"]
     assert yaml.safe_load(plain) == rules_file
 

@@ -14,6 +14,7 @@ import io
 import json
 import math
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -40,6 +41,16 @@ RULES = REPOSITORY / "charts/raas/files/alerts/raas-rules.yaml"
 TERMINAL = ("Succeeded", "Failed", "Cancelled", "TimedOut")
 GRAFANA_INTERVALS = {"$__rate_interval": "5m", "$__interval": "15s", "$__range": "1h"}
 """Grafana's interval variables, as wide as the test's whole run (scrapes every second)."""
+METRIC_NAME = re.compile(r"\b(raas_\w+)\b(?!\s*(?:=|!=|=~|!~))")
+"""A RaaS metric's name in a PromQL expression (not a label name such as ``raas_component=``)."""
+LOCAL_ROLES = {
+    "raas-operator": {"raas_component": "operator"},
+    "raas-api": {"raas_component": "api"},
+    "raas-agent": {"raas_component": "agent", "node": "local"},
+}
+"""``raas serve`` plays the operator's, the API's and the agents' roles in one process: the scrape
+jobs (up only) a plain Prometheus gives it for the platform-down alerts (a chart's pods get those labels
+from the relabelling in charts/raas/README.md, Monitoring)."""
 FAILING_CONTROLLER = "import gym_raas\nraise SystemExit('this controller gives up at once')\n"
 
 
@@ -180,7 +191,7 @@ def scraped_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scrap
     server = ServeProcess(tmp_path_factory.mktemp("raas-serve"))
     try:
         target = server.url.removeprefix("http://")
-        with running_prometheus([target]) as prometheus:
+        with running_prometheus([target], liveness=LOCAL_ROLES) as prometheus:
             prometheus.query_until("raas_robot_state", bool, timeout_s=30)  # scraping before the jobs move counters
             headers = {"Authorization": f"Bearer {server.token}"}
             with httpx.Client(base_url=server.url, headers=headers, timeout=30) as client:
@@ -259,7 +270,7 @@ def alert_rules() -> list[dict[str, Any]]:
 def test_every_metric_the_alerts_use_is_exported_by_the_local_platform(scraped_platform: ScrapedPlatform) -> None:
     exported = set(scraped_platform.prometheus.label_values("__name__", '{job="raas"}'))
     for rule in alert_rules():
-        used = set(re.findall(r"\braas_\w+", rule["expr"]))
+        used = set(re.findall(METRIC_NAME, rule["expr"]))
         assert used <= exported, f"{rule['alert']} uses metrics nobody exports: {used - exported}"
 
 
@@ -272,3 +283,20 @@ def test_the_alerts_stay_quiet_on_a_healthy_platform(scraped_platform: ScrapedPl
         result = scraped_platform.prometheus.query(rule["expr"])
         if rule["alert"] not in judged_by_load:
             assert result == [], f"{rule['alert']} fires on a healthy platform: {result}"
+
+
+@pytest.mark.prometheus
+@pytest.mark.slow
+def test_the_platform_down_alerts_fire_on_a_real_prometheus_when_their_targets_stop_answering() -> None:
+    # A port nothing listens on: every role's target is down, as when the platform's pods are gone.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{probe.getsockname()[1]}"
+    with running_prometheus([dead], liveness=LOCAL_ROLES) as prometheus:
+        prometheus.query_until('up{raas_component="agent"}', bool, timeout_s=30)
+        expressions = {rule["alert"]: rule["expr"] for rule in alert_rules() if "raas_component" in rule["expr"]}
+        assert set(expressions) == {"RaasOperatorDown", "RaasApiDown", "RaasAgentDown"}
+        for name, expression in expressions.items():
+            assert prometheus.query(expression) != [], f"{name} does not fire with its targets down"
+        agent = prometheus.query(expressions["RaasAgentDown"])
+        assert [series["metric"].get("node") for series in agent] == ["local"]
