@@ -3,11 +3,14 @@ installed, the operator as its ServiceAccount, a real agent, the stand-in kubele
 ``kubectl apply -f`` the example RaasJob, ``kubectl wait`` on its phase and its Finished
 condition, ``kubectl logs`` of its job pod while it runs, ``kubectl get rj`` and ``kubectl describe
 rj`` after, the results in the store; and ``kubectl delete rj`` of a running job (the finalizer:
-the session ends, so the agent stops the motor; the pods go; the RaasJob disappears).
+the session ends, so the agent stops the motor; the pods go; the RaasJob disappears). Only an
+active job carries the operator's finalizer: a finished one is deleted at once, with the operator
+gone (as after ``helm uninstall``).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -46,6 +49,15 @@ def example(name: str, url: str) -> str:
     return yaml.safe_dump(job)
 
 
+KOPF_FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
+
+
+def finalizers(plane: ControlPlane, job: str) -> list[str]:
+    """RaasJob `job`'s finalizers, as kubectl prints them."""
+    printed = plane.kubectl("-n", NAMESPACE, "get", "rj", job, "-o", "jsonpath={.metadata.finalizers}").stdout
+    return list(json.loads(printed)) if printed.strip() else []
+
+
 def test_a_lab_runs_its_first_job_with_kubectl_and_reads_it_back(
     world_factory: Any, world_plane: ControlPlane, s3: S3Server, git_server: GitServer, podman: PodmanRuntime
 ) -> None:
@@ -56,6 +68,7 @@ def test_a_lab_runs_its_first_job_with_kubectl_and_reads_it_back(
         applied = kubectl("apply", "-f", "-", input=example("first", git_server.url("first")))
         assert applied.stdout.strip() == "raasjob.raas.dev/first created"
         kubectl("-n", NAMESPACE, "wait", "--for=jsonpath={.status.phase}=Running", "rj/first", "--timeout=120s")
+        assert finalizers(world_plane, "first") == [KOPF_FINALIZER]  # a running job's deletion waits for the operator
         wait_for(
             lambda: (
                 "ten steps in" in kubectl("-n", NAMESPACE, "logs", "first-1", "-c", "controller", check=False).stdout
@@ -66,6 +79,9 @@ def test_a_lab_runs_its_first_job_with_kubectl_and_reads_it_back(
         kubectl("-n", NAMESPACE, "wait", "--for=condition=Finished", "rj/first", "--timeout=180s")
         table = kubectl("-n", NAMESPACE, "get", "rj", "first").stdout.splitlines()
         described = kubectl("-n", NAMESPACE, "describe", "rj", "first").stdout
+        wait_for(lambda: finalizers(world_plane, "first") == [], 30, "the finished job's finalizer to be released")
+    # The operator is gone (as after `helm uninstall`): a finished job still deletes at once.
+    kubectl("-n", NAMESPACE, "delete", "rj", "first", "--wait=true", "--timeout=30s")
     world.check_clean()
     header, row = table
     assert header.split()[:3] == ["NAME", "PHASE", "ROBOT"], header

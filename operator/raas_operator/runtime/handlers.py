@@ -3,7 +3,10 @@
 Run it with ``raas-operator`` (``kopf run`` of this module). kopf lists and watches RaasJobs,
 the pods the operator manages, Robots and the robots' Nodes (labelled ``raas.dev/robot``); every
 version is passed to the `JobController`, which caches it and queues the jobs it concerns.
-Deleting a RaasJob cancels it: kopf's finalizer holds the object until its pods are gone. Each
+Deleting an active RaasJob cancels it: kopf's finalizer holds the object until its pods are gone.
+Only active jobs carry that finalizer (kopf adds it while `needs_cleanup` holds and removes it once
+the job has ended): a finished job is deleted at once, and with the operator uninstalled only the
+jobs it left running can hold up a deletion. Each
 operator's state lives in its own `kopf.Memo`. kopf keeps its bookkeeping in annotations, so
 ``status`` is exactly the job model's.
 """
@@ -17,11 +20,14 @@ import kopf
 import kubernetes
 import prometheus_client
 
+from raas_operator.jobs.model import Phase
 from raas_operator.pods.builder import MANAGED_BY, MANAGED_BY_LABEL, ROBOT_LABEL
 from raas_operator.reconcile.jobs import ReleaseFinalizer
 from raas_operator.runtime.cluster import GROUP, VERSION, Cluster
 from raas_operator.runtime.controller import JobController
 from raas_operator.runtime.settings import OperatorSettings
+
+TERMINAL_PHASES = frozenset(phase.value for phase in Phase if phase.is_terminal)
 
 
 def _controller(memo: kopf.Memo) -> JobController:
@@ -75,7 +81,17 @@ async def on_node_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None
     _controller(memo).node_changed(dict(event["object"]), deleted=event["type"] == "DELETED")
 
 
-@kopf.on.delete(GROUP, VERSION, "raasjobs")
+def needs_cleanup(body: kopf.Body, **_: Any) -> bool:
+    """Whether deleting this RaasJob must wait for the operator: it has not ended (a finished job's
+    pods are gone or go with it, through their owner reference), or its deletion is under way (the
+    cancel it started holds the job until its pods are gone, though its phase is final by then)."""
+    if body.get("metadata", {}).get("deletionTimestamp"):
+        return True
+    phase = (body.get("status") or {}).get("phase")
+    return phase not in TERMINAL_PHASES
+
+
+@kopf.on.delete(GROUP, VERSION, "raasjobs", when=needs_cleanup)
 def on_job_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     controller = _controller(memo)
     job = controller.cluster.job(body["metadata"]["name"]) or dict(body)
