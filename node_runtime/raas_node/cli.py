@@ -42,6 +42,11 @@ if TYPE_CHECKING:
     from raas_node.agent.cluster import RobotHeartbeat
 
 
+DEFAULT_DRAIN_TIMEOUT_S = 600.0
+"""How long a stopping agent in a cluster lets its running session finish (the chart's
+``agent.drainTimeoutS``; the pod's termination grace period is longer)."""
+MAX_DRAIN_TIMEOUT_S = 3600.0
+"""A job's longest time limit: no session outlasts it."""
 DEFAULT_CALIBRATION = Path("/var/lib/raas/calibration.json")
 """Where `raas-agent run` finds the robot's calibration when no --calibration is given (the
 DaemonSet mounts /var/lib/raas from the Pi; `raas-agent calibrate --output` writes it there)."""
@@ -92,7 +97,8 @@ def _run(arguments: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     stop.wait()
-    if heartbeat is not None:
+    if heartbeat is not None:  # a rollout or a node drain: let the running job finish first
+        heartbeat.drain(arguments.drain_timeout)
         heartbeat.stop()
     agent.stop()
     metrics.stop_serving()
@@ -168,6 +174,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--kubernetes", action="store_true", help="create and heartbeat this robot's Robot object")
     run.add_argument("--node-name", default=os.environ.get("NODE_NAME"), help="Kubernetes node (default: $NODE_NAME)")
     run.add_argument("--heartbeat-interval", type=float, default=5.0, help="seconds between Robot status updates")
+    run.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=DEFAULT_DRAIN_TIMEOUT_S,
+        help="with --kubernetes, on SIGTERM: seconds to let a running session finish and upload, taking no new job",
+    )
     run.set_defaults(handler=_run)
     calibrate = commands.add_parser("calibrate", help="run calibration experiments and fit the robot's model")
     _add_robot_arguments(calibrate)
@@ -193,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--kubernetes needs the node's name: pass --node-name or set NODE_NAME (downward API)")
     if arguments.command == "run" and arguments.heartbeat_interval <= 0:
         parser.error("--heartbeat-interval must be a positive number of seconds")
+    if arguments.command == "run" and not 0 <= arguments.drain_timeout <= MAX_DRAIN_TIMEOUT_S:
+        parser.error(f"--drain-timeout must be between 0 and {MAX_DRAIN_TIMEOUT_S:.0f} seconds")
     try:
         return int(arguments.handler(arguments))
     except DriverConfigError as error:  # an impossible wiring or PWM setting: say which, no traceback

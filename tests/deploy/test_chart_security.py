@@ -85,6 +85,8 @@ def test_the_agent_command_and_environment_follow_the_contract(objects: list[dic
         "/var/lib/raas/recordings",
         "--metrics-port",
         "9105",
+        "--drain-timeout",
+        "600",
         "--pigpio-host",
         "127.0.0.1",
         "--pigpio-port",
@@ -103,6 +105,12 @@ def test_the_agent_command_and_environment_follow_the_contract(objects: list[dic
         "RAAS_AGENT_S3_SECURE",
     }
     assert config["RAAS_AGENT_JOB_NAMESPACE"] == "raas-jobs"
+    # A rollout or node drain lets the running job finish: the grace period outlasts the drain.
+    assert agent_pod(objects)["terminationGracePeriodSeconds"] == 630
+    assert one(objects, "DaemonSet", "raas-agent")["spec"]["updateStrategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 1},
+    }  # one robot at a time
     assert container["livenessProbe"]["tcpSocket"] == {"port": "metrics"}
     assert container["ports"] == [{"name": "metrics", "containerPort": 9105, "protocol": "TCP"}]
 

@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -174,3 +174,94 @@ def test_the_wiring_is_set_on_the_command_line_and_an_impossible_one_is_refused(
     with pytest.raises(SystemExit) as refused:  # the encoder on a bridge pin: said before touching pigpiod
         main(["run", "--robot", "p", "--socket", str(tmp_path / "a.sock"), "--encoder-a-pin", "12"])
     assert refused.value.code == 2
+
+
+STEADY_CONTROLLER = """\
+import gymnasium as gym
+import numpy as np
+import gym_raas
+env = gym.make("RaasPendulum-v0", max_episode_steps={steps})
+env.reset()
+for _ in range({steps}):
+    env.step(np.array([0.3], dtype=np.float32))
+env.close()
+print("all {steps} steps done", flush=True)
+"""
+
+
+def robot_phase(custom: client.CustomObjectsApi, name: str) -> str | None:
+    try:
+        robot = custom.get_cluster_custom_object("raas.dev", "v1alpha1", "robots", name)
+    except client.exceptions.ApiException:
+        return None
+    return (robot.get("status") or {}).get("phase")  # type: ignore[no-any-return]
+
+
+def test_a_stopping_agent_drains_takes_no_new_job_and_lets_the_running_session_finish(
+    cluster: ControlPlane, tmp_path: Path
+) -> None:
+    from gym_raas.protocol.tokens import session_token
+
+    key, robot, job = "drain-test-key", "pendulum-8", "drained-job"
+    with node(cluster, "cli-pi-8", {"raas.dev/robot": robot}), cluster.api_client() as admin:
+        custom = client.CustomObjectsApi(admin)
+        process = agent_in_cluster(
+            cluster, tmp_path, "cli-pi-8", RAAS_AGENT_JOB_NAMESPACE=JOBS, RAAS_AGENT_SESSION_KEY=key
+        )
+        controller: subprocess.Popen[bytes] | None = None
+        try:
+            wait_until(lambda: robot_phase(custom, robot) == "Ready", 30, "the robot to be Ready")
+            custom.patch_cluster_custom_object(  # the operator's booking
+                "raas.dev", "v1alpha1", "robots", robot, {"metadata": {"annotations": {"raas.dev/booked-job": job}}}
+            )
+            (tmp_path / "run.py").write_text(STEADY_CONTROLLER.format(steps=400))  # 20 s at 20 Hz
+            environment = dict(
+                os.environ, RAAS_AGENT_SOCKET=str(tmp_path / "agent.sock"), RAAS_JOB=job,
+                RAAS_SESSION_TOKEN=session_token(key.encode(), robot, job),
+            )  # fmt: skip
+            deadline = time.monotonic() + 30
+            while True:  # the agent expects the job from its next beat on: until then it refuses the session
+                controller = subprocess.Popen(
+                    [sys.executable, str(tmp_path / "run.py")], env=environment,
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                )  # fmt: skip
+                wait_until(
+                    lambda: controller.poll() is not None or robot_phase(custom, robot) == "Busy",  # noqa: B023
+                    60,
+                    "the session to start or be refused",
+                )
+                if controller.poll() is None:
+                    break
+                assert time.monotonic() < deadline, controller.communicate()[1].decode()
+
+            process.send_signal(signal.SIGTERM)  # a DaemonSet rollout
+
+            wait_until(lambda: robot_phase(custom, robot) == "Maintenance", 10, "the robot to say it takes no job")
+            assert controller.poll() is None, "the session was cut short"
+            assert process.poll() is None, "the agent exited before its session ended"
+            output, errors = controller.communicate(timeout=60)
+            assert controller.returncode == 0, errors.decode()
+            assert b"all 400 steps done" in output
+            assert process.wait(timeout=30) == 0
+        finally:
+            for child in (controller, process):
+                if child is not None and child.poll() is None:
+                    child.kill()
+
+
+def test_the_drain_timeout_must_be_a_sane_number_of_seconds(tmp_path: Path) -> None:
+    for bad in ("-1", "nan", "7200"):
+        refused = subprocess.run(
+            [sys.executable, "-m", "raas_node.cli", "run", "--robot", "r", "--driver", "sim", "--drain-timeout", bad,
+             "--socket", str(tmp_path / "a.sock")],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert refused.returncode == 2, refused.stderr
+        assert "--drain-timeout must be between 0 and 3600 seconds" in refused.stderr
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)

@@ -15,6 +15,9 @@ with its agent, from a daemon thread, every ``interval_s``:
 * **maintenance**: while ``spec.maintenance`` is true the agent is put in maintenance (as soon
   as no session runs: a running job is let finish) and the phase says Maintenance; when the flag
   goes back to false the agent leaves maintenance, which resets the pendulum, then is Ready.
+* **draining** (`drain`, on the agent's SIGTERM: a DaemonSet rollout, a node drain): as
+  maintenance, for good: the phase says Maintenance so the operator books nothing more here, the
+  running session is let finish and its results upload, then the agent may exit.
 
 Phase, from the agent's state and health:
 
@@ -47,6 +50,7 @@ import re
 import subprocess
 import tempfile
 import threading
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
@@ -190,6 +194,7 @@ class RobotHeartbeat:
         self._seen_change: tuple[float, AgentState] | None = None
         self._seen_state: AgentState | None = None
         self._spec_maintenance = False
+        self._draining = False
         self._failing = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -210,6 +215,28 @@ class RobotHeartbeat:
         if self._thread is not None:
             self._thread.join(timeout=self.request_timeout_s * 4 + 1)
             self._thread = None
+
+    def drain(self, timeout_s: float) -> bool:
+        """Take no new job and wait, for up to `timeout_s`, until the running session (if any) has
+        ended and its results are uploaded (module docstring); returns whether all that finished.
+        The heartbeat goes on meanwhile (call `stop` after)."""
+        if not self._draining:
+            log.info("Robot %s: draining (no new jobs; a running session is let finish)", self.robot)
+        self._draining = True
+        deadline = time.monotonic() + timeout_s
+        while not self._drained():
+            if time.monotonic() >= deadline:
+                log.warning("Robot %s: still busy after draining for %.0f s; stopping anyway", self.robot, timeout_s)
+                return False
+            time.sleep(min(0.1, self.interval_s))
+        return True
+
+    def _drained(self) -> bool:
+        """No session runs, and the last one's results are uploaded (or there is nothing to upload)."""
+        if self.agent.current_job() is not None or self._uploading:
+            return False
+        job = self._expected_job
+        return self.results is None or job is None or job in self._uploaded or self.agent.session_result(job) is None
 
     @property
     def running(self) -> bool:
@@ -310,11 +337,12 @@ class RobotHeartbeat:
         return self._get()
 
     def _follow_maintenance(self, wanted: bool) -> None:
-        """Bring the lab's ``spec.maintenance`` to the agent (on: once no session runs)."""
+        """Bring the lab's ``spec.maintenance`` (or a drain) to the agent (on: once no session runs)."""
+        wanted = wanted or self._draining
         was, self._spec_maintenance = self._spec_maintenance, wanted
         in_maintenance = self.agent.state is AgentState.MAINTENANCE
         if wanted and not in_maintenance and self.agent.current_job() is None:
-            log.info("Robot %s: maintenance requested by the lab", self.robot)
+            log.info("Robot %s: %s", self.robot, "drained" if self._draining else "maintenance requested by the lab")
             self.agent.set_maintenance(True)
         elif was and not wanted and in_maintenance:
             log.info("Robot %s: maintenance over; resetting", self.robot)
