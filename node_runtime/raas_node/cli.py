@@ -26,7 +26,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from gym_raas.params import PendulumParams, load_calibration
 from raas_node import virtual_rig
@@ -42,20 +42,36 @@ if TYPE_CHECKING:
     from raas_node.agent.cluster import RobotHeartbeat
 
 
+log = logging.getLogger(__name__)
+
 DEFAULT_DRAIN_TIMEOUT_S = 600.0
 """How long a stopping agent in a cluster lets its running session finish (the chart's
 ``agent.drainTimeoutS``; the pod's termination grace period is longer)."""
 MAX_DRAIN_TIMEOUT_S = 3600.0
 """A job's longest time limit: no session outlasts it."""
 DEFAULT_CALIBRATION = Path("/var/lib/raas/calibration.json")
-"""Where `raas-agent run` finds the robot's calibration when no --calibration is given (the
-DaemonSet mounts /var/lib/raas from the Pi; `raas-agent calibrate --output` writes it there)."""
+"""Where `raas-agent run` finds the robot's calibration when no --calibration is given and
+`CALIBRATION_ENV` is unset (the DaemonSet mounts the Pi's state folder; `raas-agent calibrate
+--output` writes the file there)."""
+CALIBRATION_ENV = "RAAS_AGENT_CALIBRATION"
+"""The calibration file `raas-agent run` takes when it exists (the chart sets it to
+``<agent.stateDir>/calibration.json``); a missing one means the reference rig's parameters."""
+
+
+def _calibration_file(arguments: argparse.Namespace) -> Path | None:
+    """--calibration (which must exist), else the run's default file if it exists (logged either way)."""
+    if arguments.calibration is not None or arguments.command != "run":
+        return cast(Path | None, arguments.calibration)
+    default = Path(os.environ.get(CALIBRATION_ENV) or DEFAULT_CALIBRATION)
+    if default.is_file():
+        log.info("calibration: %s", default)
+        return default
+    log.warning("no calibration file at %s: the robot runs with the reference rig's parameters", default)
+    return None
 
 
 def _driver(arguments: argparse.Namespace) -> RobotDriver:
-    calibration = arguments.calibration
-    if calibration is None and arguments.command == "run" and DEFAULT_CALIBRATION.is_file():
-        calibration = DEFAULT_CALIBRATION
+    calibration = _calibration_file(arguments)
     params = load_calibration(calibration) if calibration else PendulumParams()
     if arguments.driver == "sim":
         from raas_node.drivers.sim_driver import SimDriver
@@ -92,7 +108,7 @@ def _run(arguments: argparse.Namespace) -> int:
     agent = RobotAgent(driver, config, metrics).start()
     heartbeat = _heartbeat(arguments, agent, settings).start() if arguments.kubernetes else None
     port = metrics.serve(arguments.metrics_host, arguments.metrics_port)
-    logging.getLogger(__name__).info("agent %s serving %s, metrics on port %d", robot, arguments.socket, port)
+    log.info("agent %s serving %s, metrics on port %d", robot, arguments.socket, port)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

@@ -103,8 +103,10 @@ def test_the_agent_command_and_environment_follow_the_contract(objects: list[dic
         "RAAS_AGENT_S3_ENDPOINT",
         "RAAS_AGENT_S3_BUCKET",
         "RAAS_AGENT_S3_SECURE",
+        "RAAS_AGENT_CALIBRATION",
     }
     assert config["RAAS_AGENT_JOB_NAMESPACE"] == "raas-jobs"
+    assert config["RAAS_AGENT_CALIBRATION"] == "/var/lib/raas/calibration.json"  # in the mounted state folder
     # A rollout or node drain lets the running job finish: the grace period outlasts the drain.
     assert agent_pod(objects)["terminationGracePeriodSeconds"] == 630
     assert one(objects, "DaemonSet", "raas-agent")["spec"]["updateStrategy"] == {

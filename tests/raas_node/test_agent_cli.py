@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -24,6 +26,8 @@ from controlplane.chart_install import AGENT, JOBS, clear_chart_namespaces, toke
 from controlplane.cluster import ControlPlane
 from kubernetes import client
 
+from gym_raas.params import PendulumParams, save_calibration
+from gym_raas.protocol.tokens import session_token
 from raas_node.agent.settings import ClusterSettings
 
 
@@ -197,11 +201,37 @@ def robot_phase(custom: client.CustomObjectsApi, name: str) -> str | None:
     return (robot.get("status") or {}).get("phase")  # type: ignore[no-any-return]
 
 
+def start_booked_session(
+    custom: client.CustomObjectsApi, folder: Path, robot: str, job: str, key: str, *, steps: int
+) -> subprocess.Popen[bytes]:
+    """Book `job` on `robot` as the operator does and start its controller (`steps` steps) as its
+    job pod would, against the agent's socket in `folder`; returns once the session runs."""
+    custom.patch_cluster_custom_object(
+        "raas.dev", "v1alpha1", "robots", robot, {"metadata": {"annotations": {"raas.dev/booked-job": job}}}
+    )
+    (folder / "run.py").write_text(STEADY_CONTROLLER.format(steps=steps))
+    environment = dict(
+        os.environ, RAAS_AGENT_SOCKET=str(folder / "agent.sock"), RAAS_JOB=job,
+        RAAS_SESSION_TOKEN=session_token(key.encode(), robot, job),
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while True:  # the agent expects the job from its next beat on: until then it refuses the session
+        controller = subprocess.Popen(
+            [sys.executable, str(folder / "run.py")], env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        wait_until(
+            lambda: controller.poll() is not None or robot_phase(custom, robot) == "Busy",  # noqa: B023
+            60,
+            "the session to start or be refused",
+        )
+        if controller.poll() is None:
+            return controller
+        assert time.monotonic() < deadline, controller.communicate()[1].decode()
+
+
 def test_a_stopping_agent_drains_takes_no_new_job_and_lets_the_running_session_finish(
     cluster: ControlPlane, tmp_path: Path
 ) -> None:
-    from gym_raas.protocol.tokens import session_token
-
     key, robot, job = "drain-test-key", "pendulum-8", "drained-job"
     with node(cluster, "cli-pi-8", {"raas.dev/robot": robot}), cluster.api_client() as admin:
         custom = client.CustomObjectsApi(admin)
@@ -211,28 +241,7 @@ def test_a_stopping_agent_drains_takes_no_new_job_and_lets_the_running_session_f
         controller: subprocess.Popen[bytes] | None = None
         try:
             wait_until(lambda: robot_phase(custom, robot) == "Ready", 30, "the robot to be Ready")
-            custom.patch_cluster_custom_object(  # the operator's booking
-                "raas.dev", "v1alpha1", "robots", robot, {"metadata": {"annotations": {"raas.dev/booked-job": job}}}
-            )
-            (tmp_path / "run.py").write_text(STEADY_CONTROLLER.format(steps=400))  # 20 s at 20 Hz
-            environment = dict(
-                os.environ, RAAS_AGENT_SOCKET=str(tmp_path / "agent.sock"), RAAS_JOB=job,
-                RAAS_SESSION_TOKEN=session_token(key.encode(), robot, job),
-            )  # fmt: skip
-            deadline = time.monotonic() + 30
-            while True:  # the agent expects the job from its next beat on: until then it refuses the session
-                controller = subprocess.Popen(
-                    [sys.executable, str(tmp_path / "run.py")], env=environment,
-                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                )  # fmt: skip
-                wait_until(
-                    lambda: controller.poll() is not None or robot_phase(custom, robot) == "Busy",  # noqa: B023
-                    60,
-                    "the session to start or be refused",
-                )
-                if controller.poll() is None:
-                    break
-                assert time.monotonic() < deadline, controller.communicate()[1].decode()
+            controller = start_booked_session(custom, tmp_path, robot, job, key, steps=400)  # 20 s at 20 Hz
 
             process.send_signal(signal.SIGTERM)  # a DaemonSet rollout
 
@@ -265,3 +274,39 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> No
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.1)
+
+
+def test_in_a_cluster_the_robot_runs_and_records_the_calibration_in_its_state_folder(
+    cluster: ControlPlane, tmp_path: Path
+) -> None:
+    # As the DaemonSet runs it: RAAS_AGENT_CALIBRATION names <stateDir>/calibration.json (issue 18, item 12).
+    fitted = dataclasses.replace(
+        PendulumParams(), natural_frequency_rad_per_s=4.7, motor_stall_acceleration_rad_per_s2=14.2
+    )
+    calibration = save_calibration(tmp_path / "calibration.json", fitted, robot="pendulum-9")
+    key, robot, job = "calibration-test-key", "pendulum-9", "calibrated-job"
+    with node(cluster, "cli-pi-9", {"raas.dev/robot": robot}), cluster.api_client() as admin:
+        custom = client.CustomObjectsApi(admin)
+        process = agent_in_cluster(
+            cluster, tmp_path, "cli-pi-9", RAAS_AGENT_JOB_NAMESPACE=JOBS, RAAS_AGENT_SESSION_KEY=key,
+            RAAS_AGENT_CALIBRATION=str(calibration),
+        )  # fmt: skip
+        controller: subprocess.Popen[bytes] | None = None
+        try:
+            wait_until(lambda: robot_phase(custom, robot) == "Ready", 30, "the robot to be Ready")
+            spec = custom.get_cluster_custom_object("raas.dev", "v1alpha1", "robots", robot)["spec"]
+            assert spec["calibration"]["natural_frequency_rad_per_s"] == 4.7
+            assert spec["calibration"]["motor_stall_acceleration_rad_per_s2"] == 14.2
+            controller = start_booked_session(custom, tmp_path, robot, job, key, steps=20)
+            assert controller.wait(timeout=60) == 0, controller.communicate()[1].decode()
+            wait_until(lambda: any((tmp_path / "rec").rglob("session.json")), 30, "the session's record")
+            record = next((tmp_path / "rec").rglob("session.json"))
+            recorded = json.loads(record.read_text())["calibration"]
+            assert recorded["natural_frequency_rad_per_s"] == 4.7  # the session ran on, and recorded, the fit
+            assert recorded["motor_stall_acceleration_rad_per_s2"] == 14.2
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=30) == 0
+        finally:
+            for child in (controller, process):
+                if child is not None and child.poll() is None:
+                    child.kill()
