@@ -6,7 +6,8 @@ Usage (as root, from the repository, with the development venv)::
     .venv/bin/python images/build.py job --base debootstrap    # base: localhost/raas-debian-min:bookworm
     .venv/bin/python images/build.py job --base debootstrap --arch arm64   # for the Pis, under qemu-user-static
     .venv/bin/python images/build.py job --libraries rl        # plus torch and stable-baselines3
-    .venv/bin/python images/build.py api --arch amd64 --arch arm64 --tag ghcr.io/raas-dev/raas-api:0.1.0
+    .venv/bin/python images/build.py api --arch amd64 --arch arm64 --push registry.lab:5000/raas  # the lab's
+    .venv/bin/python images/build.py operator --archive raas-operator.tar   # for `k3s ctr images import` on each node
     .venv/bin/python images/build.py agent --wheelhouse-only   # print the wheelhouse folder, build nothing
     .venv/bin/python images/build.py operator --check-offline  # resolve the install step offline, build nothing
 
@@ -14,7 +15,11 @@ Steps: the image's wheelhouse (its local projects built to wheels, then every de
 image's requirement files as binary wheels for bookworm's CPython 3.11 on each ``--arch``),
 cached under ``$RAAS_IMAGE_CACHE`` (else ``~/.cache/raas/images``) ``/wheels/<name>-<arch>-<digest>``;
 then ``podman build --runtime runc`` of ``images/<name>/`` with the wheelhouse as ``wheels/``.
-Prints the tag (or the wheelhouse folder, or the resolved packages). See images/README.md.
+The image is tagged ``localhost/raas-<name>:<version>`` unless ``--tag`` says otherwise; ``--push
+REGISTRY`` then pushes it as ``REGISTRY/raas-<name>:<version>`` (the chart's ``images.registry``),
+``--archive FILE`` writes it as a Docker archive to import on each node (``images.registry:
+localhost``). No public registry publishes the images. Prints the tag (or the wheelhouse folder,
+or the resolved packages). See images/README.md.
 """
 
 from __future__ import annotations
@@ -40,15 +45,18 @@ from raas_node.runner.image_build import (
     ensure_base_image,
     host_machine,
     machine_name,
+    push_image,
     remove_other_wheelhouses,
     require_emulation,
     require_tools,
+    save_archive,
     tree_digest,
 )
 
 IMAGES_DIR = Path(__file__).resolve().parent
 REPOSITORY = IMAGES_DIR.parent
-REGISTRY = "ghcr.io/raas-dev"
+LOCAL_REGISTRY = "localhost"
+"""podman's prefix of local images, and the chart's ``images.registry`` for images imported into each node."""
 VERSION = "0.1.0"
 
 
@@ -114,7 +122,11 @@ def wheelhouse_for(
 def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("image", choices=sorted(RECIPES))
-    parser.add_argument("--tag", help=f"default: {REGISTRY}/raas-<image>:{VERSION}")
+    parser.add_argument("--tag", help=f"default: {LOCAL_REGISTRY}/raas-<image>:{VERSION}")
+    parser.add_argument(
+        "--push", metavar="REGISTRY", help="then push it as REGISTRY/raas-<image>:<version> (podman login first)"
+    )
+    parser.add_argument("--archive", metavar="FILE", type=Path, help="then save it to FILE for `k3s ctr images import`")
     parser.add_argument(
         "--base", help="base image reference, or 'debootstrap' for a local Debian (default: the Containerfile's)"
     )
@@ -164,13 +176,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif arguments.base:
             build_args["BASE_IMAGE"] = arguments.base
         platforms = [f"linux/{debian_architecture(architecture)}" for architecture in arguments.arch]
-        tag = arguments.tag or f"{REGISTRY}/raas-{recipe.name}:{VERSION}"
+        tag = arguments.tag or f"{LOCAL_REGISTRY}/raas-{recipe.name}:{VERSION}"
+        if arguments.archive is not None and len(platforms) > 1:
+            raise ImageBuildError("--archive saves one architecture: build each --arch into its own archive")
         pull = not build_args.get("BASE_IMAGE", "").startswith("localhost/")
-        print(
-            build_image(
-                tag, recipe.folder, wheels, work_dir=cache, build_args=build_args, platforms=platforms, pull=pull
-            )
-        )
+        build_image(tag, recipe.folder, wheels, work_dir=cache, build_args=build_args, platforms=platforms, pull=pull)
+        if arguments.push:
+            destination = f"{arguments.push.rstrip('/')}/raas-{recipe.name}:{VERSION}"
+            push_image(tag, destination, manifest_list=len(platforms) > 1)
+            logging.info("pushed %s: install the chart with --set images.registry=%s", destination, arguments.push)
+        if arguments.archive is not None:
+            save_archive(tag, arguments.archive)
+            logging.info(
+                "saved %s to %s: on each node, `sudo k3s ctr images import %s`, then install the chart with "
+                "--set images.registry=%s",
+                tag, arguments.archive, arguments.archive.name, LOCAL_REGISTRY,
+            )  # fmt: skip
+        print(tag)
     except ImageBuildError as error:
         print(f"images/build.py: {error}", file=sys.stderr)
         return 1

@@ -48,7 +48,7 @@ NAMESPACE = JOBS
 """The chart's job namespace: RaasJobs, their pods and Secrets, the KopfPeering."""
 EXAMPLES = Path(__file__).resolve().parents[1] / "manifests" / "examples"
 SESSION_KEY = "test-session-key"
-JOB_IMAGE = "ghcr.io/raas-dev/raas-job:e2e"
+JOB_IMAGE = "localhost/raas-job:e2e"
 """The job image the operator is told to use; the stand-in kubelet maps it to the local runtime image."""
 AGENT_SOCKET_HOST_DIR = "/run/raas"
 """The robot nodes' hostPath of the agent's socket folder (the operator's default)."""

@@ -40,6 +40,8 @@ ROBOTS = "raas-robots"
 API = (SYSTEM, "raas-api")
 AGENT = (ROBOTS, "raas-agent")
 OPERATOR = (SYSTEM, "raas-operator")
+REGISTRY = "localhost"
+"""The chart's required registry: the images imported into each node, as an air-gapped lab does."""
 TOKEN_LIFETIME_S = 3600
 """As long as a pod's projected ServiceAccount token (a module-scoped world may run for many minutes)."""
 POLICY_WAIT_S = 30.0
@@ -57,7 +59,7 @@ def probe_pod() -> dict[str, Any]:
         robot="pendulum-1",
         commit="c" * 40,
         code_url="http://raas-minio:9000/results/policy-probe/code.tar.gz",
-        settings=PodSettings(image="ghcr.io/raas-dev/raas-job:0.1.0"),
+        settings=PodSettings(image="localhost/raas-job:0.1.0"),
     )
     (volume,) = (volume for volume in pod["spec"]["volumes"] if "hostPath" in volume)
     volume["hostPath"]["path"] = "/"
@@ -66,7 +68,10 @@ def probe_pod() -> dict[str, Any]:
 
 def install_chart(plane: ControlPlane) -> None:
     """charts/raas installed as its README says, its admission policy in force (module docstring)."""
-    plane.helm("install", RELEASE, str(CHART), "--namespace", SYSTEM, "--create-namespace")
+    plane.helm(
+        "install", RELEASE, str(CHART), "--namespace", SYSTEM, "--create-namespace",
+        "--set", f"images.registry={REGISTRY}",
+    )  # fmt: skip
     plane.kubectl("label", "namespace", SYSTEM, "pod-security.kubernetes.io/enforce=restricted")
     # Pods are admitted only once the controller manager made the namespace's default ServiceAccount.
     plane.kubectl("-n", JOBS, "wait", "--for=create", "--timeout=60s", "serviceaccount/default")

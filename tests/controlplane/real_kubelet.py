@@ -83,6 +83,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from raas_node.runner.image_build import ImageBuildError, save_archive
+
 HERE = Path(__file__).resolve().parent
 KUBELET_MODULE = HERE / "kubelet" / "go.mod"
 PAUSE_IMAGE = "raas.invalid/pause:3.10.2"
@@ -797,25 +799,18 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         self.ctr("images", "import", str(archive))
 
     def import_podman_image(self, image: str) -> None:
-        """Copy podman's `image` into the CRI's image store under the same name (``podman save``
-        as a Docker archive, streamed into ``ctr images import``)."""
-        with subprocess.Popen(
-            ["podman", "save", "--quiet", "--format", "docker-archive", image],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        ) as save:
-            assert save.stdout is not None
-            imported = subprocess.run(
-                ["nsenter", f"--mount=/proc/{self._holder_pid()}/ns/mnt", "--",
-                 "ctr", "--address", str(self.socket), "--namespace", "k8s.io", "images", "import", "-"],
-                stdin=save.stdout, capture_output=True, text=True, check=False, timeout=900,
-            )  # fmt: skip
-            save.stdout.close()
-            save_error = save.stderr.read().decode(errors="replace") if save.stderr else ""
-        if save.returncode != 0:
-            raise RealKubeletError(f"`podman save {image}` failed (is the image built?): {save_error.strip()}")
-        if imported.returncode != 0:
-            raise RealKubeletError(f"ctr could not import {image}: {imported.stderr.strip()}")
+        """Copy podman's `image` into the CRI's image store under the same name, as an air-gapped
+        lab does: ``images/build.py --archive`` (`save_archive`: a Docker archive), then ``ctr
+        images import FILE`` (``k3s ctr images import`` on a k3s node)."""
+        archive = self.folder / "images" / "imported.tar"
+        try:
+            save_archive(image, archive)
+        except ImageBuildError as error:
+            raise RealKubeletError(f"{error} (is the image built?)") from None
+        try:
+            self.import_image(archive)
+        finally:
+            archive.unlink(missing_ok=True)
 
     def kubelet_tls(self) -> ssl.SSLContext:
         """TLS towards the kubelet API as the plane's admin (checks the kubelet's certificate)."""

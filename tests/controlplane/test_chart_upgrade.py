@@ -17,7 +17,7 @@ from pathlib import Path
 import kubernetes
 import pytest
 import yaml
-from controlplane.chart_install import CHART, JOBS, RELEASE, SYSTEM, install_chart
+from controlplane.chart_install import CHART, JOBS, REGISTRY, RELEASE, SYSTEM, install_chart
 from controlplane.cluster import ControlPlane
 
 pytestmark = pytest.mark.slow
@@ -75,7 +75,10 @@ def test_the_documented_crd_upgrade_takes_over_helms_crds_and_helm_upgrade_goes_
     assert "LAB" in table[0].split(), table
     assert "north" in table[1].split(), table
 
-    upgraded = plane.helm("upgrade", RELEASE, str(CHART), "--namespace", SYSTEM, "--set", "operator.replicas=1")
+    upgraded = plane.helm(
+        "upgrade", RELEASE, str(CHART), "--namespace", SYSTEM,
+        "--set", f"images.registry={REGISTRY}", "--set", "operator.replicas=1",
+    )  # fmt: skip
     assert "has been upgraded" in upgraded.stdout, upgraded.stdout
 
 

@@ -52,7 +52,7 @@ CHART = ROOT / "charts" / "raas"
 JOBS = "raas-jobs"
 SYSTEM = "raas-system"
 
-SETTINGS = PodSettings(image="ghcr.io/raas-dev/raas-job:0.1.0")
+SETTINGS = PodSettings(image="localhost/raas-job:0.1.0")
 SPEC = JobSpec.model_validate({"owner": "ada", "source": {"kind": "git", "url": "https://github.com/ada/c.git"}})
 UID = "6f1c9a52-0000-4000-8000-000000000001"
 

@@ -36,6 +36,8 @@ MANIFESTS = ROOT / "manifests"
 KUBERNETES_VERSION = "1.33.0"
 RELEASE = "raas"
 NAMESPACE = "raas-system"
+LAB_REGISTRY = "registry.lab.example/raas"
+"""The registry the chart tests render with (the chart requires one: no public registry has the images)."""
 PROMETHEUS_OPERATOR = ("monitoring.coreos.com/v1",)
 """The API versions a cluster with the Prometheus Operator's CRDs advertises (what the chart asks)."""
 
@@ -95,10 +97,18 @@ def render(
     versions = list(api_versions)
     if versions:
         options["api_versions"] = versions
+    values = with_registry(values or {})
     with helm_python.Chart.load(chart_dir) as chart:
-        rendered = _native.call_string("helm_render", chart._raw(), json.dumps(dict(values or {})), json.dumps(options))
+        rendered = _native.call_string("helm_render", chart._raw(), json.dumps(dict(values)), json.dumps(options))
     manifests: dict[str, str] = json.loads(rendered)
     return manifests
+
+
+def with_registry(values: Mapping[str, Any]) -> dict[str, Any]:
+    """`values` with ``images.registry`` set to `LAB_REGISTRY` unless they set it (even to "")."""
+    images = dict(values.get("images") or {})
+    images.setdefault("registry", LAB_REGISTRY)
+    return {**values, "images": images}
 
 
 def documents(manifests: Mapping[str, str]) -> list[dict[str, Any]]:

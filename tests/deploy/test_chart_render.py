@@ -19,6 +19,7 @@ import yaml
 from deploy.chart_rendering import (
     CHART,
     FIXED_SECRETS,
+    LAB_REGISTRY,
     MANIFESTS,
     PROMETHEUS_OPERATOR,
     by_kind,
@@ -299,7 +300,16 @@ def test_images_come_from_the_registry_and_tag(chart_dir: Path) -> None:
     default = render_objects(chart_dir)
     default_image = one(default, "DaemonSet", "raas-agent")["spec"]["template"]["spec"]["containers"][0]["image"]
     with helm_python.Chart.load(chart_dir) as chart:
-        assert default_image == f"ghcr.io/raas-dev/raas-agent:{chart.metadata['appVersion']}"
+        assert default_image == f"{LAB_REGISTRY}/raas-agent:{chart.metadata['appVersion']}"
+
+
+def test_the_chart_requires_the_labs_registry_and_says_how_to_set_it(chart_dir: Path) -> None:
+    # No public registry publishes the images (and the one the chart once named is someone else's).
+    with pytest.raises(Exception, match=r"images\.registry is required: the registry your lab pushed"):
+        render(chart_dir, {"images": {"registry": ""}})
+    imported = render_objects(chart_dir, {"images": {"registry": "localhost"}})
+    image = one(imported, "Deployment", "raas-operator")["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image.startswith("localhost/raas-operator:")  # images imported into each node's containerd
 
 
 def test_the_ingress_serves_the_api(chart_dir: Path) -> None:

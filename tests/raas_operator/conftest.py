@@ -82,7 +82,7 @@ def cluster(
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     with running_s3_server() as s3:
         for name, value in {
-            "NAMESPACE": JOBS, "IMAGE": "ghcr.io/raas-dev/raas-job:e2e", "SESSION_KEY": "test-session-key",
+            "NAMESPACE": JOBS, "IMAGE": "localhost/raas-job:e2e", "SESSION_KEY": "test-session-key",
             "S3_ENDPOINT": s3.endpoint, "S3_ACCESS_KEY": "raas", "S3_SECRET_KEY": "raas-secret", "S3_SECURE": "false",
             **operator_overrides,
         }.items():  # fmt: skip

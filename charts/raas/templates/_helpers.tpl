@@ -51,7 +51,8 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* A RaaS image reference: (dict "root" $ "image" "raas-api"). */}}
 {{- define "raas.image" -}}
-{{- printf "%s/%s:%s" (trimSuffix "/" .root.Values.images.registry) .image (default .root.Chart.AppVersion .root.Values.images.tag) }}
+{{- $registry := required "images.registry is required: the registry your lab pushed the RaaS images to (images/build.py --push REGISTRY), or localhost for images imported into each node (images/build.py --archive; images/README.md)" .root.Values.images.registry }}
+{{- printf "%s/%s:%s" (trimSuffix "/" $registry) .image (default .root.Chart.AppVersion .root.Values.images.tag) }}
 {{- end }}
 
 {{/* Image pull Secrets of a pod spec. */}}

@@ -306,6 +306,32 @@ def build_image(
     return tag
 
 
+def save_archive(image: str, archive: Path, *, timeout_s: float = 900.0) -> Path:
+    """Write podman's `image` to `archive` as a Docker archive that keeps its name: what an
+    air-gapped node imports into containerd (``k3s ctr images import FILE`` on a k3s node,
+    ``ctr -n k8s.io images import FILE`` elsewhere). Returns `archive` (replaced if it existed)."""
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    archive.unlink(missing_ok=True)
+    command = ["podman", "save", "--quiet", "--format", "docker-archive", "--output", str(archive), image]
+    run_step(command, timeout_s, step=f"podman save {image}")
+    return archive
+
+
+def push_image(image: str, destination: str, *, manifest_list: bool = False, timeout_s: float = 1800.0) -> str:
+    """Push podman's `image` to `destination` (``registry[:port]/path/name:tag``; a manifest list
+    with all its images when `manifest_list`), with podman's own credentials (``podman login``).
+    Returns `destination`."""
+    if "://" in destination or not re.fullmatch(r"[^\s/:]+(:[0-9]+)?(/[^\s:]+)+:[\w][\w.-]*", destination):
+        raise ImageBuildError(
+            f"cannot push to {destination!r}: give registry/name:tag, e.g. registry.lab:5000/raas/raas-api:0.1.0"
+        )
+    verb = ["manifest", "push", "--all"] if manifest_list else ["push"]
+    run_step(
+        ["podman", *verb, "--quiet", image, f"docker://{destination}"], timeout_s, step=f"podman push {destination}"
+    )
+    return destination
+
+
 def run_step(
     command: Sequence[str],
     timeout_s: float,

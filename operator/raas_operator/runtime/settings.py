@@ -18,7 +18,7 @@ class OperatorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RAAS_OPERATOR_", extra="ignore")
 
     namespace: str = Field(default="raas", description="Where RaasJobs, their pods and Secrets live.")
-    image: str = Field(default="ghcr.io/raas-dev/raas-job:latest", description="The job image user code runs in.")
+    image: str = Field(default="localhost/raas-job:latest", description="The job image user code runs in.")
     python: str = Field(default="/opt/raas/bin/python3", description="The job image's interpreter.")
     session_key: SecretStr = Field(description="HMAC key shared with the robot agents (session tokens).")
     s3_endpoint: str = Field(description="host:port of MinIO/S3 for results and code.")
