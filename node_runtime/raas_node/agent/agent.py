@@ -568,11 +568,23 @@ class RobotAgent:
         return safe.duty, events
 
     def _apply_on_arrival(self, session: _Session, command: float) -> None:
-        """Under the lock: the arriving command through `SafetyLayer.admit` to the driver now."""
+        """Under the lock: the arriving command through `SafetyLayer.admit` to the driver now.
+
+        A driver that fails here (pigpiod gone, say) ends the session as the robot's failure, as
+        the control loop does: the client is told so and its job is not blamed (the error must not
+        reach the session's handler, which reads an OSError as the client's connection lost)."""
         session.held, safe = self.safety.admit(command)
-        with self._hardware:
-            self._duty = self.driver.apply_duty(safe.duty)
-            applied_at = time.monotonic()
+        try:
+            with self._hardware:
+                self._duty = self.driver.apply_duty(safe.duty)
+                applied_at = time.monotonic()
+        except Exception as error:
+            log.exception("cannot apply the command of job %s", session.job_id)
+            self._set_state(AgentState.FAULT)
+            if session.end_reason is None:
+                session.end_reason = ("agent_error", f"robot agent failure: {error}")
+            self._lock.notify_all()
+            return
         session.requested = command
         session.arrival_events = safe.events
         for kind in safe.events:
