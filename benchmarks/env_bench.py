@@ -1,4 +1,5 @@
-"""RaasPendulum-v0 (sim) against Gymnasium's Pendulum-v1: single env and 1024-env batches."""
+"""RaasPendulum-v0 (sim) against Gymnasium's Pendulum-v1: single env and 1024-env batches, and
+the cost of domain randomisation (``randomize="default"``) against the plain batch."""
 
 from __future__ import annotations
 
@@ -55,3 +56,11 @@ def run(report: Report) -> None:
         report.figure(SECTION, f"RaasPendulum-v0 vector env-steps/s (N={VECTOR_ENVS})", f"{raas_vec:,.0f}")
         report.figure(SECTION, f"Pendulum-v1 SyncVectorEnv env-steps/s (N={VECTOR_ENVS})", f"{peer_vec:,.0f}")
         report.figure(SECTION, "vector ratio RaasPendulum-v0 / SyncVectorEnv", f"{raas_vec / peer_vec:.1f}x", "≥ 20x")
+        randomized = gym.make_vec("RaasPendulum-v0", num_envs=VECTOR_ENVS, randomize="default")
+        raas_random = rate(_vector_env_stepper(randomized), 300 * VECTOR_ENVS)
+        report.figure(
+            SECTION, f"RaasPendulum-v0 randomize='default' env-steps/s (N={VECTOR_ENVS})", f"{raas_random:,.0f}"
+        )
+        report.figure(
+            SECTION, "randomised / plain RaasPendulum-v0 vector env", f"{raas_random / raas_vec:.2f}x", "≥ 0.7x"
+        )

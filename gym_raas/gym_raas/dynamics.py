@@ -6,13 +6,18 @@ the pendulum but never reverse it, which also gives stiction: a pendulum at rest
 while gravity and motor torque are below the friction torque.
 
 Functions take an `ArrayOps` namespace so the same code steps one pendulum (floats) or a batch
-(numpy arrays).
+(numpy arrays). In a batch, every physical coefficient may also be an array of one value per
+pendulum (domain randomisation, `with_overrides`): it broadcasts in the same arithmetic.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
 
 from gym_raas.array_ops import ArrayOps
 from gym_raas.params import PendulumParams
@@ -20,18 +25,21 @@ from gym_raas.params import PendulumParams
 
 @dataclass(frozen=True)
 class DynamicsCoefficients:
-    """Per-substep constants derived once from `PendulumParams`."""
+    """Per-substep constants derived once from `PendulumParams`.
+
+    The physical ones (typed ``Any``) are floats, or arrays of one value per pendulum of a batch.
+    """
 
     substep_s: float
     substeps: int
-    latency_substeps: float
+    latency_substeps: Any
     """Actuation latency in integrator steps, not rounded (a switch inside a step mixes both duties)."""
-    gravity_rad_per_s2: float
-    linear_damping_per_s: float
-    friction_velocity_step_rad_per_s: float
-    stall_acceleration_rad_per_s2: float
+    gravity_rad_per_s2: Any
+    linear_damping_per_s: Any
+    friction_velocity_step_rad_per_s: Any
+    stall_acceleration_rad_per_s2: Any
     duty_steps: float
-    deadband_duty: float
+    deadband_duty: Any
     max_command: float
 
     @classmethod
@@ -46,6 +54,28 @@ class DynamicsCoefficients:
             stall_acceleration_rad_per_s2=params.motor_stall_acceleration_rad_per_s2,
             duty_steps=float(params.pwm_duty_steps),
             deadband_duty=params.motor_deadband_duty,
+            max_command=params.max_command,
+        )
+
+    @classmethod
+    def with_overrides(cls, params: PendulumParams, values: Mapping[str, NDArray[np.float64]]) -> DynamicsCoefficients:
+        """Coefficients of a batch whose pendulums differ: `values` maps parameter names of
+        `PendulumParams` to arrays of one value per pendulum; the other names keep `params`'."""
+
+        def value(name: str) -> Any:
+            return values[name] if name in values else getattr(params, name)
+
+        h = params.substep_s
+        return cls(
+            substep_s=h,
+            substeps=params.physics_substeps,
+            latency_substeps=value("actuation_latency_s") / h,
+            gravity_rad_per_s2=value("natural_frequency_rad_per_s") ** 2,
+            linear_damping_per_s=value("viscous_damping_per_s") + value("motor_back_emf_damping_per_s"),
+            friction_velocity_step_rad_per_s=value("coulomb_friction_rad_per_s2") * h,
+            stall_acceleration_rad_per_s2=value("motor_stall_acceleration_rad_per_s2"),
+            duty_steps=float(params.pwm_duty_steps),
+            deadband_duty=value("motor_deadband_duty"),
             max_command=params.max_command,
         )
 
@@ -90,12 +120,16 @@ def integrate_control_period(
     return theta, omega
 
 
-def _drive_schedule(duty_history: tuple[Any, Any, Any], coefficients: DynamicsCoefficients, ops: ArrayOps) -> list[Any]:
+def _drive_schedule(
+    duty_history: tuple[Any, Any, Any], coefficients: DynamicsCoefficients, ops: ArrayOps
+) -> list[Any] | NDArray[np.float64]:
     """Motor acceleration acting during each substep of the period (the substep in which the
     new duty arrives gets the time-weighted mean of both)."""
     substeps = coefficients.substeps
     latency = coefficients.latency_substeps
     stall = coefficients.stall_acceleration_rad_per_s2
+    if isinstance(latency, np.ndarray):
+        return _per_pendulum_drive_schedule(duty_history, coefficients, ops)
     if latency <= substeps:
         older, newer, switch = duty_history[1], duty_history[2], latency
     else:
@@ -108,6 +142,26 @@ def _drive_schedule(duty_history: tuple[Any, Any, Any], coefficients: DynamicsCo
         return [older_drive] * whole + [newer_drive] * (substeps - whole)
     mixed = fraction * older_drive + (1.0 - fraction) * newer_drive
     return [older_drive] * whole + [mixed] + [newer_drive] * (substeps - whole - 1)
+
+
+def _per_pendulum_drive_schedule(
+    duty_history: tuple[Any, Any, Any], coefficients: DynamicsCoefficients, ops: ArrayOps
+) -> NDArray[np.float64]:
+    """`_drive_schedule` for a batch whose latencies differ: rows of (substeps, N) drives.
+
+    Substep k spans [k, k+1) in substeps from the period's start; the latest duty arrives at
+    the latency L, the previous one at L − substeps, so each duty acts for the part of the
+    substep after its arrival (the same time weighting as the scalar schedule)."""
+    stall = coefficients.stall_acceleration_rad_per_s2
+    oldest, older, newer = (stall * effective_duty(duty, coefficients, ops) for duty in duty_history)
+    latency = coefficients.latency_substeps
+    ends = np.arange(1.0, coefficients.substeps + 1.0)[:, None]
+    newer_share = np.clip(ends - latency, 0.0, 1.0)
+    older_or_newer_share = np.clip(ends - (latency - coefficients.substeps), 0.0, 1.0)
+    drives: NDArray[np.float64] = (
+        older + newer_share * (newer - older) + (1.0 - older_or_newer_share) * (oldest - older)
+    )
+    return drives
 
 
 def mechanical_energy(theta: Any, omega: Any, params: PendulumParams, ops: ArrayOps) -> Any:

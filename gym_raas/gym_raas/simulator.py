@@ -8,6 +8,7 @@ spaces or wall-clock time: environments and the robot agent's simulated driver b
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -17,6 +18,7 @@ from gym_raas.array_ops import NUMPY_OPS, SCALAR_OPS, ArrayOps
 from gym_raas.dynamics import DynamicsCoefficients, command_to_duty, integrate_control_period
 from gym_raas.encoder import encoder_count, time_since_last_edge, update_velocity
 from gym_raas.params import PendulumParams
+from gym_raas.randomization import RANDOMIZABLE
 
 HANGING_RAD = math.pi
 TAU = 2.0 * math.pi
@@ -45,6 +47,7 @@ class PendulumSimulator:
     """One pendulum (``batch_size=None``) or N pendulums stepped together.
 
     The encoder is zeroed hanging down, as the robot agent's reset does on the real rig.
+    `vary` gives the rig (or each pendulum of a batch) other physical parameters.
     """
 
     def __init__(self, params: PendulumParams, batch_size: int | None = None) -> None:
@@ -53,7 +56,8 @@ class PendulumSimulator:
         self.coefficients = DynamicsCoefficients.from_params(params)
         self._ops: ArrayOps = SCALAR_OPS if batch_size is None else NUMPY_OPS
         self._resolution = params.encoder_resolution_rad
-        self._max_acceleration = params.max_acceleration_rad_per_s2
+        self._max_acceleration: Any = params.max_acceleration_rad_per_s2
+        self._edge_jitter_s: Any = params.encoder_edge_jitter_s
         self._rng = np.random.default_rng()
         self._noise = np.zeros(0)
         self._noise_index = 0
@@ -106,6 +110,40 @@ class PendulumSimulator:
         self._edge_time[selected] = 0.0
         self._velocity[selected] = theta_dot[selected]
 
+    def vary(self, values: Mapping[str, Any]) -> None:
+        """Run with other values of some physical parameters from now on (domain randomisation).
+
+        `values` maps names of `gym_raas.randomization.RANDOMIZABLE` to a float for a single
+        pendulum, or to an array of one value per pendulum for a batch (broadcast in the step,
+        no loop over pendulums). Names left out keep `params`' values; ``{}`` restores them all.
+        The state is kept: call it before `reset` to start an episode on another rig. A single
+        pendulum's values are validated as `PendulumParams`; a batch's only for shape and
+        finiteness (`gym_raas.randomization.resolve_randomization` checks the ranges they come from).
+        """
+        unknown = sorted(set(values) - set(RANDOMIZABLE))
+        if unknown:
+            raise ValueError(f"cannot vary {', '.join(unknown)}; variable: {', '.join(RANDOMIZABLE)}")
+        if self.batch_size is None:
+            varied = self.params.replace(**{name: float(value) for name, value in values.items()})
+            self.coefficients = DynamicsCoefficients.from_params(varied)
+            self._max_acceleration = varied.max_acceleration_rad_per_s2
+            self._edge_jitter_s = varied.encoder_edge_jitter_s
+            return
+        arrays = {name: _per_pendulum(name, value, self.batch_size) for name, value in values.items()}
+        if not arrays:
+            self.coefficients = DynamicsCoefficients.from_params(self.params)
+            self._max_acceleration = self.params.max_acceleration_rad_per_s2
+            self._edge_jitter_s = self.params.encoder_edge_jitter_s
+            return
+        coefficients = self.coefficients = DynamicsCoefficients.with_overrides(self.params, arrays)
+        self._max_acceleration = (
+            coefficients.gravity_rad_per_s2
+            + coefficients.stall_acceleration_rad_per_s2
+            + coefficients.friction_velocity_step_rad_per_s / coefficients.substep_s
+            + coefficients.linear_damping_per_s * self.params.velocity_limit_rad_per_s
+        )
+        self._edge_jitter_s = arrays.get("encoder_edge_jitter_s", self.params.encoder_edge_jitter_s)
+
     # -- stepping ----------------------------------------------------------------------------
 
     def step(self, command: Any, latency_s: float | None = None) -> None:
@@ -133,7 +171,7 @@ class PendulumSimulator:
         # (at a turning point the constant-speed guess would put it far in the past).
         period = self.params.control_period_s
         since_edge = ops.minimum(time_since_last_edge(shaft, self.theta_dot, count, self._resolution, ops), period)
-        edge_time = self.time_s - since_edge + self.params.encoder_edge_jitter_s * self._jitter()
+        edge_time = self.time_s - since_edge + self._edge_jitter_s * self._jitter()
         self._velocity, self._edge_time = update_velocity(
             self._count,
             self._edge_time,
@@ -180,3 +218,12 @@ class PendulumSimulator:
         if self.batch_size is not None:
             raise TypeError("measurement() is for a single pendulum; read the array properties instead")
         return Measurement(self.measured_theta, self.measured_theta_dot, int(self._count), self.duty)
+
+
+def _per_pendulum(name: str, value: Any, size: int) -> Any:
+    array = np.asarray(value, dtype=np.float64)
+    if array.shape not in ((), (size,)):
+        raise ValueError(f"{name} needs one value or {size} (one per pendulum), got shape {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} values must be finite")
+    return np.broadcast_to(array, (size,)).copy()

@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 from gym_raas.backends.base import PendulumBackend, Reading, select_backend_name
 from gym_raas.backends.sim import Latency, SimBackend
 from gym_raas.params import PendulumParams, load_calibration
+from gym_raas.randomization import ParameterRange, Randomization, resolve_randomization, sample_parameters
 from gym_raas.rendering import Frame, draw_pendulum
 from gym_raas.trajectory import Trajectory
 
@@ -109,6 +110,12 @@ class RaasPendulumEnv(gym.Env[Observation, NDArray[np.float32]]):
       seconds, a ``(low, high)`` range drawn at every step, or a function of the env's random
       generator. Default: the calibration's, the typical latency measured on the robots (a few
       milliseconds: the agent applies a command as soon as it arrives).
+    * ``randomize`` (sim only; domain randomisation, see `gym_raas.randomization`): a mapping of
+      parameter names to ranges — ``(low, high)`` or ``{"scale": (low, high)}`` as factors of
+      the calibration's value, ``{"range": (low, high)}`` as absolute values — or ``"default"``
+      (the spread of real rigs, `gym_raas.randomization.DEFAULT_RANGES`). A new rig is drawn at
+      every ``reset`` from the env's generator (the reset seed fixes it); ``info["params"]``
+      (at reset and every step) holds the drawn values. Bad names or ranges raise ``ValueError``.
 
     ## Version history
     * v0: first release.
@@ -136,6 +143,7 @@ class RaasPendulumEnv(gym.Env[Observation, NDArray[np.float32]]):
         initial_state: str = "hanging",
         control_hz: float | None = None,
         latency_s: Latency = None,
+        randomize: Randomization = None,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
@@ -145,8 +153,12 @@ class RaasPendulumEnv(gym.Env[Observation, NDArray[np.float32]]):
             isinstance(control_hz, bool) or not (isinstance(control_hz, (int, float)) and 0 < control_hz <= 1000)
         ):
             raise ValueError(f"control_hz must be a rate in (0, 1000] Hz such as 20, 50 or 100, got {control_hz!r}")
+        if randomize is not None and self.backend_name != "sim":
+            raise ValueError("randomize is for the simulator: a robot is the rig it is")
         self.backend: PendulumBackend = self._make_backend(calibration, initial_state, control_hz, latency_s)
         self.params = self.backend.params
+        self.randomization = self._check_randomization(randomize, latency_s)
+        self._sample: dict[str, float] = {}
         self.dt = self.params.control_period_s
         self.max_command = self.params.max_command
         self.action_space: spaces.Box = action_space_for(self.params)  # type: ignore[assignment]
@@ -177,13 +189,31 @@ class RaasPendulumEnv(gym.Env[Observation, NDArray[np.float32]]):
         # On a robot the agent's calibration rules; a user calibration is only a local model.
         return RobotBackend(control_hz=control_hz)
 
+    def _check_randomization(self, randomize: Randomization, latency_s: Latency) -> tuple[ParameterRange, ...]:
+        if randomize is None:
+            return ()
+        ranges = resolve_randomization(randomize, self.params)
+        if latency_s is not None and any(item.name == "actuation_latency_s" for item in ranges):
+            raise ValueError("give the latency either as latency_s or in randomize, not both")
+        return ranges
+
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[Observation, dict[str, Any]]:
         super().reset(seed=seed)
+        if self.randomization and isinstance(self.backend, SimBackend):
+            drawn = sample_parameters(self.randomization, self.np_random, 1)
+            self._sample = {name: float(values[0]) for name, values in drawn.items()}
+            self.backend.simulator.vary(self._sample)
         reading = self.backend.reset(self.np_random, options)
         self._last_command = 0.0
-        return self._observe(reading), dict(reading.info or {})
+        return self._observe(reading), self._info(reading)
+
+    def _info(self, reading: Reading) -> dict[str, Any]:
+        info = dict(reading.info or {})
+        if self._sample:
+            info["params"] = dict(self._sample)
+        return info
 
     def step(self, action: NDArray[np.float32]) -> tuple[Observation, SupportsFloat, bool, bool, dict[str, Any]]:
         command = float(np.asarray(action, dtype=np.float64).reshape(-1)[0])
@@ -199,7 +229,10 @@ class RaasPendulumEnv(gym.Env[Observation, NDArray[np.float32]]):
         observation = self._observe(reading)
         if self.render_mode == "human":
             self.render()
-        return observation, reward, False, False, dict(reading.info or {})
+        info = dict(reading.info or {})
+        if self._sample:
+            info["params"] = dict(self._sample)
+        return observation, reward, False, False, info
 
     def _observe(self, reading: Reading) -> Observation:
         theta = self._theta = reading.theta_rad

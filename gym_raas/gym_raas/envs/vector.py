@@ -18,6 +18,7 @@ from gym_raas.envs.pendulum import (
     resolve_params,
     swing_cost,
 )
+from gym_raas.randomization import Randomization, resolve_randomization, sample_parameters
 from gym_raas.rendering import Frame, draw_pendulum
 from gym_raas.simulator import HANGING_RAD, PendulumSimulator
 
@@ -29,6 +30,14 @@ class RaasPendulumVectorEnv(VectorEnv[NDArray[np.float32], NDArray[np.float32], 
     shared). Autoreset is Gymnasium's ``NEXT_STEP`` mode: the step after an episode ends resets
     that sub-environment (its action is ignored, reward 0). ``reset(options={"reset_mask": m})``
     resets only the sub-environments where the boolean mask ``m`` is true.
+
+    ``randomize`` (domain randomisation, see `gym_raas.randomization`): a mapping of parameter
+    names to ranges — ``(low, high)`` or ``{"scale": (low, high)}`` as factors of the
+    calibration's value, ``{"range": (low, high)}`` as absolute values — or ``"default"``
+    (`gym_raas.randomization.DEFAULT_RANGES`, the spread of real rigs). Every sub-environment
+    draws its own values at each reset of its episode, from the env's generator (so the reset
+    seed fixes them); they act as numpy arrays in the batch step. ``infos["params"]`` (at reset
+    and every step) maps each randomised name to its current values, one per sub-environment.
 
     >>> import gymnasium as gym
     >>> import gym_raas
@@ -49,6 +58,7 @@ class RaasPendulumVectorEnv(VectorEnv[NDArray[np.float32], NDArray[np.float32], 
         calibration: Calibration = None,
         initial_state: str = "hanging",
         backend: str = "sim",
+        randomize: Randomization = None,
     ) -> None:
         if backend != "sim":
             raise ValueError("the vector env only simulates; use gym.make('RaasPendulum-v0') for a robot")
@@ -63,6 +73,10 @@ class RaasPendulumVectorEnv(VectorEnv[NDArray[np.float32], NDArray[np.float32], 
         self.render_mode = render_mode
         self.initial_state = initial_state
         self.params = resolve_params(calibration)
+        self.randomization = resolve_randomization(randomize, self.params)
+        self._sample = {
+            item.name: np.full(num_envs, float(getattr(self.params, item.name))) for item in self.randomization
+        }
         self.dt = self.params.control_period_s
         self.single_action_space = action_space_for(self.params)
         self.single_observation_space = observation_space_for(self.params)
@@ -85,7 +99,7 @@ class RaasPendulumVectorEnv(VectorEnv[NDArray[np.float32], NDArray[np.float32], 
         options = options or {}
         mask = np.asarray(options.get("reset_mask", np.ones(self.num_envs, dtype=bool)), dtype=bool)
         self._reset_where(mask, options.get("initial_state", self.initial_state))
-        return self._observations(), {}
+        return self._observations(), self._infos()
 
     def _reset_where(self, mask: NDArray[np.bool_], initial_state: str) -> None:
         rng = self.np_random
@@ -96,6 +110,11 @@ class RaasPendulumVectorEnv(VectorEnv[NDArray[np.float32], NDArray[np.float32], 
         else:
             theta = HANGING_RAD + rng.uniform(-RESTING_JITTER_RAD, RESTING_JITTER_RAD, size)
             theta_dot = rng.uniform(-RESTING_JITTER_RAD, RESTING_JITTER_RAD, size)
+        if self.randomization:
+            drawn = sample_parameters(self.randomization, rng, size)
+            for name, values in self._sample.items():
+                values[mask] = drawn[name][mask]
+            self.simulator.vary(self._sample)
         self.simulator.reset(rng, theta, theta_dot, mask=mask)
         self._commands[mask] = 0.0
         self._elapsed_steps[mask] = 0
@@ -121,7 +140,13 @@ class RaasPendulumVectorEnv(VectorEnv[NDArray[np.float32], NDArray[np.float32], 
         truncations = self._elapsed_steps >= self.max_episode_steps
         self._needs_reset = truncations.copy()
         terminations = np.zeros(self.num_envs, dtype=bool)
-        return self._observations(), rewards, terminations, truncations, {}
+        return self._observations(), rewards, terminations, truncations, self._infos()
+
+    def _infos(self) -> dict[str, Any]:
+        """The current randomised parameters, one value per sub-environment (copies)."""
+        if not self.randomization:
+            return {}
+        return {"params": {name: values.copy() for name, values in self._sample.items()}}
 
     def _observations(self) -> NDArray[np.float32]:
         theta = self._theta = self.simulator.measured_theta
