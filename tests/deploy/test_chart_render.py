@@ -392,3 +392,21 @@ def test_the_packaged_chart_holds_the_crds_themselves(tmp_path: Path) -> None:
     )
     assert packaged["robots.raas.dev.yaml"] == (MANIFESTS / "crds" / "robots.raas.dev.yaml").read_text(encoding="utf-8")
     assert not [name for name in names if name.startswith("files/alerts/tests/")]  # .helmignore: rule tests stay out
+
+
+def test_alerts_link_to_the_labs_runbooks_when_it_says_where_they_are(chart_dir: Path) -> None:
+    # The rules file links to docs/runbooks.md in this repository (no public site is ours).
+    rules = yaml.safe_load((chart_dir / "files" / "alerts" / "raas-rules.yaml").read_text(encoding="utf-8"))
+    urls = [rule["annotations"]["runbook_url"] for rule in rules["groups"][0]["rules"]]
+    assert all(url.startswith("docs/runbooks.md#") for url in urls), urls
+    lab = "https://git.lab.example/raas/raas/blob/v0.1.0/docs/runbooks.md"
+    values = {"monitoring": {"runbookUrl": lab}}
+    plain = render_objects(chart_dir, values)
+    for objects in (plain, render_objects(chart_dir, values, api_versions=PROMETHEUS_OPERATOR)):
+        configmap = yaml.safe_load(one(objects, "ConfigMap", "raas-prometheus-rules")["data"]["raas-rules.yaml"])
+        linked = [rule["annotations"]["runbook_url"] for rule in configmap["groups"][0]["rules"]]
+        assert linked == [url.replace("docs/runbooks.md", lab) for url in urls]
+    rule = one(objects, "PrometheusRule", "raas")["spec"]["groups"][0]["rules"][0]
+    assert rule["annotations"]["runbook_url"] == f"{lab}#raasrobotdown"
+    with pytest.raises(Exception, match="runbookUrl"):
+        render(chart_dir, {"monitoring": {"runbookUrl": "javascript:alert(1)"}})

@@ -160,5 +160,5 @@ def test_examples_cover_every_way_to_ask_for_a_robot() -> None:
 def test_the_example_controller_exists_where_the_examples_point() -> None:
     for path in EXAMPLES:
         document = example(path)
-        if document["kind"] == "RaasJob" and document["spec"]["source"]["url"].endswith("/raas-dev/raas.git"):
+        if document["kind"] == "RaasJob" and document["spec"]["source"]["url"].endswith("/raas/raas.git"):
             assert (ROOT / document["spec"]["entrypoint"]).is_file(), path.name

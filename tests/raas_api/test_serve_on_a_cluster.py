@@ -54,7 +54,7 @@ def serve(cluster: ControlPlane, s3: S3Server, folder: Path) -> tuple[str, subpr
         "RAAS_S3_SECRET_KEY": "raas-secret",
         "RAAS_S3_SECURE": "false",
         "RAAS_PRESIGNED_RESULT_LINKS": "false",
-        "RAAS_ALLOWED_GIT_HOSTS": '["github.com"]',
+        "RAAS_ALLOWED_GIT_HOSTS": '["git.lab.example"]',
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "gym_raas.cli.main", "serve", "--port", "0"],
@@ -98,7 +98,7 @@ def test_the_api_pod_serves_a_cluster(cluster: ControlPlane, s3: S3Server, tmp_p
         assert httpx.get(f"{url}/api/v1/robots", headers=admin).json() == []
         submitted = httpx.post(
             f"{url}/api/v1/jobs",
-            json={"source": {"kind": "git", "url": "https://github.com/raas-dev/raas.git", "ref": "main"}},
+            json={"source": {"kind": "git", "url": "https://git.lab.example/raas/raas.git", "ref": "main"}},
             headers=admin,
         )
         assert submitted.status_code == 201, submitted.text
@@ -106,7 +106,7 @@ def test_the_api_pod_serves_a_cluster(cluster: ControlPlane, s3: S3Server, tmp_p
         with cluster.api_client() as cluster_admin:
             custom = client.CustomObjectsApi(cluster_admin)
             raasjob = custom.get_namespaced_custom_object("raas.dev", "v1alpha1", JOBS, "raasjobs", job)
-        assert raasjob["spec"]["source"]["url"] == "https://github.com/raas-dev/raas.git"
+        assert raasjob["spec"]["source"]["url"] == "https://git.lab.example/raas/raas.git"
         refused = httpx.post(f"{url}/api/v1/jobs", json={"source": {"kind": "local", "path": "/etc"}}, headers=admin)
         assert refused.status_code == 422  # no folders from the server's disk on a cluster
         metrics = httpx.get(f"{url}/metrics").text
