@@ -43,6 +43,9 @@ class ClusterRobot:
     robot: Robot
     labels: Mapping[str, str] = field(default_factory=dict)
     booked_job: str | None = None
+    heard_at: datetime | None = None
+    """When the operator saw the robot's last heartbeat, on its own clock (`runtime.cache`); None
+    where the object was read directly: its agent's stamp counts then."""
 
     @classmethod
     def from_object(cls, item: Mapping[str, Any]) -> ClusterRobot:
@@ -60,13 +63,13 @@ def robot_view(
 ) -> RobotView:
     """How the scheduler core sees a Robot object."""
     robot = entry.robot
-    stale = robot.heartbeat_is_stale(now, heartbeat_timeout)
+    stale = robot.heartbeat_is_stale(now, heartbeat_timeout, entry.heard_at)
     out_of_service = robot.spec.maintenance or robot.status.phase in (RobotPhase.UNHEALTHY, RobotPhase.OFFLINE)
     return RobotView(
         name=robot.name,
         type=robot.spec.robot_type,
         labels=dict(entry.labels),
-        ready=robot.accepts_jobs(now, heartbeat_timeout) and entry.booked_job is None,
+        ready=robot.accepts_jobs(now, heartbeat_timeout, entry.heard_at) and entry.booked_job is None,
         schedulable=not (stale or out_of_service),
         free_at_s=now.timestamp() + (0.0 if entry.booked_job is None else 60.0),
         control_hz=robot.status.supported_control_hz,
@@ -74,10 +77,15 @@ def robot_view(
 
 
 def effective_phase(
-    robot: Robot, now: datetime, heartbeat_timeout: timedelta = DEFAULT_HEARTBEAT_TIMEOUT
+    robot: Robot,
+    now: datetime,
+    heartbeat_timeout: timedelta = DEFAULT_HEARTBEAT_TIMEOUT,
+    heard_at: datetime | None = None,
 ) -> RobotPhase:
-    """The robot's phase as the operator must treat it: Offline once its heartbeat is stale."""
-    return RobotPhase.OFFLINE if robot.heartbeat_is_stale(now, heartbeat_timeout) else robot.status.phase
+    """The robot's phase as the operator must treat it: Offline once its heartbeat is stale
+    (`Robot.heartbeat_is_stale`; `heard_at` on the operator's clock where it has one)."""
+    stale = robot.heartbeat_is_stale(now, heartbeat_timeout, heard_at)
+    return RobotPhase.OFFLINE if stale else robot.status.phase
 
 
 def plan(

@@ -144,19 +144,26 @@ class Robot(_Model):
     spec: RobotSpec
     status: RobotStatus = Field(default_factory=RobotStatus)
 
-    def heartbeat_is_stale(self, now: datetime, timeout: timedelta = DEFAULT_HEARTBEAT_TIMEOUT) -> bool:
-        """True when the agent has not reported within `timeout` (or never has)."""
-        beat = self.status.last_heartbeat
+    def heartbeat_is_stale(
+        self, now: datetime, timeout: timedelta = DEFAULT_HEARTBEAT_TIMEOUT, heard_at: datetime | None = None
+    ) -> bool:
+        """True when the agent has not reported within `timeout` (or never has). `heard_at`: when
+        the judge saw its last heartbeat, on the judge's own clock (the operator's: a Pi without a
+        real-time clock may stamp its heartbeats minutes off); else the agent's own stamp counts."""
+        beat = heard_at if heard_at is not None else self.status.last_heartbeat
         return beat is None or now - beat > timeout
 
     def supports_control_hz(self, control_hz: float) -> bool:
         """Whether the robot runs jobs at `control_hz` (as its agent advertises)."""
         return any(math.isclose(control_hz, offered, rel_tol=1e-9) for offered in self.status.supported_control_hz)
 
-    def accepts_jobs(self, now: datetime, timeout: timedelta = DEFAULT_HEARTBEAT_TIMEOUT) -> bool:
-        """Ready, not in maintenance, and heard from recently: the scheduler may give it a job."""
+    def accepts_jobs(
+        self, now: datetime, timeout: timedelta = DEFAULT_HEARTBEAT_TIMEOUT, heard_at: datetime | None = None
+    ) -> bool:
+        """Ready, not in maintenance, and heard from recently (`heartbeat_is_stale`): the
+        scheduler may give it a job."""
         return (
             self.status.phase is RobotPhase.READY
             and not self.spec.maintenance
-            and not self.heartbeat_is_stale(now, timeout)
+            and not self.heartbeat_is_stale(now, timeout, heard_at)
         )

@@ -10,6 +10,11 @@ lasted (the operator's toleration, as a pod's ``tolerationSeconds`` for ``not-re
 plane that was down a while marks every Node NotReady for the moment after it comes back, before
 the kubelets' renewals arrive, and that must not cost a running job its attempt.
 
+Liveness is judged on the operator's own clock: the cache notes when it saw each Robot's
+heartbeat stamp change (`ClusterRobot.heard_at`), and a robot is Offline once that is older than
+the heartbeat timeout, whatever time its agent wrote: a Raspberry Pi has no real-time clock, and
+one minutes off must neither look dead nor stay alive after it died.
+
 The reconcilers and the scheduler read from this view instead of asking the API server, so a look
 at a job costs no request and the scheduler's round costs none: the operator's load on the API
 server grows with what changes, not with how many jobs wait.
@@ -79,6 +84,21 @@ class CachedRobot:
 def cached_robot(body: dict[str, Any]) -> CachedRobot:
     """A Robot object (the API's JSON) as the operator reads it."""
     return CachedRobot(ClusterRobot.from_object(body), str(body["metadata"]["resourceVersion"]))
+
+
+def _heard_at(robot: CachedRobot, before: CachedRobot | None) -> datetime | None:
+    """When the operator heard `robot`'s last heartbeat, on its own clock (module docstring):
+    now when the agent's stamp changed since `before`, else as before. Seen for the first time
+    (the operator starting), a stamp in the past is taken as is, one in the future as now: a dead
+    robot is not given a fresh timeout, and an agent whose clock is behind is heard at its next
+    beat."""
+    beat = robot.entry.robot.status.last_heartbeat
+    if beat is None:
+        return None
+    if before is not None and before.entry.robot.status.last_heartbeat == beat:
+        return before.entry.heard_at
+    now = datetime.now(timezone.utc)
+    return min(beat, now) if before is None else now
 
 
 def _newer_version(new: object, old: object, *, strictly: bool = False) -> bool:
@@ -163,6 +183,7 @@ class ClusterCache:
             current = self._robots.get(name)
             if current is not None and not _newer_version(robot.resource_version, current.resource_version):
                 return current
+            robot = replace(robot, entry=replace(robot.entry, heard_at=_heard_at(robot, current)))
             self._robots[name] = robot
         return robot
 

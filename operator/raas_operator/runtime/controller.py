@@ -335,12 +335,12 @@ class JobController:
                 waiting.append(queued_since(status, created_at(body["metadata"], now).timestamp()))
         robots = []
         for cached in self.cache.robots():
-            robot = cached.entry.robot
-            heartbeat = robot.status.last_heartbeat
+            robot, heard_at = cached.entry.robot, cached.entry.heard_at
+            heartbeat = heard_at if heard_at is not None else robot.status.last_heartbeat
             robots.append(
                 RobotSample(
                     robot.name,
-                    effective_phase(robot, now, timeout),
+                    effective_phase(robot, now, timeout, heard_at),
                     heartbeat.timestamp() if heartbeat is not None else None,
                 )
             )
@@ -355,7 +355,7 @@ class JobController:
         if entry is None:
             return None
         settings = self.cluster.settings
-        phase = effective_phase(entry.robot, now, timedelta(seconds=settings.heartbeat_timeout_s))
+        phase = effective_phase(entry.robot, now, timedelta(seconds=settings.heartbeat_timeout_s), entry.heard_at)
         trouble = self.cache.node_trouble(cached) if cached is not None else None
         problem = None
         if trouble is not None:
