@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from raas_node.runner.fetch import FetchError
+from raas_node.runner.requirement_lines import check_requirement_lines
 
 _COMPLETE_MARKER = ".complete"
 
@@ -62,11 +63,14 @@ def build_wheelhouse(
     index_arguments: Sequence[str] = (),
     timeout_s: float = 600.0,
 ) -> Path:
-    """Wheels for every requirement, in ``cache_dir/wheels/<digest>`` (reused when complete)."""
+    """Wheels for every requirement, in ``cache_dir/wheels/<digest>`` (reused when complete);
+    binary wheels preferred (a source package's build script is a stranger's code). A file that
+    is more than plain requirements is refused first (`check_requirement_lines`)."""
+    check_requirement_lines(requirements)
     return _cached_pip_output(
         cache_dir / "wheels" / digest,
-        lambda target: ["wheel", "--quiet", "--wheel-dir", str(target), "--requirement", str(requirements),
-                        *index_arguments],
+        lambda target: ["wheel", "--quiet", "--prefer-binary", "--wheel-dir", str(target), "--requirement",
+                        str(requirements), *index_arguments],
         "requirements.txt cannot be resolved",
         timeout_s,
     )  # fmt: skip

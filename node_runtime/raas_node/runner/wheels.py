@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from raas_node.runner.fetch import FetchError
+from raas_node.runner.requirement_lines import check_requirement_lines
 from raas_node.runner.requirements import pip_error_summary, run_pip
 
 DEFAULT_PLATFORMS = ("manylinux_2_36_aarch64", "manylinux_2_36_x86_64")
@@ -44,9 +45,13 @@ def resolve_wheelhouse(
 ) -> list[Path]:
     """Wheels for `requirements` on this platform and on each of `platforms`, in `wheelhouse`.
 
-    Raises `FetchError` (``RequirementsFailed``, ``RequirementsTimeout``, ``RequirementsTooLarge``)."""
+    Binary wheels are preferred (a source package's build script is a stranger's code). Raises
+    `FetchError` (``UnsafeRequirements``: more than plain requirements, `check_requirement_lines`;
+    ``RequirementsFailed``, ``RequirementsTimeout``, ``RequirementsTooLarge``)."""
+    check_requirement_lines(requirements)
     wheelhouse.mkdir(parents=True, exist_ok=True)
-    _pip(["wheel", "--wheel-dir", str(wheelhouse), "--requirement", str(requirements)], environment, timeout_s)
+    command = ["wheel", "--prefer-binary", "--wheel-dir", str(wheelhouse), "--requirement", str(requirements)]
+    _pip(command, environment, timeout_s)
     for platform in platforms:
         _pip(
             [
