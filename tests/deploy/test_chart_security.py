@@ -6,6 +6,7 @@ labels of the namespaces.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any
 
@@ -355,10 +356,32 @@ def test_job_and_fetch_pods_accept_no_connections(objects: list[dict[str, Any]])
 def test_fetch_pods_may_reach_git_ports_outside_the_cluster_minio_and_dns(objects: list[dict[str, Any]]) -> None:
     git_rule, *rest = allowed_egress(objects, FETCH_POD)
     assert rest == [MINIO_RULE, DNS_RULE]
+    private = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16"]
     assert git_rule == {
-        "to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.42.0.0/16", "10.43.0.0/16", "169.254.0.0/16"]}}],
+        "to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": private}}],
         "ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 9418}],
     }
+    # Every private range is out of reach by default: the campus network, the nodes, the cluster.
+    for address in ("10.42.0.7", "10.43.0.1", "172.20.1.1", "192.168.1.10", "100.64.0.1", "169.254.169.254"):
+        assert any(ipaddress.ip_address(address) in ipaddress.ip_network(cidr) for cidr in private), address
+
+
+def test_a_lab_lets_fetch_pods_reach_its_own_git_server_and_nothing_else_private(chart_dir: Path) -> None:
+    lab = {"networkPolicy": {"fetch": {"allowedCIDRs": [{"cidr": "10.1.2.3/32", "ports": [443, 3128]}]}}}
+    _, lab_rule, *rest = allowed_egress(render_objects(chart_dir, lab), FETCH_POD)
+    assert lab_rule == {
+        "to": [{"ipBlock": {"cidr": "10.1.2.3/32"}}],
+        "ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 3128}],
+    }
+    assert rest == [MINIO_RULE, DNS_RULE]
+    broken_values = (
+        [{"cidr": "10.1.2.3/32"}],
+        [{"cidr": "not-a-cidr", "ports": [443]}],
+        [{"cidr": "10.1.2.3/32", "ports": [0]}],
+    )
+    for broken in broken_values:
+        with pytest.raises(Exception, match="allowedCIDRs"):
+            render_objects(chart_dir, {"networkPolicy": {"fetch": {"allowedCIDRs": broken}}})
 
 
 def test_with_an_external_s3_job_pods_reach_only_its_addresses(chart_dir: Path) -> None:
