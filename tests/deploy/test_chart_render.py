@@ -231,7 +231,11 @@ def test_defaults_point_every_component_at_the_built_in_minio(chart_dir: Path) -
 def checksums(chart_dir: Path, values: dict[str, Any]) -> dict[str, dict[str, str]]:
     objects = render_objects(chart_dir, values)
     return {
-        name: {key: value for key, value in template["metadata"]["annotations"].items() if key.startswith("checksum/")}
+        name: {
+            key: value
+            for key, value in (template["metadata"].get("annotations") or {}).items()
+            if key.startswith("checksum/")
+        }
         for name, template in (
             (f"{item['kind']}/{item['metadata']['name']}", item["spec"]["template"])
             for item in objects

@@ -118,6 +118,32 @@ def test_the_agent_command_and_environment_follow_the_contract(objects: list[dic
     assert container["ports"] == [{"name": "metrics", "containerPort": 9105, "protocol": "TCP"}]
 
 
+def test_every_robot_node_pulls_the_job_image_before_its_first_job(
+    objects: list[dict[str, Any]], chart_dir: Path
+) -> None:
+    prepull = one(objects, "DaemonSet", "raas-job-image")
+    assert prepull["metadata"]["namespace"] == "raas-robots"
+    spec = prepull["spec"]["template"]["spec"]
+    agent = agent_pod(objects)
+    assert spec["affinity"] == agent["affinity"]  # the robot nodes, as the agent
+    assert spec["tolerations"] == agent["tolerations"]
+    (container,) = spec["containers"]
+    job_image = one(objects, "ConfigMap", "raas-operator")["data"]["RAAS_OPERATOR_IMAGE"]
+    assert container["image"] == job_image  # exactly the image the job pods will run
+    assert container["command"] == ["sleep", "infinity"]
+    # Restricted in every way: no token, no root, no privileges, a few MiB.
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["resources"]["limits"]["memory"] == "16Mi"
+    assert "hostNetwork" not in spec
+    assert not any("hostPath" in volume for volume in spec.get("volumes", []))
+    switched_off = render_objects(chart_dir, {"agent": {"prePullJobImage": False}})
+    assert not [item for item in by_kind(switched_off, "DaemonSet") if item["metadata"]["name"] == "raas-job-image"]
+
+
 def test_virtual_robots_use_the_simulator_without_the_host_network(chart_dir: Path) -> None:
     pod = agent_pod(render_objects(chart_dir, VIRTUAL))
     assert pod["hostNetwork"] is False
