@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from controllers import steady_controller
 from fastapi.testclient import TestClient
 from git_server import GitServer
 
@@ -33,24 +34,12 @@ BACKENDS = ("local", "kubernetes")
 real control plane with the chart installed, run by the real kopf operator, pods bound by the real
 scheduler and run in podman by the stand-in kubelet)."""
 
-SHORT_CONTROLLER = """\
-import gymnasium as gym
-import numpy as np
-import gym_raas
-env = gym.make("RaasPendulum-v0", max_episode_steps={steps})
-env.reset()
-for _ in range({steps}):
-    env.step(np.array([1.5], dtype=np.float32))
-env.close()
-print("done after {steps} steps")
-"""
-
 
 def controller_zip(steps: int = 20, *, files: dict[str, str] | None = None) -> bytes:
     """A zip of a controller folder, as the web page and the CLI upload it."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as bundle:
-        bundle.writestr("run.py", SHORT_CONTROLLER.format(steps=steps))
+        bundle.writestr("run.py", steady_controller(steps, torque=1.5))
         for name, text in (files or {}).items():
             bundle.writestr(name, text)
     return buffer.getvalue()

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from controllers import steady_controller
 from controlplane.chart_install import AGENT, JOBS, clear_chart_namespaces, token_for, token_kubeconfig
 from controlplane.cluster import ControlPlane
 from kubernetes import client
@@ -180,19 +181,6 @@ def test_the_wiring_is_set_on_the_command_line_and_an_impossible_one_is_refused(
     assert refused.value.code == 2
 
 
-STEADY_CONTROLLER = """\
-import gymnasium as gym
-import numpy as np
-import gym_raas
-env = gym.make("RaasPendulum-v0", max_episode_steps={steps})
-env.reset()
-for _ in range({steps}):
-    env.step(np.array([0.3], dtype=np.float32))
-env.close()
-print("all {steps} steps done", flush=True)
-"""
-
-
 def robot_phase(custom: client.CustomObjectsApi, name: str) -> str | None:
     try:
         robot = custom.get_cluster_custom_object("raas.dev", "v1alpha1", "robots", name)
@@ -209,7 +197,7 @@ def start_booked_session(
     custom.patch_cluster_custom_object(
         "raas.dev", "v1alpha1", "robots", robot, {"metadata": {"annotations": {"raas.dev/booked-job": job}}}
     )
-    (folder / "run.py").write_text(STEADY_CONTROLLER.format(steps=steps))
+    (folder / "run.py").write_text(steady_controller(steps, torque=0.3))
     environment = dict(
         os.environ, RAAS_AGENT_SOCKET=str(folder / "agent.sock"), RAAS_JOB=job,
         RAAS_SESSION_TOKEN=session_token(key.encode(), robot, job),
@@ -250,7 +238,7 @@ def test_a_stopping_agent_drains_takes_no_new_job_and_lets_the_running_session_f
             assert process.poll() is None, "the agent exited before its session ended"
             output, errors = controller.communicate(timeout=60)
             assert controller.returncode == 0, errors.decode()
-            assert b"all 400 steps done" in output
+            assert b"done after 400 steps" in output
             assert process.wait(timeout=30) == 0
         finally:
             for child in (controller, process):

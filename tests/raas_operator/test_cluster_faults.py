@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 from cluster_world import FINAL, NAMESPACE, wait_for
+from controllers import steady_controller
 from controlplane.cluster import ControlPlane
 from git_server import GitServer
 from kubelet.podman import PodmanRuntime
@@ -35,21 +36,9 @@ from kubernetes import client
 
 pytestmark = pytest.mark.slow
 
-STEADY = """\
-import gymnasium as gym
-import numpy as np
-import gym_raas
-env = gym.make("RaasPendulum-v0", max_episode_steps={steps})
-env.reset()
-for _ in range({steps}):
-    env.step(np.array([0.5], dtype=np.float32))
-env.close()
-print("done after {steps} steps on the robot")
-"""
-
 
 def publish(git_server: GitServer, name: str, steps: int) -> str:
-    git_server.publish(name, {"swingup/run.py": STEADY.format(steps=steps)})
+    git_server.publish(name, {"swingup/run.py": steady_controller(steps)})
     return git_server.url(name)
 
 
