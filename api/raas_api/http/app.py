@@ -29,7 +29,7 @@ from raas_api.http import routes_jobs, routes_robots
 from raas_api.http.deps import AppState, Caller
 from raas_api.http.errors import AUTHENTICATED, bounded, error_responses
 from raas_api.http.guard import RequestGuard
-from raas_api.http.metrics import ApiMetrics
+from raas_api.http.metrics import ApiMetrics, RequestMetrics
 from raas_api.http.ratelimit import RateLimiter
 from raas_api.http.schemas import Identity
 from raas_api.local.platform import LocalPlatform, PlatformConfig
@@ -153,7 +153,7 @@ def create_app(settings: ApiSettings, platform: Platform | None = None, tokens: 
     metrics = ApiMetrics(platform)
     # Added first, so innermost of the two: the metrics count the guard's refusals too.
     app.add_middleware(RequestGuard, tokens=tokens, settings=settings)
-    app.middleware("http")(metrics.middleware)
+    app.add_middleware(RequestMetrics, metrics=metrics)
     app.include_router(routes_jobs.router)
     app.include_router(routes_robots.router)
     _add_error_handlers(app)

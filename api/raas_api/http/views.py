@@ -9,6 +9,12 @@ from raas_api.stores.base import JobRecord
 
 
 def job_view(record: JobRecord, platform: Platform) -> JobView:
+    """The job as clients see it, with the steps it has run if it is still going."""
+    return view_at(record, platform.steps_run(record) if not record.status.phase.is_terminal else None)
+
+
+def view_at(record: JobRecord, steps: int | None) -> JobView:
+    """The job as clients see it, having run `steps` control steps (None when not running)."""
     spec, status = record.spec, record.status
     return JobView(
         id=record.job_id,
@@ -29,7 +35,7 @@ def job_view(record: JobRecord, platform: Platform) -> JobView:
         attempts=status.attempts,
         queue_position=status.queue_position,
         estimated_start=status.estimated_start,
-        steps=platform.steps_run(record) if not status.phase.is_terminal else None,
+        steps=steps,
         summary=status.summary,
         results_pending=status.results_pending,
         history=status.history,
