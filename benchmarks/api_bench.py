@@ -23,34 +23,70 @@ import sys
 import tempfile
 import time
 import urllib.request
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from benchmarks.report import Report
 from raas_api.auth.tokens import TokenStore
-from raas_api.stores.sqlite import SqliteJobStore
-from raas_operator.jobs.model import JobSpec, JobStatus, Phase
+from raas_api.stores.sqlite import SqliteJobStore, encode_cursor
+from raas_operator.jobs.model import FailureClass, JobSpec, JobStatus, JobSummary, Phase, PhaseChange
 
 SECTION = "REST API (raas_api.http), 100 concurrent clients"
 CLIENTS = 100
+OWNERS = 20
+HISTORY_SECTION = "REST API list as the job history grows (10 connections, admin token)"
+HISTORY_SIZES = (1_000, 10_000, 100_000)
+HISTORY_CONNECTIONS = 10
 CLUSTER_SECTION = "REST API list on the Kubernetes backend (real control plane) vs the local platform"
 CLUSTER_CONNECTIONS = (10, 100)
 
 
 def _seed(data_dir: Path, jobs: int) -> str:
-    """Store finished jobs of 20 owners; returns a token of one of them."""
+    """Store finished jobs of 20 owners (`seed_jobs`); returns a token of one of them."""
     store = SqliteJobStore(data_dir / "jobs.db")
-    owners = [f"user-{index}" for index in range(20)]
-    for index in range(jobs):
-        spec = JobSpec.model_validate(
-            {"owner": owners[index % 20], "source": {"kind": "local", "path": "/nonexistent"}}
-        )
-        store.create(spec, JobStatus(phase=Phase.SUCCEEDED, reason="Completed"))
+    seed_jobs(store, jobs)
     store.close()
     tokens = TokenStore(data_dir / "tokens.db")
     token, _ = tokens.create("user-0")
     tokens.close()
     return token
+
+
+def seed_jobs(store: SqliteJobStore, jobs: int, first: int = 0, batch: int = 10_000) -> None:
+    """Store `jobs` finished jobs numbered from `first` (owners ``user-0`` … ``user-19`` in turn),
+    in transactions of `batch`: as a finished run leaves them, with the whole phase history and a
+    summary. Every 10th job failed, every 25th was cancelled, the rest succeeded."""
+    owners = [f"user-{index}" for index in range(OWNERS)]
+    specs = [
+        JobSpec.model_validate({"owner": owner, "source": {"kind": "local", "path": "/nonexistent"}})
+        for owner in owners
+    ]
+    statuses = {phase: _finished(phase) for phase in (Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED)}
+    for start in range(first, first + jobs, batch):
+        store.create_many(
+            (specs[index % OWNERS], statuses[_phase_of(index)])
+            for index in range(start, min(start + batch, first + jobs))
+        )
+
+
+def _phase_of(index: int) -> Phase:
+    return Phase.CANCELLED if index % 25 == 0 else Phase.FAILED if index % 10 == 0 else Phase.SUCCEEDED
+
+
+def _finished(phase: Phase) -> JobStatus:
+    """A finished job's status as a run leaves it (every phase it went through, a summary)."""
+    now = datetime.now(timezone.utc)
+    path = (Phase.PENDING, Phase.FETCHING, Phase.QUEUED, Phase.STARTING, Phase.RUNNING, Phase.UPLOADING, phase)
+    history = tuple(
+        PhaseChange(phase=step, at=now + timedelta(seconds=index), reason=step.value) for index, step in enumerate(path)
+    )
+    summary = JobSummary(steps=1200, total_reward=-812.5, swing_up_time_s=3.2, sim_to_real_rmse_rad=0.041)
+    failure = FailureClass.USER_ERROR if phase is Phase.FAILED else None
+    return JobStatus(
+        phase=phase, reason=phase.value, robot="sim-1", attempts=1, failure_class=failure, summary=summary,
+        history=history, results_prefix="results/v1/job",
+    )  # fmt: skip
 
 
 def _start_server(data_dir: Path, code_root: Path) -> tuple[subprocess.Popen[str], str, str]:
@@ -97,6 +133,13 @@ def _start_server(data_dir: Path, code_root: Path) -> tuple[subprocess.Popen[str
                 raise
             time.sleep(0.1)
     return server, url, session_token
+
+
+def _get(url: str, token: str) -> Any:
+    """One authenticated GET, its JSON body."""
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
 
 
 def _wrk(
@@ -252,9 +295,60 @@ def _side_by_side(report: Report, connections: int, cluster: Result, local: Resu
         report.figure(CLUSTER_SECTION, f"{name}: failed requests (cluster)", str(cluster[3]))
 
 
+def _history_curve(report: Report, seconds: int, sizes: tuple[int, ...] = HISTORY_SIZES) -> None:
+    """List p50 with each of `sizes` jobs stored, for the first page, a page in the middle of the
+    history (cursor), one owner's jobs and one phase's; goal: within 1.2× of each other.
+
+    One server throughout; the store grows between measurements (bulk inserts, `seed_jobs`)."""
+    report.section(HISTORY_SECTION)
+    curve: dict[str, list[float]] = {}
+    tails: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="raas-api-history-bench-") as scratch:
+        data_dir = Path(scratch) / "data"
+        code = Path(scratch) / "code"
+        code.mkdir()
+        store = SqliteJobStore(data_dir / "jobs.db")
+        server, url, admin_token = _start_server(data_dir, code)
+        auth = f'wrk.headers["Authorization"] = "Bearer {admin_token}"\n'
+        stored = 0
+        try:
+            for size in sizes:
+                started = time.perf_counter()
+                seed_jobs(store, size - stored, first=stored)
+                seeded_s, stored = time.perf_counter() - started, size
+                report.figure(HISTORY_SECTION, f"seeding {size:,} jobs (bulk insert)", f"{seeded_s:.1f} s")
+                queries = {
+                    "first page": "/api/v1/jobs",
+                    "middle page (cursor)": f"/api/v1/jobs?cursor={encode_cursor(size // 2)}",
+                    "owner filter (one of 20 owners)": "/api/v1/jobs?owner=user-7",
+                    "phase filter (Failed, 8% of jobs)": "/api/v1/jobs?phase=Failed",
+                }
+                for name, path in queries.items():
+                    _get(url + path, admin_token)  # the first request after a top-up reads the new rows
+                    p50, p99, _, failures = _wrk(url, path, seconds, auth, HISTORY_CONNECTIONS)
+                    if failures:
+                        report.figure(HISTORY_SECTION, f"{name} at {size:,}: failed requests", str(failures))
+                    curve.setdefault(name, []).append(p50)
+                    tails.setdefault(name, []).append(p99)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+            store.close()
+    label = " / ".join(f"{size:,}" for size in sizes)
+    for name, p50s in curve.items():
+        spread = max(p50s) / min(p50s) if min(p50s) > 0 else float("nan")
+        values = " / ".join(f"{p50 * 1e3:.1f}" for p50 in p50s)
+        report.figure(HISTORY_SECTION, f"{name}: p50 at {label} jobs", f"{values} ms ({spread:.2f}×)", "≤ 1.2×")
+    for name, p99s in tails.items():
+        values = " / ".join(f"{p99 * 1e3:.1f}" for p99 in p99s)
+        report.figure(HISTORY_SECTION, f"{name}: p99 at {label} jobs", f"{values} ms", "≤ 50 ms")
+
+
 def run(report: Report) -> None:
     _measure(report, stored=10_000, seconds=10)
+    _history_curve(report, seconds=5)
 
 
 def run_quick(report: Report) -> None:
     _measure(report, stored=int(os.environ.get("RAAS_BENCH_STORED", "2000")), seconds=4)
+    _history_curve(report, seconds=2)
