@@ -135,6 +135,10 @@ class PlatformConfig:
     run_limits: RunLimits = field(default_factory=RunLimits)
     python_executable: str = sys.executable
     tick_s: float = 0.05
+    """How often the dispatcher looks for Pending jobs to fetch (and is woken at once by a submission)."""
+    reschedule_s: float = 1.0
+    """How often the queue is scheduled again without a reason (robot health changing on its own,
+    queue positions): a robot freed, a job fetched, a cancel or a maintenance change schedules at once."""
     s3: S3Settings | None = None
     """Keep results in S3/MinIO (spooled in ``data_dir/spool`` while it is down); None: ``data_dir/results``."""
     spool_flush_interval_s: float = 2.0
@@ -170,6 +174,10 @@ class LocalPlatform:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._schedule_due = threading.Event()
+        """Something changed what can run (a robot freed, a job queued, a maintenance change): the
+        next dispatcher round schedules (`_wake` alone, a submission, only starts fetches)."""
+        self._scheduled_at = 0.0
         self._dispatcher: threading.Thread | None = None
         self._sockets: Path | None = None
         self._pool: ContainerPool | None = None
@@ -199,7 +207,7 @@ class LocalPlatform:
             )
             self.robot_parts[name] = robot
             agent = RobotAgent(robot.driver, config)
-            agent.on_idle = self._wake.set  # a robot free again is scheduled at once, not at the next tick
+            agent.on_idle = self._reschedule  # a robot free again is scheduled at once, not at the next tick
             self.agents[name] = agent.start()
         # What a previous server on this data folder left running dies before its jobs are retried.
         reaped = reap_sandbox_leftovers()
@@ -362,7 +370,7 @@ class LocalPlatform:
         if robot not in self.agents:
             raise KeyError(robot)
         self.agents[robot].set_maintenance(on)
-        self._wake.set()
+        self._reschedule()
 
     def fleet_state(self) -> FleetState:
         """The queue, the robots and the spooled results now (read by the fleet metrics at each scrape)."""
@@ -388,6 +396,11 @@ class LocalPlatform:
 
     # -- dispatching -------------------------------------------------------------------------
 
+    def _reschedule(self) -> None:
+        """Have the dispatcher schedule the queue now (something changed what can run)."""
+        self._schedule_due.set()
+        self._wake.set()
+
     def _dispatch_loop(self) -> None:
         while not self._stop.is_set():
             try:
@@ -398,6 +411,17 @@ class LocalPlatform:
             self._wake.clear()
 
     def _dispatch_once(self) -> None:
+        """Start fetches for Pending jobs; schedule the queue when something changed what can run
+        or `reschedule_s` has passed (a round over thousands of queued jobs is not free, and a
+        submission changes neither the robots nor what is Queued)."""
+        self._start_fetches()
+        now = time.monotonic()
+        if self._schedule_due.is_set() or now - self._scheduled_at >= self.config.reschedule_s:
+            self._schedule_due.clear()
+            self._scheduled_at = now
+            self._schedule_queue()
+
+    def _start_fetches(self) -> None:
         with self._lock:
             fetching = sum(1 for worker in self._workers.values() if worker.robot is None)
         room = self.config.max_concurrent_fetches - fetching
@@ -406,6 +430,8 @@ class LocalPlatform:
             for record in sorted(pending, key=lambda record: record.created_at)[:room]:
                 if record.job_id not in self._workers:
                     self._spawn(record.job_id, lambda job_id, _cancel: self._fetch(job_id))
+
+    def _schedule_queue(self) -> None:
         queued = self.store.list_jobs(phases=[Phase.QUEUED], limit=500).jobs
         if not queued:
             return
@@ -501,7 +527,7 @@ class LocalPlatform:
                         del self._workers[job_id]
                     if robot is not None and self._busy.get(robot) == job_id:
                         del self._busy[robot]
-                self._wake.set()
+                self._reschedule()  # a job fetched (now Queued) or a robot freed
 
         worker.thread = threading.Thread(target=run, name=f"job-{job_id}", daemon=True)
         with self._lock:
