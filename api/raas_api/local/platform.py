@@ -44,7 +44,7 @@ from raas_api.local.bundle import write_bundle
 from raas_api.local.classify import Classification, classify_run
 from raas_api.local.fleet import fleet_state
 from raas_api.local.results import S3Settings, SpoolFlusher, open_result_store, pending_results
-from raas_api.local.robots import LocalRobot, RobotKind, make_robots
+from raas_api.local.robots import LocalRobot, RobotKind, calibration_cache_dir, make_robots
 from raas_api.stores.base import ConflictError, JobNotFoundError, JobRecord
 from raas_api.stores.sqlite import SqliteJobStore
 from raas_node.agent.agent import SUPPORTED_CONTROL_HZ, AgentConfig, AgentState, LiveReading, RobotAgent
@@ -191,13 +191,11 @@ class LocalPlatform:
         if self.config.isolation is Isolation.CONTAINER and self._image is None:
             self._image = ensure_runtime_image()
         sockets = self._sockets = private_socket_folder()
-        # Distinct robots: a rig of its own per robot, whose fitted calibration (cached in the
-        # data dir) is what its driver reports; all are fitted before the first agent starts.
+        # Distinct robots: a rig of its own per robot, whose fitted calibration (cached for the
+        # machine) is what its driver reports; all are fitted before the first agent starts.
         prefix = "sim" if self.config.robot_kind is RobotKind.SIM else "rig"
         names = [f"{prefix}-{index}" for index in range(1, self.config.robots + 1)]
-        robots = make_robots(
-            names, self.config.robot_kind, self.config.robot_params, cache_dir=self.config.data_dir / "calibrations"
-        )
+        robots = make_robots(names, self.config.robot_kind, self.config.robot_params, cache_dir=calibration_cache_dir())
         for name, robot in robots.items():
             config = AgentConfig(
                 name,

@@ -17,8 +17,9 @@ gap of a job is a real one. The driver reports the calibration as its ``params``
 robot's driver does, while the physics underneath runs the truth.
 
 A fit takes a few seconds per robot, so each is done once: remembered for the process, and
-stored in `cache_dir` (the platform's ``data_dir/calibrations``) as a calibration file named
-after the robot and a hash of everything the fit depends on.
+stored in `cache_dir` (`calibration_cache_dir`: shared by every platform on the machine, so a
+second ``raas serve`` or a test's platform starts at once) as a calibration file named after the
+robot and a hash of everything the fit depends on (a cached file is what that fit gives).
 """
 
 from __future__ import annotations
@@ -46,6 +47,15 @@ from raas_node.drivers.sim_driver import SimDriver
 from raas_node.virtual_rig.server import VirtualRig
 
 log = logging.getLogger(__name__)
+
+CALIBRATION_CACHE_VARIABLE = "RAAS_CALIBRATION_CACHE"
+
+
+def calibration_cache_dir() -> Path:
+    """``$RAAS_CALIBRATION_CACHE`` when set, else ``~/.cache/raas/calibrations``."""
+    configured = os.environ.get(CALIBRATION_CACHE_VARIABLE)
+    return Path(configured) if configured else Path.home() / ".cache" / "raas" / "calibrations"
+
 
 ROBOT_SPREAD = {name: spread for name, spread in DEFAULT_RANGES.items() if name != "actuation_latency_s"}
 """How local robots differ from the reference: the default randomisation set without the
