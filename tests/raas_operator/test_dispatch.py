@@ -25,6 +25,7 @@ from raas_operator.pods.builder import SESSION_TOKEN_KEY, fetch_pod_name, sessio
 from raas_operator.reconcile.schedule import BOOKING_ANNOTATION
 from raas_operator.runtime.cache import ClusterCache
 from raas_operator.runtime.cluster import GROUP, VERSION, Cluster
+from raas_operator.runtime.controller import JobController
 from raas_operator.runtime.scheduler import SchedulerLoop
 
 NAMESPACE = JOBS
@@ -134,3 +135,41 @@ def test_a_second_look_keeps_the_attempts_session_secret_and_a_retry_elsewhere_r
     assert base64.b64decode(retried.data[SESSION_TOKEN_KEY]).decode() == session_token(
         cluster.key, ROBOTS[1], "looked-twice"
     )
+
+
+def booking(agent: kubernetes.client.CustomObjectsApi, robot: str) -> str | None:
+    annotations = agent.get_cluster_custom_object(GROUP, VERSION, "robots", robot)["metadata"].get("annotations") or {}
+    return annotations.get(BOOKING_ANNOTATION)
+
+
+def test_freeing_a_robot_clears_only_the_booking_of_that_job_and_attempt(
+    cluster: Cluster, agent: kubernetes.client.CustomObjectsApi
+) -> None:
+    # (A CI run failed a job as the user's: an operator freeing a robot after the previous job, from a
+    # cache a version behind, cleared the booking of the job that came next, whose agent then never
+    # expected it.)
+    ready_robot(agent, "pendulum-0")
+    cluster.book("pendulum-0", "job-b", attempt=1)
+    assert cluster.unbook("pendulum-0", "job-a") is None  # the job before: not its booking any more
+    assert booking(agent, "pendulum-0") == "job-b"
+    cluster.book("pendulum-0", "job-b", attempt=2)  # job-b's retry, booked on the same robot
+    assert cluster.unbook("pendulum-0", "job-b", 1) is None
+    assert booking(agent, "pendulum-0") == "job-b"
+    freed = cluster.unbook("pendulum-0", "job-b", 2)
+    assert freed is not None
+    assert booking(agent, "pendulum-0") is None
+    assert cluster.unbook("pendulum-0", "job-b", 2) is None  # freed already
+    assert cluster.unbook("pendulum-9", "job-b") is None  # no such robot
+
+
+def test_an_operator_whose_cache_is_behind_does_not_free_the_next_jobs_robot(
+    cluster: Cluster, agent: kubernetes.client.CustomObjectsApi
+) -> None:
+    ready_robot(agent, "pendulum-0")
+    cluster.book("pendulum-0", "job-a", attempt=1)
+    cache = ClusterCache()
+    cache.replace_robots(*cluster.list_robots())  # sees job-a's booking...
+    cluster.book("pendulum-0", "job-b", attempt=1)  # ...which the other replica has since handed on
+    controller = JobController(cluster, cache, workers=1)
+    controller._free_robot("job-a", 1)  # job-a ended: what this operator then does
+    assert booking(agent, "pendulum-0") == "job-b"

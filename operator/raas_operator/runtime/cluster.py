@@ -370,6 +370,37 @@ class Cluster:
                 raise
             return None
 
+    def unbook(self, robot: str, job: str, attempt: int | None = None, *, tries: int = 5) -> dict[str, Any] | None:
+        """Free `robot` if it is still booked for `job` (for its `attempt`, when given and the
+        booking names one); returns the Robot as patched, or None when it is not (booked for
+        another job or attempt meanwhile, freed already, or gone).
+
+        The booking is read fresh and cleared with that read's resourceVersion, again on a
+        conflict: an operator whose cache is a version behind (or a second replica) must never
+        clear the booking of the job that came next, whose agent would then not expect it. (The
+        agent's heartbeats change the Robot's version every few seconds, so the version the cache
+        holds is no guard on its own.)"""
+        for _ in range(tries):
+            try:
+                item = cast(dict[str, Any], self.custom.get_cluster_custom_object(GROUP, VERSION, "robots", robot))
+            except ApiException as error:
+                if error.status == 404:
+                    return None
+                raise
+            metadata = item.get("metadata") or {}
+            annotations = metadata.get("annotations") or {}
+            booked_attempt = annotations.get(BOOKING_ATTEMPT_ANNOTATION)
+            if annotations.get(BOOKING_ANNOTATION) != job or (
+                attempt is not None and booked_attempt is not None and booked_attempt != str(attempt)
+            ):
+                return None
+            try:
+                return self.book(robot, None, str(metadata["resourceVersion"]))
+            except ConflictError:
+                continue  # (a heartbeat came between the read and the write)
+        log.warning("could not free robot %s of job %s: it kept changing; the next look tries again", robot, job)
+        return None
+
     # -- events ----------------------------------------------------------------------------------
 
     def event(self, job: dict[str, Any], reason: str, message: str, *, warning: bool = False) -> None:

@@ -316,7 +316,7 @@ class JobController:
                 self.cache.put_job(job)
                 self.fleet.observe_transition(before, action.status)
                 if action.status.phase.is_terminal or action.status.phase is Phase.QUEUED:
-                    self._free_robot(name)
+                    self._free_robot(name, action.status.attempts)
                 if action.status.phase is Phase.QUEUED and before.phase in CLOCK_PHASES:
                     self._discard_session_record(name)
             elif isinstance(action, RecordEvent):
@@ -373,10 +373,11 @@ class JobController:
         except StoreUnavailableError as error:
             log.warning("could not remove the last session record of %s before its retry: %s", job, error)
 
-    def _free_robot(self, job: str) -> None:
+    def _free_robot(self, job: str, attempt: int) -> None:
+        """Free the robot booked for `attempt` of `job` (only that booking: `Cluster.unbook`)."""
         for cached in self.cache.robots():
             if cached.entry.booked_job == job:
-                freed = self.cluster.book(cached.entry.robot.name, None)
+                freed = self.cluster.unbook(cached.entry.robot.name, job, attempt)
                 if freed is not None:
                     self.cache.put_robot(freed)
                 self.scheduler.wake()

@@ -190,7 +190,7 @@ class SchedulerLoop:
             robot=robot, attempts=status.attempts + 1, queue_position=None, estimated_start=None,
         )  # fmt: skip
         if not self._patch(job, starting):
-            self.cluster.book(robot, None)
+            self.cluster.unbook(robot, name, status.attempts + 1)
             return False
         if self.on_started is not None:
             self.on_started(name)
