@@ -90,6 +90,15 @@ def operator_environment(monkeypatch: pytest.MonkeyPatch, s3: S3Server) -> None:
         monkeypatch.setenv(f"RAAS_OPERATOR_{name}", value)
 
 
+def assert_retried_once_elsewhere(status: dict[str, Any], first: str) -> None:
+    """`status` is of a job whose first attempt on robot `first` ended as the robot's fault and
+    whose second, on another robot, succeeded."""
+    assert status["phase"] == "Succeeded", status
+    assert status["robot"] != first
+    assert status["attempts"] == 2
+    assert status["excluded_robots"] == [first]
+
+
 def wait_for(condition: Any, timeout_s: float, what: str) -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

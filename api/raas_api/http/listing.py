@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 
-from raas_api.http.views import view_at
+from raas_api.http.views import steps_now, view_at
+from raas_api.lru import Lru
 from raas_api.platform import Platform
 from raas_api.stores.base import JobRecord
 
@@ -28,23 +28,20 @@ class ViewCache:
 
     def __init__(self, size: int = 4096) -> None:
         self.size = size
-        self._views: OrderedDict[ViewKey, bytes] = OrderedDict()
+        self._views: Lru[ViewKey, bytes] = Lru(size)
         self._lock = threading.Lock()
 
     def rendered(self, record: JobRecord, platform: Platform) -> bytes:
         """`record`'s view as JSON, rendered now unless it was at this version and step count."""
-        steps = platform.steps_run(record) if not record.status.phase.is_terminal else None
+        steps = steps_now(record, platform)
         key = (record.job_id, str(record.version), steps)
         with self._lock:
-            cached = self._views.get(key)
-            if cached is not None:
-                self._views.move_to_end(key)
-                return cached
+            cached = self._views.lookup(key)
+        if cached is not None:
+            return cached
         view = view_at(record, steps).model_dump_json().encode()
         with self._lock:
-            self._views[key] = view
-            while len(self._views) > self.size:
-                self._views.popitem(last=False)
+            self._views.keep(key, view)
         return view
 
     def __len__(self) -> int:

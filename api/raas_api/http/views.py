@@ -10,7 +10,12 @@ from raas_api.stores.base import JobRecord
 
 def job_view(record: JobRecord, platform: Platform) -> JobView:
     """The job as clients see it, with the steps it has run if it is still going."""
-    return view_at(record, platform.steps_run(record) if not record.status.phase.is_terminal else None)
+    return view_at(record, steps_now(record, platform))
+
+
+def steps_now(record: JobRecord, platform: Platform) -> int | None:
+    """The control steps the job has run so far (None once it has ended, or before it runs)."""
+    return platform.steps_run(record) if not record.status.phase.is_terminal else None
 
 
 def view_at(record: JobRecord, steps: int | None) -> JobView:

@@ -5,7 +5,7 @@ with a thousand stored jobs or a hundred thousand: one index per filter the API 
 phase, robot, and phase with owner, which is a user's phase filter), a cursor that is a bound on
 that order, and several phases read as one ordered range each, merged. Rows already read are not
 parsed again: a job's spec never changes, and its status is kept with the version it was read at
-(`RecordCache`).
+(an `Lru` of parsed records, which the store calls under its lock).
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import base64
 import secrets
 import sqlite3
 import threading
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
+from raas_api.lru import Lru
 from raas_api.stores.base import ConflictError, JobNotFoundError, JobPage, JobRecord
 from raas_api.stores.sqlite_files import open_checked
 from raas_operator.jobs.model import JobSpec, JobStatus, Phase
@@ -58,38 +58,11 @@ def new_job_id() -> str:
     return f"job-{secrets.token_hex(5)}"
 
 
-class RecordCache:
-    """Parsed records of recently read jobs, at most `size` of them (least recently used out).
-
-    A stored row becomes a `JobRecord` by parsing its JSON (pydantic: most of what a listing
-    costs). The spec never changes, and a status is reused only at the version it was read at,
-    so a hit is exactly what parsing the row would give. Not thread-safe: the store calls it under
-    its lock.
-    """
-
-    def __init__(self, size: int = 4096) -> None:
-        self.size = size
-        self._records: OrderedDict[str, JobRecord] = OrderedDict()
-
-    def lookup(self, job_id: str) -> JobRecord | None:
-        """The job's record as last read or written (any version), or None."""
-        record = self._records.get(job_id)
-        if record is not None:
-            self._records.move_to_end(job_id)
-        return record
-
-    def keep(self, record: JobRecord) -> None:
-        self._records[record.job_id] = record
-        self._records.move_to_end(record.job_id)
-        while len(self._records) > self.size:
-            self._records.popitem(last=False)
-
-
 class SqliteJobStore:
     """`JobStore` in one SQLite file (WAL mode); ``":memory:"`` for tests."""
 
     def __init__(self, path: str | Path, *, cached_records: int = 4096) -> None:
-        """`cached_records`: how many parsed jobs to keep (`RecordCache`)."""
+        """`cached_records`: how many parsed jobs to keep, least recently used out."""
         self.path = str(path)
         if self.path == ":memory:":
             self._connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -98,7 +71,10 @@ class SqliteJobStore:
         self._connection.execute("PRAGMA synchronous=NORMAL")
         self._connection.executescript(SCHEMA)
         self._lock = threading.Lock()
-        self._cache = RecordCache(cached_records)
+        self._cache: Lru[str, JobRecord] = Lru(cached_records)
+        """Parsed records of recently read jobs (parsing a row's JSON is most of what a listing
+        costs): a spec never changes, and a status is reused only at the version it was read
+        at, so a hit is exactly what parsing the row would give."""
 
     def close(self) -> None:
         with self._lock:
@@ -141,7 +117,7 @@ class SqliteJobStore:
             self._connection.execute("COMMIT")
             if len(records) <= self._cache.size:
                 for record in records:
-                    self._cache.keep(record)
+                    self._cache.keep(record.job_id, record)
         return records
 
     def get(self, job_id: str) -> JobRecord:
@@ -240,7 +216,7 @@ class SqliteJobStore:
         """Cache `record` unless a newer version of it is cached already (another thread's write)."""
         cached = self._cache.lookup(record.job_id)
         if cached is None or int(cached.version) <= int(record.version):
-            self._cache.keep(record)
+            self._cache.keep(record.job_id, record)
 
 
 def listing_query(

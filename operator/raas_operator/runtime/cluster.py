@@ -319,14 +319,20 @@ class Cluster:
         listing = cast(dict[str, Any], self.custom.list_cluster_custom_object(GROUP, VERSION, "robots"))
         return list(listing.get("items") or []), (listing.get("metadata") or {}).get("resourceVersion")
 
-    def robot(self, name: str) -> ClusterRobot | None:
-        """One Robot with its booking (None if there is no such Robot, or it cannot be read)."""
+    def _robot_object(self, name: str) -> dict[str, Any] | None:
+        """Robot `name` as the API server serves it now (None if there is no such Robot)."""
         try:
-            item = cast(dict[str, Any], self.custom.get_cluster_custom_object(GROUP, VERSION, "robots", name))
+            return cast(dict[str, Any], self.custom.get_cluster_custom_object(GROUP, VERSION, "robots", name))
         except ApiException as error:
             if error.status == 404:
                 return None
             raise
+
+    def robot(self, name: str) -> ClusterRobot | None:
+        """One Robot with its booking (None if there is no such Robot, or it cannot be read)."""
+        item = self._robot_object(name)
+        if item is None:
+            return None
         try:
             return ClusterRobot.from_object(item)
         except ValidationError as error:
@@ -381,12 +387,9 @@ class Cluster:
         agent's heartbeats change the Robot's version every few seconds, so the version the cache
         holds is no guard on its own.)"""
         for _ in range(tries):
-            try:
-                item = cast(dict[str, Any], self.custom.get_cluster_custom_object(GROUP, VERSION, "robots", robot))
-            except ApiException as error:
-                if error.status == 404:
-                    return None
-                raise
+            item = self._robot_object(robot)
+            if item is None:
+                return None
             metadata = item.get("metadata") or {}
             annotations = metadata.get("annotations") or {}
             booked_attempt = annotations.get(BOOKING_ATTEMPT_ANNOTATION)
